@@ -1,0 +1,82 @@
+import { Router } from 'express';
+import Joi from 'joi';
+import { AppError } from '../../shared/errors.js';
+import {
+  addChannelMember,
+  getChannel,
+  joinChannel,
+  leaveChannel,
+  listChannelMembers,
+  removeChannelMember,
+} from '../domain/channels.js';
+import { CLIENT_MSG_ID, listHistory, sendMessage, type MessagingDeps } from '../domain/messages.js';
+import type { Subscriptions } from '../domain/subscriptions.js';
+import { currentUser } from './auth.js';
+import { idParam, parse } from './validation.js';
+
+const addMemberSchema = Joi.object({ userId: Joi.string().required() });
+const historySchema = Joi.object({
+  limit: Joi.number().integer().min(1).max(200).default(50),
+  before: Joi.number().integer().min(1),
+  after: Joi.number().integer().min(0),
+}).oxor('before', 'after');
+const sendSchema = Joi.object({
+  body: Joi.string().required(),
+  clientMsgId: CLIENT_MSG_ID.allow(null),
+});
+
+/** Routes under /channels; every one needs an authenticated caller. */
+export function channelRoutes(deps: { subscriptions: Subscriptions; messaging: MessagingDeps }): Router {
+  const router = Router();
+  const channelId = (raw: unknown) => idParam(raw, 'Channel');
+
+  router.get('/channels/:channelId', async (req, res) => {
+    res.json({ channel: (await getChannel(currentUser(req).id, channelId(req.params.channelId))).toDto() });
+  });
+
+  router.post('/channels/:channelId/join', async (req, res) => {
+    const channel = await joinChannel(deps, currentUser(req).id, channelId(req.params.channelId));
+    res.json({ channel: channel.toDto() });
+  });
+
+  router.post('/channels/:channelId/leave', async (req, res) => {
+    const channel = await leaveChannel(deps, currentUser(req).id, channelId(req.params.channelId));
+    res.json({ channel: channel.toDto() });
+  });
+
+  router.get('/channels/:channelId/members', async (req, res) => {
+    res.json({ members: await listChannelMembers(currentUser(req).id, channelId(req.params.channelId)) });
+  });
+
+  router.post('/channels/:channelId/members', async (req, res) => {
+    const id = channelId(req.params.channelId);
+    const { userId } = parse(addMemberSchema, req.body);
+    const member = await addChannelMember(deps, currentUser(req).id, id, idParam(userId, 'User'));
+    res.status(201).json({ member });
+  });
+
+  router.delete('/channels/:channelId/members/:userId', async (req, res) => {
+    await removeChannelMember(deps, currentUser(req).id, channelId(req.params.channelId), idParam(req.params.userId, 'Member'));
+    res.status(204).end();
+  });
+
+  router.get('/channels/:channelId/messages', async (req, res) => {
+    const id = channelId(req.params.channelId);
+    const query = parse(historySchema, { ...req.query });
+    res.json(await listHistory(currentUser(req).id, id, query));
+  });
+
+  router.post('/channels/:channelId/messages', async (req, res) => {
+    const id = channelId(req.params.channelId);
+    const input = parse(sendSchema, req.body);
+    const outcome = await sendMessage(deps.messaging, currentUser(req).id, {
+      channelId: id,
+      body: input.body,
+      clientMsgId: input.clientMsgId ?? null,
+    });
+    if (!outcome.ok) throw new AppError(outcome.error.code, outcome.error.message, outcome.error.details);
+    res.status(201).json({ message: outcome.message });
+  });
+
+  return router;
+}

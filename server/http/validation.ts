@@ -1,0 +1,21 @@
+import Joi from 'joi';
+import { NotFoundError, ValidationError } from '../../shared/errors.js';
+import { UUID_PATTERN } from '../domain/messages.js';
+
+/** Validates and converts `value`; unknown fields are an error, as the contract says. */
+export function parse<T>(schema: Joi.Schema<T>, value: unknown): T {
+  const { value: out, error } = schema.validate(value ?? {}, { abortEarly: false, stripUnknown: false, convert: true });
+  if (error) {
+    throw new ValidationError(
+      error.details.map((d) => d.message).join('; '),
+      error.details.map((d) => ({ field: d.path.join('.'), message: d.message })),
+    );
+  }
+  return out as T;
+}
+
+/** Ids are opaque: one that cannot exist is just another id that is not found. */
+export function idParam(value: unknown, what: string): string {
+  if (typeof value !== 'string' || !UUID_PATTERN.test(value)) throw new NotFoundError(what);
+  return value.toLowerCase();
+}

@@ -1,0 +1,201 @@
+import { Job, Queue } from 'bullmq';
+import type { Redis } from 'ioredis';
+import type { Config } from '../../shared/config.js';
+import { ServiceUnavailableError } from '../../shared/errors.js';
+import type { Logger } from '../../shared/logger.js';
+import {
+  MESSAGE_BATCH_JOB,
+  bullPrefix,
+  messageQueueName,
+  partitionOf,
+  replyChannel,
+  type BatchReply,
+  type BatchResult,
+  type MessageBatchJob,
+  type SendOutcome,
+  type SendRequest,
+} from '../../shared/queues.js';
+
+interface Pending {
+  send: SendRequest;
+  partition: number;
+  resolve: (outcome: SendOutcome) => void;
+  jobId?: string;
+  /** When the front node last learnt something about this send; the sweeper looks at quiet ones. */
+  checkedAt: number;
+}
+
+const UNAVAILABLE: SendOutcome = { ok: false, error: new ServiceUnavailableError().toBody() };
+
+/**
+ * The front node's side of the pipeline: packs accepted sends into one batch job per partition, and
+ * resolves each send when the worker replies with its outcome.
+ *
+ * Per partition at most one `add` is in flight: sends that arrive meanwhile wait and go out together in
+ * the next batch. That keeps one socket's sends in queue order and batches more the busier it gets.
+ * Replies come over Redis pub/sub, which can drop a message; a sweeper asks BullMQ about sends that stay
+ * quiet too long, and re-queues those whose job Redis lost (their ids make that harmless).
+ */
+export class SendQueue {
+  private readonly queues: Queue<MessageBatchJob, BatchResult>[];
+  private readonly buffers: SendRequest[][];
+  private readonly inFlight: boolean[];
+  private readonly pending = new Map<string, Pending>();
+  private sweepTimer?: NodeJS.Timeout;
+  private sweeping = false;
+  private closing = false;
+
+  constructor(
+    private readonly deps: {
+      config: Config;
+      /** Fail-fast connection shared by the partition queues' producers. */
+      connection: Redis;
+      /** Dedicated connection in subscriber mode for this node's reply channel. */
+      subscriber: Redis;
+      nodeId: string;
+      logger: Logger;
+      /** How long a send may stay without news before the sweeper asks BullMQ about it. */
+      quietMs?: number;
+    },
+  ) {
+    const { partitions } = deps.config.queue;
+    this.queues = Array.from(
+      { length: partitions },
+      (_, p) =>
+        new Queue<MessageBatchJob, BatchResult>(messageQueueName(p), {
+          connection: deps.connection,
+          prefix: bullPrefix(deps.config.redis.prefix),
+          defaultJobOptions: {
+            // Retries happen in place inside the worker: a retried job re-queued with backoff would
+            // fall behind later messages of its channel.
+            attempts: 1,
+            removeOnComplete: { age: 300, count: 10_000 },
+            removeOnFail: { age: 3600, count: 10_000 },
+          },
+        }),
+    );
+    this.buffers = Array.from({ length: partitions }, () => []);
+    this.inFlight = Array.from({ length: partitions }, () => false);
+  }
+
+  async start(): Promise<void> {
+    const channel = replyChannel(this.deps.config.redis.prefix, this.deps.nodeId);
+    this.deps.subscriber.on('message', (ch: string, raw: string) => {
+      if (ch === channel) this.onReply(raw);
+    });
+    await this.deps.subscriber.subscribe(channel);
+    await Promise.all(this.queues.map((q) => q.waitUntilReady()));
+    const quietMs = this.deps.quietMs ?? 5000;
+    this.sweepTimer = setInterval(() => void this.sweep(quietMs), Math.max(500, quietMs / 2));
+    this.sweepTimer.unref();
+  }
+
+  get pendingCount(): number {
+    return this.pending.size;
+  }
+
+  submit(send: SendRequest): Promise<SendOutcome> {
+    if (this.closing) return Promise.resolve(UNAVAILABLE);
+    const partition = partitionOf(send.channelId, this.queues.length);
+    return new Promise<SendOutcome>((resolve) => {
+      this.pending.set(send.id, { send, partition, resolve, checkedAt: Date.now() });
+      this.buffers[partition].push(send);
+      this.flush(partition);
+    });
+  }
+
+  /** Stops taking sends, waits up to `graceMs` for those in flight, then answers the rest as unavailable. */
+  async stop(graceMs = 5000): Promise<void> {
+    this.closing = true;
+    const deadline = Date.now() + graceMs;
+    while (this.pending.size > 0 && Date.now() < deadline) await new Promise((r) => setTimeout(r, 50));
+    for (const id of [...this.pending.keys()]) this.settle(id, UNAVAILABLE);
+    clearInterval(this.sweepTimer);
+    await Promise.all(this.queues.map((q) => q.close()));
+  }
+
+  private flush(partition: number): void {
+    if (this.inFlight[partition] || this.buffers[partition].length === 0) return;
+    const sends = this.buffers[partition].splice(0, this.deps.config.queue.maxBatch);
+    this.inFlight[partition] = true;
+    this.queues[partition]
+      .add(MESSAGE_BATCH_JOB, { node: this.deps.nodeId, sends })
+      .then(
+        (job) => {
+          for (const s of sends) {
+            const p = this.pending.get(s.id);
+            if (p) p.jobId = job.id;
+          }
+        },
+        (err: unknown) => {
+          // Not knowing whether Redis stored the job, the honest answer is "retry": the client's retry
+          // carries the same clientMsgId and cannot create a second message.
+          this.deps.logger.warn({ err, partition, sends: sends.length }, 'enqueue failed');
+          for (const s of sends) this.settle(s.id, UNAVAILABLE);
+        },
+      )
+      .finally(() => {
+        this.inFlight[partition] = false;
+        this.flush(partition);
+      });
+  }
+
+  private onReply(raw: string): void {
+    let reply: BatchReply;
+    try {
+      reply = JSON.parse(raw) as BatchReply;
+    } catch {
+      this.deps.logger.error({ raw: raw.slice(0, 200) }, 'unparseable batch reply');
+      return;
+    }
+    for (const [id, outcome] of Object.entries(reply.outcomes ?? {})) this.settle(id, outcome);
+  }
+
+  private settle(id: string, outcome: SendOutcome): void {
+    const p = this.pending.get(id);
+    if (!p) return;
+    this.pending.delete(id);
+    p.resolve(outcome);
+  }
+
+  private async sweep(quietMs: number): Promise<void> {
+    if (this.sweeping) return;
+    this.sweeping = true;
+    try {
+      const now = Date.now();
+      const byJob = new Map<string, Pending[]>();
+      for (const p of this.pending.values()) {
+        if (!p.jobId || now - p.checkedAt < quietMs) continue;
+        const key = `${p.partition}:${p.jobId}`;
+        byJob.set(key, [...(byJob.get(key) ?? []), p]);
+      }
+      for (const group of byJob.values()) await this.recheck(group, now);
+    } catch (err) {
+      this.deps.logger.warn({ err }, 'send sweep failed; will retry');
+    } finally {
+      this.sweeping = false;
+    }
+  }
+
+  private async recheck(group: Pending[], now: number): Promise<void> {
+    const { partition, jobId } = group[0];
+    const job = await Job.fromId<MessageBatchJob, BatchResult>(this.queues[partition], jobId!);
+    if (!job) {
+      this.deps.logger.warn({ jobId, partition, sends: group.length }, 'batch job lost by Redis; re-queueing its sends');
+      for (const p of group) {
+        p.jobId = undefined;
+        p.checkedAt = now;
+        this.buffers[partition].push(p.send);
+      }
+      this.flush(partition);
+      return;
+    }
+    if (job.finishedOn && job.returnvalue?.outcomes) {
+      for (const p of group) this.settle(p.send.id, job.returnvalue.outcomes[p.send.id] ?? UNAVAILABLE);
+    } else if (job.finishedOn) {
+      for (const p of group) this.settle(p.send.id, UNAVAILABLE);
+    } else {
+      for (const p of group) p.checkedAt = now;
+    }
+  }
+}

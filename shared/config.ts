@@ -1,0 +1,157 @@
+import Joi from 'joi';
+
+/**
+ * Configuration is read and validated once, at start-up, from the environment. Every deployable gets the
+ * same frozen object; nothing else in the code reads process.env.
+ */
+export interface Config {
+  readonly nodeEnv: 'development' | 'production' | 'test';
+  readonly port: number;
+  readonly logLevel: string;
+  readonly db: {
+    readonly connection: string | {
+      readonly host: string;
+      readonly port: number;
+      readonly user: string;
+      readonly password: string;
+      readonly database: string;
+    };
+    readonly poolMax: number;
+  };
+  readonly redis: {
+    readonly url: string;
+    /** Prefix of every Redis key and pub/sub channel this deployment uses, so deployments can share a Redis. */
+    readonly prefix: string;
+  };
+  readonly jwt: {
+    readonly secret: string;
+    readonly expiresIn: string;
+  };
+  readonly bcryptRounds: number;
+  readonly messages: {
+    readonly maxBodyLength: number;
+    /** Sends a user may make per second (socket and REST together); 0 disables the limit. */
+    readonly ratePerSecond: number;
+  };
+  readonly queue: {
+    /** Channels are spread over this many BullMQ queues; each is processed by one worker at a time. */
+    readonly partitions: number;
+    /** How long a worker's lock on a batch lasts without renewal: bounds how soon a dead worker's partition resumes. */
+    readonly lockMs: number;
+    readonly stalledIntervalMs: number;
+    /** Most sends a front node packs into one queued batch. */
+    readonly maxBatch: number;
+  };
+}
+
+/** Secrets that appear in examples and must never guard a production deployment. */
+export const KNOWN_DEFAULT_SECRETS = ['change-me', 'changeme', 'secret', 'dev-secret-change-me', 'development-secret'];
+export const DEV_JWT_SECRET = 'dev-secret-change-me';
+
+export class ConfigError extends Error {
+  constructor(readonly variable: string, detail: string) {
+    super(`Invalid configuration: ${variable} ${detail}`);
+    this.name = 'ConfigError';
+  }
+}
+
+const durationPattern = /^\d+(ms|s|m|h|d)?$/;
+
+const schema = Joi.object({
+  NODE_ENV: Joi.string().valid('development', 'production', 'test').default('development'),
+  PORT: Joi.number().integer().min(0).max(65535).default(3000),
+  LOG_LEVEL: Joi.string().valid('fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent').default('info'),
+  DATABASE_URL: Joi.string().uri({ scheme: ['postgres', 'postgresql'] }),
+  DB_HOST: Joi.string().hostname().default('127.0.0.1'),
+  DB_PORT: Joi.number().port().default(5432),
+  DB_USERNAME: Joi.string().default('postgres'),
+  DB_USER: Joi.string(),
+  DB_PASSWORD: Joi.string().allow('').default(''),
+  DB_NAME: Joi.string().pattern(/^[A-Za-z0-9_-]{1,63}$/).default('slack_style'),
+  DB_POOL_MAX: Joi.number().integer().min(1).max(200).default(10),
+  REDIS_URL: Joi.string().uri({ scheme: ['redis', 'rediss'] }),
+  REDIS_HOST: Joi.string().hostname().default('127.0.0.1'),
+  REDIS_PORT: Joi.number().port().default(6379),
+  REDIS_PREFIX: Joi.string().pattern(/^[A-Za-z0-9_.-]{1,64}$/).default('ssb'),
+  JWT_SECRET: Joi.string().min(1),
+  JWT_EXPIRES_IN: Joi.string().pattern(durationPattern).default('1h'),
+  BCRYPT_ROUNDS: Joi.number().integer().min(4).max(15).default(10),
+  MESSAGE_MAX_LENGTH: Joi.number().integer().min(1).max(40000).default(4000),
+  MESSAGE_RATE_PER_SECOND: Joi.number().integer().min(0).default(50),
+  QUEUE_PARTITIONS: Joi.number().integer().min(1).max(256).default(8),
+  QUEUE_LOCK_MS: Joi.number().integer().min(1000).default(5000),
+  QUEUE_STALLED_INTERVAL_MS: Joi.number().integer().min(500).default(2500),
+  QUEUE_MAX_BATCH: Joi.number().integer().min(1).max(1000).default(200),
+}).unknown(true);
+
+function redact(url: string): string {
+  return url.replace(/\/\/([^:@/]*):[^@/]*@/, '//$1:***@');
+}
+
+export function describeDatabase(config: Config): string {
+  const c = config.db.connection;
+  return typeof c === 'string' ? redact(c) : `postgres://${c.user}@${c.host}:${c.port}/${c.database}`;
+}
+
+export function describeRedis(config: Config): string {
+  return redact(config.redis.url);
+}
+
+function deepFreeze<T>(value: T): T {
+  if (value && typeof value === 'object') {
+    for (const v of Object.values(value)) deepFreeze(v);
+    Object.freeze(value);
+  }
+  return value;
+}
+
+export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
+  // Empty strings in .env files mean "not set", as users expect.
+  const input = Object.fromEntries(Object.entries(env).filter(([, v]) => v !== undefined && v !== ''));
+  const { value, error } = schema.validate(input, { abortEarly: true, convert: true });
+  if (error) {
+    const detail = error.details[0];
+    const variable = String(detail.path[0] ?? detail.context?.key ?? 'configuration');
+    throw new ConfigError(variable, detail.message.replace(/^"[^"]*" ?/, ''));
+  }
+  const v = value as Record<string, any>;
+
+  let jwtSecret: string | undefined = v.JWT_SECRET;
+  if (v.NODE_ENV === 'production') {
+    if (!jwtSecret) throw new ConfigError('JWT_SECRET', 'must be set when NODE_ENV=production');
+    if (KNOWN_DEFAULT_SECRETS.includes(jwtSecret) || jwtSecret.length < 32) {
+      throw new ConfigError('JWT_SECRET', 'must be a unique secret of at least 32 characters when NODE_ENV=production');
+    }
+  }
+  jwtSecret ??= DEV_JWT_SECRET;
+
+  const config: Config = {
+    nodeEnv: v.NODE_ENV,
+    port: v.PORT,
+    logLevel: v.LOG_LEVEL,
+    db: {
+      connection: v.DATABASE_URL ?? {
+        host: v.DB_HOST,
+        port: v.DB_PORT,
+        user: env.DB_USERNAME ? v.DB_USERNAME : (v.DB_USER ?? v.DB_USERNAME),
+        password: v.DB_PASSWORD,
+        database: v.DB_NAME,
+      },
+      poolMax: v.DB_POOL_MAX,
+    },
+    redis: {
+      url: v.REDIS_URL ?? `redis://${v.REDIS_HOST}:${v.REDIS_PORT}`,
+      prefix: v.REDIS_PREFIX,
+    },
+    jwt: { secret: jwtSecret, expiresIn: v.JWT_EXPIRES_IN },
+    bcryptRounds: v.BCRYPT_ROUNDS,
+    messages: { maxBodyLength: v.MESSAGE_MAX_LENGTH, ratePerSecond: v.MESSAGE_RATE_PER_SECOND },
+    queue: {
+      partitions: v.QUEUE_PARTITIONS,
+      lockMs: v.QUEUE_LOCK_MS,
+      stalledIntervalMs: v.QUEUE_STALLED_INTERVAL_MS,
+      maxBatch: v.QUEUE_MAX_BATCH,
+    },
+  };
+  return deepFreeze(config);
+}

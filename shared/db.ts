@@ -1,0 +1,47 @@
+import knexFactory, { type Knex } from 'knex';
+import { Model } from 'objection';
+import pg from 'pg';
+import path from 'node:path';
+import { fileURLToPath } from 'node:url';
+import type { Config } from './config.js';
+
+// seq and counts are BIGINT; they stay far below 2^53, and the contract says seq is a number.
+pg.types.setTypeParser(pg.types.builtins.INT8, (v: string) => Number(v));
+
+export const MIGRATIONS_DIR = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..', 'migrations');
+
+export function knexConfig(config: Config, overrides: Partial<Knex.Config> = {}): Knex.Config {
+  return {
+    client: 'pg',
+    connection: typeof config.db.connection === 'string' ? config.db.connection : { ...config.db.connection },
+    pool: { min: 0, max: config.db.poolMax },
+    acquireConnectionTimeout: 10_000,
+    migrations: { directory: MIGRATIONS_DIR, loadExtensions: ['.ts'], tableName: 'knex_migrations' },
+    ...overrides,
+  };
+}
+
+/** One knex pool per process, bound to Objection's models. */
+export function createDb(config: Config): Knex {
+  const knex = knexFactory(knexConfig(config));
+  Model.knex(knex);
+  return knex;
+}
+
+export function isUniqueViolation(err: unknown, constraint?: string): boolean {
+  const e = err as { code?: string; constraint?: string };
+  return e?.code === '23505' && (constraint === undefined || e.constraint === constraint);
+}
+
+/** PostgreSQL unreachable, restarting or out of connections: worth retrying, never the user's fault. */
+export function isTransientDbError(err: unknown): boolean {
+  const e = err as { code?: string; name?: string; message?: string };
+  if (!e) return false;
+  if (e.name === 'KnexTimeoutError') return true;
+  if (typeof e.code === 'string') {
+    if (['ECONNREFUSED', 'ECONNRESET', 'ETIMEDOUT', 'EPIPE', 'ENOTFOUND', 'EAI_AGAIN'].includes(e.code)) return true;
+    // 08: connection exception; 53: insufficient resources; 57P: operator intervention (shutdown); 40: rollback (serialization, deadlock).
+    if (/^(08|53|57P|40)/.test(e.code)) return true;
+  }
+  return /Connection terminated|connection timeout|terminating connection/i.test(e.message ?? '');
+}

@@ -1,0 +1,46 @@
+import { BaseModel } from './BaseModel.js';
+
+export interface ChannelDto {
+  id: string;
+  workspaceId: string;
+  name: string;
+  isPrivate: boolean;
+  topic: string;
+  createdAt: string;
+}
+
+export class Channel extends BaseModel {
+  static override tableName = 'channels';
+
+  id!: string;
+  workspaceId!: string;
+  name!: string;
+  isPrivate!: boolean;
+  topic!: string;
+  lastSeq!: number;
+  createdBy!: string | null;
+  createdAt!: Date;
+
+  toDto(): ChannelDto {
+    return {
+      id: this.id,
+      workspaceId: this.workspaceId,
+      name: this.name,
+      isPrivate: this.isPrivate,
+      topic: this.topic,
+      createdAt: this.createdAt.toISOString(),
+    };
+  }
+}
+
+export class ChannelMember extends BaseModel {
+  static override tableName = 'channel_members';
+  static override get idColumn() {
+    return ['channel_id', 'user_id'];
+  }
+
+  channelId!: string;
+  userId!: string;
+  lastReadSeq!: number;
+  createdAt!: Date;
+}

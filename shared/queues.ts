@@ -1,0 +1,58 @@
+import type { ErrorBody } from './errors.js';
+import type { MessageDto } from './models/Message.js';
+
+/**
+ * Channels are spread over `partitions` BullMQ queues by a hash of the channel id. Each partition queue
+ * has a global concurrency of 1, so one channel's batches are persisted and emitted strictly in queue
+ * order whichever worker takes them (see docs/PIPELINE.md).
+ */
+export const MESSAGE_QUEUE_BASE = 'messages';
+export const MESSAGE_BATCH_JOB = 'batch';
+
+export function messageQueueName(partition: number): string {
+  return `${MESSAGE_QUEUE_BASE}-${partition}`;
+}
+
+/** FNV-1a: stable across processes and versions, which a partition map must be. */
+export function partitionOf(channelId: string, partitions: number): number {
+  let h = 0x811c9dc5;
+  for (let i = 0; i < channelId.length; i++) {
+    h ^= channelId.charCodeAt(i);
+    h = Math.imul(h, 0x01000193);
+  }
+  return (h >>> 0) % partitions;
+}
+
+/** A send the front node accepted. `id` becomes the message id: it makes re-processing a batch harmless. */
+export interface SendRequest {
+  id: string;
+  channelId: string;
+  userId: string;
+  body: string;
+  clientMsgId: string | null;
+}
+
+export interface MessageBatchJob {
+  /** The front node waiting for the outcomes (its reply channel). */
+  node: string;
+  sends: SendRequest[];
+}
+
+export type SendOutcome = { ok: true; message: MessageDto } | { ok: false; error: ErrorBody };
+
+/** Outcomes keyed by SendRequest.id; the job's return value and the reply carry the same object. */
+export interface BatchResult {
+  outcomes: Record<string, SendOutcome>;
+}
+
+export interface BatchReply extends BatchResult {
+  jobId: string;
+}
+
+export function bullPrefix(redisPrefix: string): string {
+  return `${redisPrefix}:bull`;
+}
+
+export function replyChannel(redisPrefix: string, node: string): string {
+  return `${redisPrefix}:reply:${node}`;
+}

@@ -1,0 +1,125 @@
+import type { Knex } from 'knex';
+import { NotFoundError } from '../../shared/errors.js';
+import { toMessageDto, type MessageDto } from '../../shared/models/index.js';
+import type { SendOutcome, SendRequest } from '../../shared/queues.js';
+
+export interface PersistResult {
+  /** One outcome per send id. */
+  outcomes: Record<string, SendOutcome>;
+  /** Messages this call stored, in seq order per channel: exactly the ones to emit. */
+  created: MessageDto[];
+}
+
+interface MessageRow {
+  id: string;
+  channel_id: string;
+  seq: number;
+  user_id: string;
+  body: string;
+  client_msg_id: string | null;
+  created_at: Date;
+}
+
+const notFound = () => ({ ok: false as const, error: new NotFoundError('Channel').toBody() });
+/** pg sends a JS array as one array parameter; knex's types do not know that. */
+const arrays = (...values: unknown[][]) => values as unknown as Knex.RawBinding[];
+const dedupeKey = (userId: string, clientMsgId: string) => `${userId}\u0000${clientMsgId}`;
+
+/**
+ * Persists a batch of sends in one transaction: membership checked, each channel's next seqs assigned,
+ * all new rows inserted with one statement. Running it again for the same batch changes nothing and
+ * returns the same outcomes: a send whose id or (user, clientMsgId) is already stored answers with the
+ * stored message and is not emitted again.
+ */
+export async function persistMessages(knex: Knex, sends: SendRequest[]): Promise<PersistResult> {
+  return knex.transaction(async (trx) => {
+    const channelIds = [...new Set(sends.map((s) => s.channelId))].sort();
+    // Locking the channels in id order serialises every writer of a channel and cannot deadlock.
+    const channels = await trx.raw<{ rows: Array<{ id: string; last_seq: number }> }>(
+      'SELECT id, last_seq FROM channels WHERE id = ANY(?::uuid[]) ORDER BY id FOR UPDATE',
+      arrays(channelIds),
+    );
+    const lastSeq = new Map(channels.rows.map((c) => [c.id, c.last_seq]));
+
+    const withClientId = sends.filter((s) => s.clientMsgId !== null);
+    const [existing, members] = await Promise.all([
+      trx.raw<{ rows: MessageRow[] }>(
+        `SELECT * FROM messages WHERE id = ANY(?::uuid[])
+          OR (user_id, client_msg_id) IN (SELECT * FROM unnest(?::uuid[], ?::text[]))`,
+        arrays(sends.map((s) => s.id), withClientId.map((s) => s.userId), withClientId.map((s) => s.clientMsgId)),
+      ),
+      trx.raw<{ rows: Array<{ channel_id: string; user_id: string }> }>(
+        `SELECT channel_id, user_id FROM channel_members
+          WHERE (channel_id, user_id) IN (SELECT * FROM unnest(?::uuid[], ?::uuid[]))`,
+        arrays(sends.map((s) => s.channelId), sends.map((s) => s.userId)),
+      ),
+    ]);
+    const byId = new Map<string, MessageRow>();
+    const byClientId = new Map<string, MessageRow>();
+    for (const row of existing.rows) {
+      byId.set(row.id, row);
+      if (row.client_msg_id !== null) byClientId.set(dedupeKey(row.user_id, row.client_msg_id), row);
+    }
+    const isMember = new Set(members.rows.map((m) => `${m.channel_id}|${m.user_id}`));
+
+    const outcomes: Record<string, SendOutcome> = {};
+    // A clientMsgId repeated inside this batch gets the first send's outcome.
+    const firstInBatch = new Map<string, string>();
+    const toInsert: SendRequest[] = [];
+    const seqs: number[] = [];
+    for (const send of sends) {
+      const key = send.clientMsgId === null ? null : dedupeKey(send.userId, send.clientMsgId);
+      const stored = byId.get(send.id) ?? (key ? byClientId.get(key) : undefined);
+      if (stored) {
+        outcomes[send.id] = { ok: true, message: toMessageDto(stored) };
+        continue;
+      }
+      const earlier = key ? firstInBatch.get(key) : undefined;
+      if (earlier) continue; // resolved below, once the first one has its outcome
+      if (key) firstInBatch.set(key, send.id);
+      const seq = lastSeq.get(send.channelId);
+      if (seq === undefined || !isMember.has(`${send.channelId}|${send.userId}`)) {
+        outcomes[send.id] = notFound();
+        continue;
+      }
+      lastSeq.set(send.channelId, seq + 1);
+      toInsert.push(send);
+      seqs.push(seq + 1);
+    }
+
+    let created: MessageDto[] = [];
+    if (toInsert.length > 0) {
+      const inserted = await trx.raw<{ rows: MessageRow[] }>(
+        `INSERT INTO messages (id, channel_id, seq, user_id, body, client_msg_id)
+         SELECT * FROM unnest(?::uuid[], ?::uuid[], ?::bigint[], ?::uuid[], ?::text[], ?::text[])
+         RETURNING *`,
+        arrays(
+          toInsert.map((s) => s.id),
+          toInsert.map((s) => s.channelId),
+          seqs,
+          toInsert.map((s) => s.userId),
+          toInsert.map((s) => s.body),
+          toInsert.map((s) => s.clientMsgId),
+        ),
+      );
+      // toInsert is in send order, so each channel's messages come out in seq order.
+      const rowsById = new Map(inserted.rows.map((r) => [r.id, r]));
+      created = toInsert.map((s) => toMessageDto(rowsById.get(s.id)!));
+      for (const message of created) outcomes[message.id] = { ok: true, message };
+      const advanced = channelIds.filter((id) => lastSeq.has(id));
+      await trx.raw(
+        `UPDATE channels SET last_seq = v.last_seq
+           FROM unnest(?::uuid[], ?::bigint[]) AS v(id, last_seq)
+          WHERE channels.id = v.id AND channels.last_seq < v.last_seq`,
+        arrays(advanced, advanced.map((id) => lastSeq.get(id))),
+      );
+    }
+
+    for (const send of sends) {
+      if (outcomes[send.id]) continue;
+      const first = firstInBatch.get(dedupeKey(send.userId, send.clientMsgId!));
+      outcomes[send.id] = outcomes[first!];
+    }
+    return { outcomes, created };
+  });
+}

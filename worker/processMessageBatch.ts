@@ -1,0 +1,72 @@
+import type { Emitter } from '@socket.io/redis-emitter';
+import { UnrecoverableError, type Job } from 'bullmq';
+import type { Redis } from 'ioredis';
+import Joi from 'joi';
+import type { Knex } from 'knex';
+import { isTransientDbError, isUniqueViolation } from '../shared/db.js';
+import { channelRoom } from '../shared/events.js';
+import type { Logger } from '../shared/logger.js';
+import { replyChannel, type BatchReply, type BatchResult, type MessageBatchJob } from '../shared/queues.js';
+import { persistMessages } from './actions/persistMessages.js';
+
+const uuid = Joi.string().guid({ version: ['uuidv4', 'uuidv7'] });
+const jobSchema = Joi.object<MessageBatchJob>({
+  node: Joi.string().max(64).required(),
+  sends: Joi.array()
+    .min(1)
+    .max(1000)
+    .items(
+      Joi.object({
+        id: uuid.required(),
+        channelId: uuid.required(),
+        userId: uuid.required(),
+        body: Joi.string().min(1).max(100_000).required(),
+        clientMsgId: Joi.string().max(64).allow(null).required(),
+      }),
+    )
+    .required(),
+});
+
+export interface BatchProcessorDeps {
+  knex: Knex;
+  emitter: Emitter;
+  /** The emitter's connection: replies go on it too, after the emits, so Redis sees them in that order. */
+  publisher: Redis;
+  redisPrefix: string;
+  logger: Logger;
+  isClosing: () => boolean;
+}
+
+const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+
+/**
+ * The processor of every message partition queue. Retries on PostgreSQL outages happen here, in place,
+ * while the job keeps its lock: the partition waits instead of letting later messages overtake. Only
+ * after the commit are the new messages emitted to their channel rooms, then the outcomes replied.
+ */
+export function createBatchProcessor(deps: BatchProcessorDeps) {
+  return async (job: Job<MessageBatchJob, BatchResult>): Promise<BatchResult> => {
+    const { value: data, error } = jobSchema.validate(job.data);
+    if (error) throw new UnrecoverableError(`malformed batch: ${error.message}`);
+
+    let result;
+    for (let attempt = 1; ; attempt++) {
+      try {
+        result = await persistMessages(deps.knex, data.sends);
+        break;
+      } catch (err) {
+        // A concurrent batch stored the same (user, clientMsgId): the retry finds it and answers with it.
+        const retriable = isTransientDbError(err) || isUniqueViolation(err);
+        if (!retriable || deps.isClosing()) throw err;
+        deps.logger.warn({ err, attempt, jobId: job.id }, 'persisting batch failed; retrying in place');
+        await sleep(Math.min(100 * 2 ** Math.min(attempt, 5), 2000));
+      }
+    }
+
+    for (const message of result.created) deps.emitter.to(channelRoom(message.channelId)).emit('message:new', message);
+    const reply: BatchReply = { jobId: job.id!, outcomes: result.outcomes };
+    // Awaited: the job completes (and the partition's next batch may start) only once Redis has the emits.
+    await deps.publisher.publish(replyChannel(deps.redisPrefix, data.node), JSON.stringify(reply));
+    return { outcomes: result.outcomes };
+  };
+}
