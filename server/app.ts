@@ -48,7 +48,7 @@ export function createFrontNode(config: Config, options: { logger?: Logger } = {
   const loginFailures = createRateLimit(redis, `${config.redis.prefix}:rl:login`, 10, 15 * 60);
 
   const httpServer = createServer();
-  const { io, subscriptions } = createSocketServer({
+  const { io, subscriptions, notifyRead } = createSocketServer({
     httpServer,
     config,
     tokens,
@@ -66,6 +66,7 @@ export function createFrontNode(config: Config, options: { logger?: Logger } = {
     loginFailures,
     subscriptions,
     messaging,
+    notifyRead,
   });
   httpServer.on('request', app);
 

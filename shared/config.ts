@@ -42,6 +42,12 @@ export interface Config {
     /** Most sends a front node packs into one queued batch. */
     readonly maxBatch: number;
   };
+  readonly sync: {
+    /** How long a new socket's live messages wait for its first `sync`, so replay comes before live. */
+    readonly holdMs: number;
+    /** Most messages one `sync` replays per channel; the client calls again while `hasMore`. */
+    readonly replayLimit: number;
+  };
 }
 
 /** Secrets that appear in examples and must never guard a production deployment. */
@@ -82,6 +88,8 @@ const schema = Joi.object({
   QUEUE_LOCK_MS: Joi.number().integer().min(1000).default(5000),
   QUEUE_STALLED_INTERVAL_MS: Joi.number().integer().min(500).default(2500),
   QUEUE_MAX_BATCH: Joi.number().integer().min(1).max(1000).default(200),
+  SYNC_HOLD_MS: Joi.number().integer().min(0).max(10_000).default(1000),
+  SYNC_REPLAY_LIMIT: Joi.number().integer().min(1).max(10_000).default(1000),
 }).unknown(true);
 
 function redact(url: string): string {
@@ -152,6 +160,7 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
       stalledIntervalMs: v.QUEUE_STALLED_INTERVAL_MS,
       maxBatch: v.QUEUE_MAX_BATCH,
     },
+    sync: { holdMs: v.SYNC_HOLD_MS, replayLimit: v.SYNC_REPLAY_LIMIT },
   };
   return deepFreeze(config);
 }

@@ -6,21 +6,41 @@ import type { SendOutcome } from './queues.js';
 export const channelRoom = (channelId: string) => `channel:${channelId}`;
 export const userRoom = (userId: string) => `user:${userId}`;
 
+/** The Redis channel prefix shared by the front nodes' adapter and the workers' emitter. */
+export const socketAdapterKey = (redisPrefix: string) => `${redisPrefix}:socket.io`;
+
 export interface SendPayload {
   channelId: string;
   body: string;
   clientMsgId: string;
 }
 
+export interface SyncPayload {
+  /** channelId → the last seq the client has. */
+  channels: Record<string, number>;
+}
+
+export type SyncChannelAck = { replayed: number; latestSeq: number; hasMore: boolean } | { error: ErrorBody };
+export type SyncAck = { ok: true; channels: Record<string, SyncChannelAck> } | { ok: false; error: ErrorBody };
+
+export interface ReadPayload {
+  channelId: string;
+  seq: number;
+}
+
+export type ReadAck = { ok: true; channelId: string; seq: number } | { ok: false; error: ErrorBody };
+
 export type Ack<T> = (response: T) => void;
-export type ErrorAck = { ok: false; error: ErrorBody };
 
 export interface ClientToServerEvents {
   'message:send': (payload: SendPayload, ack: Ack<SendOutcome>) => void;
+  sync: (payload: SyncPayload, ack: Ack<SyncAck>) => void;
+  'channel:read': (payload: ReadPayload, ack?: Ack<ReadAck>) => void;
 }
 
 export interface ServerToClientEvents {
   'message:new': (message: MessageDto) => void;
+  'channel:read': (read: ReadPayload) => void;
 }
 
 /** A membership change every front node applies to the local sockets of `userId` before acknowledging. */
@@ -30,8 +50,12 @@ export interface MembershipChange {
   leave: string[];
 }
 
+export const MESSAGES_CREATED = 'messages:created';
+
 export interface InterServerEvents {
   'membership:change': (change: MembershipChange, ack: (done: true) => void) => void;
+  /** Published by a worker once per committed batch; each front node delivers to its local rooms. */
+  'messages:created': (messages: MessageDto[]) => void;
 }
 
 export interface SocketData {

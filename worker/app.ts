@@ -13,7 +13,7 @@ import {
   type BatchResult,
   type MessageBatchJob,
 } from '../shared/queues.js';
-import { socketAdapterKey } from '../server/realtime/socketServer.js';
+import { socketAdapterKey } from '../shared/events.js';
 import { createBatchProcessor } from './processMessageBatch.js';
 
 export interface WorkerNode {
@@ -33,7 +33,7 @@ export function createWorkerNode(config: Config, options: { logger?: Logger } = 
   for (const client of [connection, publisher]) {
     client.on('error', (err) => logger.warn({ err: err.message }, 'redis connection error'));
   }
-  const emitter = new Emitter(publisher, { key: socketAdapterKey(config) });
+  const emitter = new Emitter(publisher, { key: socketAdapterKey(config.redis.prefix) });
   let closing = false;
   const processor = createBatchProcessor({
     knex,

@@ -4,7 +4,7 @@ import type { Redis } from 'ioredis';
 import Joi from 'joi';
 import type { Knex } from 'knex';
 import { isTransientDbError, isUniqueViolation } from '../shared/db.js';
-import { channelRoom } from '../shared/events.js';
+import { MESSAGES_CREATED } from '../shared/events.js';
 import type { Logger } from '../shared/logger.js';
 import { replyChannel, type BatchReply, type BatchResult, type MessageBatchJob } from '../shared/queues.js';
 import { persistMessages } from './actions/persistMessages.js';
@@ -42,7 +42,7 @@ const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 /**
  * The processor of every message partition queue. Retries on PostgreSQL outages happen here, in place,
  * while the job keeps its lock: the partition waits instead of letting later messages overtake. Only
- * after the commit are the new messages emitted to their channel rooms, then the outcomes replied.
+ * after the commit are the new messages published to the front nodes, then the outcomes replied.
  */
 export function createBatchProcessor(deps: BatchProcessorDeps) {
   return async (job: Job<MessageBatchJob, BatchResult>): Promise<BatchResult> => {
@@ -63,7 +63,8 @@ export function createBatchProcessor(deps: BatchProcessorDeps) {
       }
     }
 
-    for (const message of result.created) deps.emitter.to(channelRoom(message.channelId)).emit('message:new', message);
+    // One publish per batch; every front node hands each message to its local channel room in order.
+    if (result.created.length > 0) deps.emitter.serverSideEmit(MESSAGES_CREATED, result.created);
     const reply: BatchReply = { jobId: job.id!, outcomes: result.outcomes };
     // Awaited: the job completes (and the partition's next batch may start) only once Redis has the emits.
     await deps.publisher.publish(replyChannel(deps.redisPrefix, data.node), JSON.stringify(reply));

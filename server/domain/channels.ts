@@ -6,6 +6,10 @@ import type { Subscriptions } from './subscriptions.js';
 
 export interface ChannelListItem extends ChannelDto {
   isMember: boolean;
+  /** Only on channels the caller is in. */
+  lastSeq?: number;
+  lastReadSeq?: number;
+  unreadCount?: number;
 }
 
 export interface ChannelMemberDto {
@@ -46,8 +50,18 @@ export async function listChannels(userId: string, workspaceId: string): Promise
     .where('channels.workspace_id', workspaceId)
     .where((q) => q.where('channels.is_private', false).orWhereNotNull('cm.user_id'))
     .orderBy('channels.name')
-    .select('channels.*', 'cm.user_id as memberUserId');
-  return rows.map((c) => ({ ...c.toDto(), isMember: Boolean((c as unknown as { memberUserId?: string }).memberUserId) }));
+    .select('channels.*', 'cm.user_id as memberUserId', 'cm.last_read_seq as memberLastReadSeq');
+  return rows.map((c) => {
+    const { memberUserId, memberLastReadSeq } = c as unknown as { memberUserId?: string; memberLastReadSeq: number };
+    if (!memberUserId) return { ...c.toDto(), isMember: false };
+    return {
+      ...c.toDto(),
+      isMember: true,
+      lastSeq: c.lastSeq,
+      lastReadSeq: memberLastReadSeq,
+      unreadCount: c.lastSeq - memberLastReadSeq,
+    };
+  });
 }
 
 export async function getChannel(userId: string, channelId: string): Promise<Channel> {

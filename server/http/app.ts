@@ -5,6 +5,7 @@ import type { Logger } from '../../shared/logger.js';
 import type { TokenService } from '../auth.js';
 import type { MessagingDeps } from '../domain/messages.js';
 import type { RateLimit } from '../domain/rateLimit.js';
+import type { ReadNotifier } from '../domain/readState.js';
 import type { Subscriptions } from '../domain/subscriptions.js';
 import { authRoutes, requireAuth } from './auth.js';
 import { channelRoutes } from './channels.js';
@@ -24,6 +25,7 @@ export interface HttpDeps {
   loginFailures: RateLimit;
   subscriptions: Subscriptions;
   messaging: MessagingDeps;
+  notifyRead: ReadNotifier;
 }
 
 export function createHttpApp(deps: HttpDeps): Express {

@@ -3,6 +3,7 @@ import Joi from 'joi';
 import { UnauthorizedError } from '../../shared/errors.js';
 import type { User } from '../../shared/models/index.js';
 import type { TokenService } from '../auth.js';
+import { listUnread } from '../domain/readState.js';
 import { registerUser, verifyCredentials } from '../domain/users.js';
 import type { RateLimit } from '../domain/rateLimit.js';
 import { parse } from './validation.js';
@@ -57,6 +58,10 @@ export function authRoutes(deps: { tokens: TokenService; bcryptRounds: number; l
 
   router.get('/me', requireAuth(deps.tokens), (req, res) => {
     res.json({ user: currentUser(req).toDto() });
+  });
+
+  router.get('/me/unread', requireAuth(deps.tokens), async (req, res) => {
+    res.json({ channels: await listUnread(currentUser(req).id) });
   });
 
   return router;

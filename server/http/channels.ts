@@ -10,6 +10,7 @@ import {
   removeChannelMember,
 } from '../domain/channels.js';
 import { CLIENT_MSG_ID, listHistory, sendMessage, type MessagingDeps } from '../domain/messages.js';
+import { markRead, type ReadNotifier } from '../domain/readState.js';
 import type { Subscriptions } from '../domain/subscriptions.js';
 import { currentUser } from './auth.js';
 import { idParam, parse } from './validation.js';
@@ -20,13 +21,18 @@ const historySchema = Joi.object({
   before: Joi.number().integer().min(1),
   after: Joi.number().integer().min(0),
 }).oxor('before', 'after');
+const readSchema = Joi.object({ seq: Joi.number().integer().min(0).required() });
 const sendSchema = Joi.object({
   body: Joi.string().required(),
   clientMsgId: CLIENT_MSG_ID.allow(null),
 });
 
 /** Routes under /channels; every one needs an authenticated caller. */
-export function channelRoutes(deps: { subscriptions: Subscriptions; messaging: MessagingDeps }): Router {
+export function channelRoutes(deps: {
+  subscriptions: Subscriptions;
+  messaging: MessagingDeps;
+  notifyRead: ReadNotifier;
+}): Router {
   const router = Router();
   const channelId = (raw: unknown) => idParam(raw, 'Channel');
 
@@ -76,6 +82,12 @@ export function channelRoutes(deps: { subscriptions: Subscriptions; messaging: M
     });
     if (!outcome.ok) throw new AppError(outcome.error.code, outcome.error.message, outcome.error.details);
     res.status(201).json({ message: outcome.message });
+  });
+
+  router.post('/channels/:channelId/read', async (req, res) => {
+    const id = channelId(req.params.channelId);
+    const { seq } = parse(readSchema, req.body);
+    res.json(await markRead(deps.notifyRead, currentUser(req).id, id, seq));
   });
 
   return router;

@@ -113,6 +113,17 @@ export async function persistMessages(knex: Knex, sends: SendRequest[]): Promise
           WHERE channels.id = v.id AND channels.last_seq < v.last_seq`,
         arrays(advanced, advanced.map((id) => lastSeq.get(id))),
       );
+      // A sender has read its own messages: they never count as unread for them.
+      const readUpTo = new Map<string, { channelId: string; userId: string; seq: number }>();
+      for (const m of created) readUpTo.set(`${m.channelId}|${m.userId}`, { channelId: m.channelId, userId: m.userId, seq: m.seq });
+      const reads = [...readUpTo.values()];
+      await trx.raw(
+        `UPDATE channel_members SET last_read_seq = v.seq
+           FROM unnest(?::uuid[], ?::uuid[], ?::bigint[]) AS v(channel_id, user_id, seq)
+          WHERE channel_members.channel_id = v.channel_id AND channel_members.user_id = v.user_id
+            AND channel_members.last_read_seq < v.seq`,
+        arrays(reads.map((r) => r.channelId), reads.map((r) => r.userId), reads.map((r) => r.seq)),
+      );
     }
 
     for (const send of sends) {

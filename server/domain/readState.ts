@@ -1,0 +1,64 @@
+import type { Knex } from 'knex';
+import { NotFoundError } from '../../shared/errors.js';
+import { Channel, ChannelMember } from '../../shared/models/index.js';
+
+export interface ReadState {
+  channelId: string;
+  seq: number;
+}
+
+/** Tells every socket of the user, on every front node, that a channel's read mark moved. */
+export type ReadNotifier = (userId: string, read: ReadState) => void;
+
+/**
+ * Moves the caller's read mark forward to `seq` (never back, never past the channel's last seq) and
+ * returns where it stands. Other devices hear of it only when it moved.
+ */
+export async function markRead(notify: ReadNotifier, userId: string, channelId: string, seq: number): Promise<ReadState> {
+  const knex = ChannelMember.knex() as Knex;
+  const updated = await knex.raw<{ rows: Array<{ last_read_seq: number; previous: number }> }>(
+    `UPDATE channel_members cm
+        SET last_read_seq = GREATEST(cm.last_read_seq, LEAST(?::bigint, c.last_seq))
+       FROM channels c, channel_members before
+      WHERE cm.channel_id = ? AND cm.user_id = ? AND c.id = cm.channel_id
+        AND before.channel_id = cm.channel_id AND before.user_id = cm.user_id
+      RETURNING cm.last_read_seq, before.last_read_seq AS previous`,
+    [seq, channelId, userId],
+  );
+  const row = updated.rows[0];
+  if (!row) throw new NotFoundError('Channel');
+  const read = { channelId, seq: row.last_read_seq };
+  if (row.last_read_seq !== row.previous) notify(userId, read);
+  return read;
+}
+
+export interface UnreadChannel {
+  channelId: string;
+  workspaceId: string;
+  name: string;
+  lastSeq: number;
+  lastReadSeq: number;
+  unreadCount: number;
+}
+
+/**
+ * Channels with unread messages across all the user's workspaces. Seqs are gap-free, so the count is a
+ * subtraction on the membership row, not a scan of messages.
+ */
+export async function listUnread(userId: string): Promise<UnreadChannel[]> {
+  const rows = await Channel.query()
+    .join('channel_members as cm', 'cm.channel_id', 'channels.id')
+    .where('cm.user_id', userId)
+    .whereRaw('channels.last_seq > cm.last_read_seq')
+    .orderBy('channels.workspace_id')
+    .orderBy('channels.name')
+    .select(
+      'channels.id as channelId',
+      'channels.workspace_id as workspaceId',
+      'channels.name',
+      'channels.last_seq as lastSeq',
+      'cm.last_read_seq as lastReadSeq',
+    )
+    .castTo<Array<Omit<UnreadChannel, 'unreadCount'>>>();
+  return rows.map((r) => ({ ...r, unreadCount: r.lastSeq - r.lastReadSeq }));
+}
