@@ -48,7 +48,7 @@ export function createFrontNode(config: Config, options: { logger?: Logger } = {
   const loginFailures = createRateLimit(redis, `${config.redis.prefix}:rl:login`, 10, 15 * 60);
 
   const httpServer = createServer();
-  const { io, subscriptions, notifyRead } = createSocketServer({
+  const { io, subscriptions, notifyRead, close: closeSockets } = createSocketServer({
     httpServer,
     config,
     tokens,
@@ -86,8 +86,9 @@ export function createFrontNode(config: Config, options: { logger?: Logger } = {
     },
     async stop() {
       // New connections stop first; sends already queued get their answers before the queue closes.
-      io.close();
+      const socketsClosed = closeSockets();
       await sendQueue.stop();
+      await socketsClosed;
       await knex.destroy();
       await Promise.all([redis, adapterPub, adapterSub, replySub].map((c) => c.quit().catch(() => c.disconnect())));
       logger.info({ nodeId }, 'front node stopped');

@@ -64,7 +64,7 @@ export function createBatchProcessor(deps: BatchProcessorDeps) {
     }
 
     // One publish per batch; every front node hands each message to its local channel room in order.
-    if (result.created.length > 0) deps.emitter.serverSideEmit(MESSAGES_CREATED, result.created);
+    if (result.publish.length > 0) deps.emitter.serverSideEmit(MESSAGES_CREATED, result.publish);
     const reply: BatchReply = { jobId: job.id!, outcomes: result.outcomes };
     // Awaited: the job completes (and the partition's next batch may start) only once Redis has the emits.
     await deps.publisher.publish(replyChannel(deps.redisPrefix, data.node), JSON.stringify(reply));

@@ -83,3 +83,15 @@ export async function listHistory(
   if (query.after === undefined) page.reverse();
   return { messages: page.map((m) => m.toDto()), hasMore };
 }
+
+/** Messages of a channel with afterSeq < seq < beforeSeq (or unbounded above), ascending, at most `limit`. */
+export async function messagesInRange(
+  channelId: string,
+  afterSeq: number,
+  beforeSeq: number | null,
+  limit: number,
+): Promise<MessageDto[]> {
+  const q = Message.query().where('channel_id', channelId).where('seq', '>', afterSeq).orderBy('seq').limit(limit);
+  if (beforeSeq !== null) q.where('seq', '<', beforeSeq);
+  return (await q).map((m) => m.toDto());
+}

@@ -21,12 +21,13 @@ import {
   type SyncChannelAck,
 } from '../../shared/events.js';
 import type { Logger } from '../../shared/logger.js';
-import { ChannelMember, Message } from '../../shared/models/index.js';
+import { ChannelMember } from '../../shared/models/index.js';
 import type { TokenService } from '../auth.js';
-import { CLIENT_MSG_ID, UUID_PATTERN, sendMessage, type MessagingDeps } from '../domain/messages.js';
+import { CLIENT_MSG_ID, UUID_PATTERN, messagesInRange, sendMessage, type MessagingDeps } from '../domain/messages.js';
 import { markRead, type ReadNotifier } from '../domain/readState.js';
 import type { Subscriptions } from '../domain/subscriptions.js';
 import { Delivery } from './delivery.js';
+import { ChannelSequencer } from './sequencer.js';
 import type { IoServer, IoSocket } from './types.js';
 
 export type { IoServer, IoSocket };
@@ -83,7 +84,7 @@ export function createSocketServer(deps: {
   subClient: Redis;
   messaging: MessagingDeps;
   logger: Logger;
-}): { io: IoServer; subscriptions: Subscriptions; notifyRead: ReadNotifier } {
+}): { io: IoServer; subscriptions: Subscriptions; notifyRead: ReadNotifier; close(): Promise<void> } {
   const { logger } = deps;
   const io: IoServer = new Server(deps.httpServer, {
     maxHttpBufferSize: MAX_SOCKET_FRAME_BYTES,
@@ -101,17 +102,17 @@ export function createSocketServer(deps: {
   }
 
   const delivery = new Delivery(io, {
-    replay: {
-      after: async (channelId, afterSeq, limit) =>
-        (await Message.query().where('channel_id', channelId).where('seq', '>', afterSeq).orderBy('seq').limit(limit)).map(
-          (m) => m.toDto(),
-        ),
-    },
+    replay: { after: (channelId, afterSeq, limit) => messagesInRange(channelId, afterSeq, null, limit) },
     holdMs: deps.config.sync.holdMs,
     replayLimit: deps.config.sync.replayLimit,
     logger,
   });
-  io.on('messages:created', (messages) => delivery.deliver(messages));
+  const sequencer = new ChannelSequencer({
+    source: { between: (channelId, afterSeq, beforeSeq) => messagesInRange(channelId, afterSeq, beforeSeq, 10_000) },
+    deliver: (messages) => delivery.deliver(messages),
+    logger,
+  });
+  io.on('messages:created', (messages) => sequencer.accept(messages));
 
   const notifyRead: ReadNotifier = (userId, read) => {
     io.to(userRoom(userId)).emit('channel:read', read);
@@ -236,5 +237,13 @@ export function createSocketServer(deps: {
     }
   }
 
-  return { io, subscriptions, notifyRead };
+  return {
+    io,
+    subscriptions,
+    notifyRead,
+    close: async () => {
+      sequencer.stop();
+      await io.close();
+    },
+  };
 }

@@ -6,8 +6,14 @@ import type { SendOutcome, SendRequest } from '../../shared/queues.js';
 export interface PersistResult {
   /** One outcome per send id. */
   outcomes: Record<string, SendOutcome>;
-  /** Messages this call stored, in seq order per channel: exactly the ones to emit. */
+  /** Messages this call stored, in seq order per channel. */
   created: MessageDto[];
+  /**
+   * The batch's own messages to publish, in seq order per channel: the ones stored now, or, when this
+   * batch is run again after a crash, the ones its first run stored (that run may have died before
+   * publishing; front nodes drop what they already delivered). Duplicates of other sends are not here.
+   */
+  publish: MessageDto[];
 }
 
 interface MessageRow {
@@ -63,6 +69,7 @@ export async function persistMessages(knex: Knex, sends: SendRequest[]): Promise
     const isMember = new Set(members.rows.map((m) => `${m.channel_id}|${m.user_id}`));
 
     const outcomes: Record<string, SendOutcome> = {};
+    const storedByThisBatch: MessageDto[] = [];
     // A clientMsgId repeated inside this batch gets the first send's outcome.
     const firstInBatch = new Map<string, string>();
     const toInsert: SendRequest[] = [];
@@ -71,7 +78,9 @@ export async function persistMessages(knex: Knex, sends: SendRequest[]): Promise
       const key = send.clientMsgId === null ? null : dedupeKey(send.userId, send.clientMsgId);
       const stored = byId.get(send.id) ?? (key ? byClientId.get(key) : undefined);
       if (stored) {
-        outcomes[send.id] = { ok: true, message: toMessageDto(stored) };
+        const message = toMessageDto(stored);
+        outcomes[send.id] = { ok: true, message };
+        if (stored.id === send.id) storedByThisBatch.push(message);
         continue;
       }
       const earlier = key ? firstInBatch.get(key) : undefined;
@@ -131,6 +140,7 @@ export async function persistMessages(knex: Knex, sends: SendRequest[]): Promise
       const first = firstInBatch.get(dedupeKey(send.userId, send.clientMsgId!));
       outcomes[send.id] = outcomes[first!];
     }
-    return { outcomes, created };
+    storedByThisBatch.sort((a, b) => a.seq - b.seq);
+    return { outcomes, created, publish: [...storedByThisBatch, ...created] };
   });
 }
