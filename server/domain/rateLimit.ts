@@ -5,6 +5,8 @@ import { RateLimitedError, ServiceUnavailableError } from '../../shared/errors.j
 export interface RateLimit {
   /** Takes one point for `key`, or throws RateLimitedError with how long to wait. */
   consume(key: string): Promise<void>;
+  /** Throws RateLimitedError if `key` has no points left, without taking one. */
+  check(key: string): Promise<void>;
 }
 
 /**
@@ -12,7 +14,7 @@ export interface RateLimit {
  * `durationSeconds` window; 0 points disables the limit.
  */
 export function createRateLimit(redis: Redis, keyPrefix: string, points: number, durationSeconds: number): RateLimit {
-  if (points <= 0) return { consume: async () => {} };
+  if (points <= 0) return { consume: async () => {}, check: async () => {} };
   const limiter = new RateLimiterRedis({ storeClient: redis, keyPrefix, points, duration: durationSeconds });
   return {
     async consume(key) {
@@ -22,6 +24,15 @@ export function createRateLimit(redis: Redis, keyPrefix: string, points: number,
         if (res instanceof RateLimiterRes) throw new RateLimitedError(Math.max(1, Math.ceil(res.msBeforeNext / 1000)));
         throw new ServiceUnavailableError();
       }
+    },
+    async check(key) {
+      let res: RateLimiterRes | null;
+      try {
+        res = await limiter.get(key);
+      } catch {
+        throw new ServiceUnavailableError();
+      }
+      if (res && res.consumedPoints >= points) throw new RateLimitedError(Math.max(1, Math.ceil(res.msBeforeNext / 1000)));
     },
   };
 }

@@ -45,8 +45,9 @@ export function authRoutes(deps: { tokens: TokenService; bcryptRounds: number; l
 
   router.post('/auth/login', async (req, res) => {
     const { email, password } = parse(loginSchema, req.body);
-    // Only failures count, per email and address: a guesser is slowed, a user who types right is not.
+    // Only failures count, per email and address; once they are used up, no password is tried at all.
     const key = `${email.toLowerCase()}|${req.ip}`;
+    await deps.loginFailures.check(key);
     try {
       const user = await verifyCredentials(email, password);
       res.json({ user: user.toDto(), token: deps.tokens.sign(user.id) });
