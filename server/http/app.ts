@@ -38,7 +38,8 @@ export function createHttpApp(deps: HttpDeps): Express {
 
   const api = express.Router();
   api.use(authRoutes(deps));
-  api.use(requireAuth(deps.tokens));
+  // Only under known prefixes: an unknown route is a 404 whether or not a token came with it.
+  api.use(['/workspaces', '/channels'], requireAuth(deps.tokens));
   api.use(workspaceRoutes(deps));
   api.use(channelRoutes(deps));
   app.use(API_PREFIX, api);
