@@ -28,16 +28,22 @@ export function createDb(config: Config): Knex {
   return knex;
 }
 
+/** The driver's error: Objection wraps it (db-errors) and keeps the original as `nativeError`. */
+function pgError(err: unknown): { code?: string; constraint?: string; name?: string; message?: string } | undefined {
+  const e = err as { nativeError?: unknown } | undefined;
+  return (e?.nativeError ?? e) as ReturnType<typeof pgError>;
+}
+
 export function isUniqueViolation(err: unknown, constraint?: string): boolean {
-  const e = err as { code?: string; constraint?: string };
+  const e = pgError(err);
   return e?.code === '23505' && (constraint === undefined || e.constraint === constraint);
 }
 
 /** PostgreSQL unreachable, restarting or out of connections: worth retrying, never the user's fault. */
 export function isTransientDbError(err: unknown): boolean {
-  const e = err as { code?: string; name?: string; message?: string };
+  if ((err as { name?: string })?.name === 'KnexTimeoutError') return true;
+  const e = pgError(err);
   if (!e) return false;
-  if (e.name === 'KnexTimeoutError') return true;
   if (typeof e.code === 'string') {
     if (['ECONNREFUSED', 'ECONNRESET', 'ETIMEDOUT', 'EPIPE', 'ENOTFOUND', 'EAI_AGAIN'].includes(e.code)) return true;
     // 08: connection exception; 53: insufficient resources; 57P: operator intervention (shutdown); 40: rollback (serialization, deadlock).
