@@ -1,0 +1,192 @@
+import { expect } from 'chai';
+import { spawn } from 'node:child_process';
+import path from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { ConfigError, DEV_JWT_SECRET, KNOWN_DEFAULT_SECRETS, loadConfig } from '../../shared/config.js';
+
+const REPO_ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..', '..');
+const STRONG_SECRET = 'k3v9-Q2xZ7pL0mN5rT8wY1aB4cD6eF0gH2jK';
+
+/** The ConfigError thrown by loadConfig(env), or a failed assertion if it does not throw one. */
+function configError(env: NodeJS.ProcessEnv): ConfigError {
+  try {
+    loadConfig(env);
+  } catch (err) {
+    expect(err).to.be.instanceOf(ConfigError);
+    return err as ConfigError;
+  }
+  expect.fail(`loadConfig accepted ${JSON.stringify(env)}`);
+}
+
+describe('loadConfig', function () {
+  describe('database user', function () {
+    it('When only DB_USER is set, then it is used as the database user (alias of DB_USERNAME)', function () {
+      const config = loadConfig({ DB_USER: 'alice' });
+      expect(config.db.connection).to.deep.include({ user: 'alice' });
+    });
+
+    it('When only DB_USERNAME is set, then it is used as the database user', function () {
+      const config = loadConfig({ DB_USERNAME: 'bob' });
+      expect(config.db.connection).to.deep.include({ user: 'bob' });
+    });
+
+    it('When both DB_USERNAME and DB_USER are set, then DB_USERNAME wins', function () {
+      const config = loadConfig({ DB_USERNAME: 'bob', DB_USER: 'alice' });
+      expect(config.db.connection).to.deep.include({ user: 'bob' });
+    });
+
+    it('When neither is set (or both are empty strings), then the user is the default "postgres"', function () {
+      expect(loadConfig({}).db.connection).to.deep.include({ user: 'postgres' });
+      expect(loadConfig({ DB_USERNAME: '', DB_USER: '' }).db.connection).to.deep.include({ user: 'postgres' });
+    });
+
+    it('When DB_* variables are set without DATABASE_URL, then the connection is built from them', function () {
+      const config = loadConfig({ DB_HOST: 'db.internal', DB_PORT: '6543', DB_USER: 'app', DB_PASSWORD: 'pw', DB_NAME: 'chat' });
+      expect(config.db.connection).to.deep.equal({ host: 'db.internal', port: 6543, user: 'app', password: 'pw', database: 'chat' });
+    });
+  });
+
+  describe('URL precedence', function () {
+    it('When DATABASE_URL is set, then it wins over the DB_* variables', function () {
+      const url = 'postgres://u:p@db.example:5433/chat';
+      const config = loadConfig({ DATABASE_URL: url, DB_HOST: 'other', DB_PORT: '1', DB_USER: 'x', DB_NAME: 'y' });
+      expect(config.db.connection).to.equal(url);
+    });
+
+    it('When REDIS_URL is set, then it wins over REDIS_HOST and REDIS_PORT', function () {
+      const config = loadConfig({ REDIS_URL: 'redis://cache.example:6380/2', REDIS_HOST: 'other', REDIS_PORT: '1' });
+      expect(config.redis.url).to.equal('redis://cache.example:6380/2');
+    });
+
+    it('When REDIS_URL is not set, then the URL is built from REDIS_HOST and REDIS_PORT', function () {
+      expect(loadConfig({ REDIS_HOST: 'cache.internal', REDIS_PORT: '6390' }).redis.url).to.equal('redis://cache.internal:6390');
+      expect(loadConfig({}).redis.url).to.equal('redis://127.0.0.1:6379');
+    });
+
+    it('When an empty DATABASE_URL is set, then it counts as unset', function () {
+      const config = loadConfig({ DATABASE_URL: '', DB_HOST: 'db.internal' });
+      expect(config.db.connection).to.deep.include({ host: 'db.internal' });
+    });
+  });
+
+  describe('bad values', function () {
+    const cases: Array<[string, NodeJS.ProcessEnv]> = [
+      ['PORT', { PORT: 'abc' }],
+      ['PORT', { PORT: '70000' }],
+      ['DB_PORT', { DB_PORT: 'five' }],
+      ['DATABASE_URL', { DATABASE_URL: 'mysql://u@h/db' }],
+      ['REDIS_URL', { REDIS_URL: 'http://cache:6379' }],
+      ['NODE_ENV', { NODE_ENV: 'staging' }],
+      ['LOG_LEVEL', { LOG_LEVEL: 'loud' }],
+      ['BCRYPT_ROUNDS', { BCRYPT_ROUNDS: '3' }],
+      ['JWT_EXPIRES_IN', { JWT_EXPIRES_IN: 'soon' }],
+      ['REDIS_PREFIX', { REDIS_PREFIX: 'has space' }],
+    ];
+    for (const [variable, env] of cases) {
+      it(`When ${variable}=${JSON.stringify(Object.values(env)[0])}, then loadConfig throws a ConfigError naming ${variable}`, function () {
+        const err = configError(env);
+        expect(err.variable).to.equal(variable);
+        expect(err.message).to.include(variable);
+        expect(err.name).to.equal('ConfigError');
+      });
+    }
+
+    it('When numeric variables are valid strings, then they are converted to numbers', function () {
+      const config = loadConfig({ PORT: '8080', BCRYPT_ROUNDS: '4', DB_POOL_MAX: '3' });
+      expect(config.port).to.equal(8080);
+      expect(config.bcryptRounds).to.equal(4);
+      expect(config.db.poolMax).to.equal(3);
+    });
+
+    it('When an invalid DATABASE_URL contains a password, then the ConfigError message does not echo it', function () {
+      const err = configError({ DATABASE_URL: 'mysql://user:hunter2-secret@h/db' });
+      expect(err.message).not.to.include('hunter2-secret');
+    });
+  });
+
+  describe('JWT secret', function () {
+    it('When NODE_ENV=production and JWT_SECRET is missing, then loadConfig refuses with a ConfigError naming JWT_SECRET', function () {
+      const err = configError({ NODE_ENV: 'production' });
+      expect(err.variable).to.equal('JWT_SECRET');
+      expect(err.message).to.include('JWT_SECRET');
+      expect(configError({ NODE_ENV: 'production', JWT_SECRET: '' }).variable).to.equal('JWT_SECRET');
+    });
+
+    for (const known of KNOWN_DEFAULT_SECRETS) {
+      it(`When NODE_ENV=production and JWT_SECRET is the known default "${known}", then loadConfig refuses`, function () {
+        expect(configError({ NODE_ENV: 'production', JWT_SECRET: known }).variable).to.equal('JWT_SECRET');
+      });
+    }
+
+    it('When NODE_ENV=production and JWT_SECRET is the dev default, then loadConfig refuses', function () {
+      expect(configError({ NODE_ENV: 'production', JWT_SECRET: DEV_JWT_SECRET }).variable).to.equal('JWT_SECRET');
+    });
+
+    it('When NODE_ENV=production and JWT_SECRET is a unique long secret, then it is used', function () {
+      const config = loadConfig({ NODE_ENV: 'production', JWT_SECRET: STRONG_SECRET });
+      expect(config.nodeEnv).to.equal('production');
+      expect(config.jwt.secret).to.equal(STRONG_SECRET);
+    });
+
+    it('When NODE_ENV is development or test and JWT_SECRET is missing, then the dev secret is used', function () {
+      expect(loadConfig({}).jwt.secret).to.equal(DEV_JWT_SECRET);
+      expect(loadConfig({ NODE_ENV: 'test' }).jwt.secret).to.equal(DEV_JWT_SECRET);
+    });
+  });
+
+  describe('the result', function () {
+    it('When a config is loaded, then it and every nested object are frozen', function () {
+      const config = loadConfig({ DB_USER: 'alice' });
+      expect(Object.isFrozen(config)).to.equal(true);
+      for (const nested of [config.db, config.db.connection, config.redis, config.jwt, config.messages, config.queue]) {
+        expect(Object.isFrozen(nested)).to.equal(true);
+      }
+    });
+
+    it('When code tries to change a loaded config, then it throws and the value is unchanged', function () {
+      const config = loadConfig({ PORT: '1234', JWT_SECRET: 'original' });
+      expect(() => {
+        (config as { port: number }).port = 1;
+      }).to.throw(TypeError);
+      expect(() => {
+        (config.jwt as { secret: string }).secret = 'stolen';
+      }).to.throw(TypeError);
+      expect(config.port).to.equal(1234);
+      expect(config.jwt.secret).to.equal('original');
+    });
+
+    it('When loadConfig is given an env object, then it does not modify it', function () {
+      const env = Object.freeze({ PORT: '1234', DB_USER: 'alice' });
+      expect(() => loadConfig(env)).not.to.throw();
+    });
+  });
+
+  describe('the server entry point', function () {
+    it('When server/main.ts starts with PORT=abc, then it exits non-zero printing one line naming PORT', async function () {
+      this.timeout(60_000);
+      const child = spawn('npx', ['tsx', 'server/main.ts'], {
+        cwd: REPO_ROOT,
+        env: { ...process.env, PORT: 'abc' },
+        stdio: ['ignore', 'pipe', 'pipe'],
+      });
+      let stdout = '';
+      let stderr = '';
+      child.stdout.on('data', (d) => (stdout += d));
+      child.stderr.on('data', (d) => (stderr += d));
+      const code = await new Promise<number | null>((resolve, reject) => {
+        const timer = setTimeout(() => {
+          child.kill('SIGKILL');
+          reject(new Error(`server/main.ts did not exit; stdout=${stdout} stderr=${stderr}`));
+        }, 50_000);
+        child.on('exit', (c) => {
+          clearTimeout(timer);
+          resolve(c);
+        });
+      });
+      expect(code).to.be.a('number').and.not.equal(0);
+      const lines = `${stdout}${stderr}`.split('\n').filter((l) => l.trim() !== '');
+      expect(lines, `output: ${stdout}${stderr}`).to.have.length(1);
+      expect(lines[0]).to.include('PORT');
+    });
+  });
+});
