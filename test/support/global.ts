@@ -1,0 +1,69 @@
+/**
+ * Mocha global fixtures: every run gets its own freshly migrated database and its own Redis key prefix on the
+ * configured servers (or local fallbacks, see scripts/services.ts), and removes both afterwards.
+ *
+ * Mocha imports the spec files before mochaGlobalSetup runs, so specs must read the environment (loadConfig)
+ * in hooks or tests, not at module top level. Child processes that specs spawn inherit it.
+ */
+import { randomBytes } from 'node:crypto';
+import dotenv from 'dotenv';
+import { loadConfig } from '../../shared/config.js';
+import { dropDatabase, migrateLatest, withDatabase } from '../../scripts/db-admin.js';
+import { deleteKeysWithPrefix } from '../../scripts/redis-admin.js';
+import { ensureServices, type Services } from '../../scripts/services.js';
+
+// A LOG_LEVEL in .env is meant for running the app; only one given for this very run applies to tests.
+const requestedLogLevel = process.env.LOG_LEVEL;
+// .env still says which servers to use (DB_PASSWORD etc.).
+dotenv.config({ quiet: true });
+
+interface Run {
+  /** Its config names the run's database. */
+  readonly services: Services;
+  readonly redisPrefix: string;
+}
+
+let run: Run | undefined;
+
+const log = (line: string) => console.error(`[test setup] ${line}`);
+
+async function cleanUp({ services, redisPrefix }: Run): Promise<void> {
+  try {
+    try {
+      await dropDatabase(services.config);
+    } finally {
+      await deleteKeysWithPrefix(services.config.redis.url, redisPrefix);
+    }
+  } finally {
+    await services.stop();
+  }
+}
+
+export async function mochaGlobalSetup(): Promise<void> {
+  process.env.NODE_ENV = 'test';
+  const id = randomBytes(4).toString('hex');
+  // Pointed at the run's own database, ensureServices creates it on whichever server it settles on.
+  const services = await ensureServices(withDatabase(loadConfig(process.env), `ssb_test_${id}`), log);
+  const attempt: Run = { services, redisPrefix: `ssbtest-${id}` };
+  try {
+    await migrateLatest(services.config);
+    Object.assign(process.env, {
+      ...services.env,
+      REDIS_PREFIX: attempt.redisPrefix,
+      BCRYPT_ROUNDS: '4',
+      LOG_LEVEL: requestedLogLevel || 'warn',
+    });
+  } catch (err) {
+    // Mocha skips the teardown when setup fails.
+    await cleanUp(attempt).catch(() => {});
+    throw err;
+  }
+  run = attempt;
+}
+
+export async function mochaGlobalTeardown(): Promise<void> {
+  if (!run) return;
+  const finished = run;
+  run = undefined;
+  await cleanUp(finished);
+}
