@@ -46,7 +46,8 @@ export async function sendMessage(deps: MessagingDeps, userId: string, input: Se
     await deps.rateLimit.consume(userId);
     return await deps.sendQueue.submit({
       id: randomUUID(),
-      channelId: input.channelId,
+      // One spelling per channel: the partition is a hash of it.
+      channelId: input.channelId.toLowerCase(),
       userId,
       body,
       clientMsgId: input.clientMsgId,

@@ -16,20 +16,24 @@ export type ReadNotifier = (userId: string, read: ReadState) => void;
  */
 export async function markRead(notify: ReadNotifier, userId: string, channelId: string, seq: number): Promise<ReadState> {
   const knex = ChannelMember.knex() as Knex;
-  const updated = await knex.raw<{ rows: Array<{ last_read_seq: number; previous: number }> }>(
-    `UPDATE channel_members cm
-        SET last_read_seq = GREATEST(cm.last_read_seq, LEAST(?::bigint, c.last_seq))
-       FROM channels c, channel_members before
+  // The condition is re-checked on the locked row, so of racing reads only those that move the mark
+  // update it, and each move is announced once.
+  const moved = await knex.raw<{ rows: Array<{ last_read_seq: number }> }>(
+    `UPDATE channel_members cm SET last_read_seq = LEAST(?::bigint, c.last_seq)
+       FROM channels c
       WHERE cm.channel_id = ? AND cm.user_id = ? AND c.id = cm.channel_id
-        AND before.channel_id = cm.channel_id AND before.user_id = cm.user_id
-      RETURNING cm.last_read_seq, before.last_read_seq AS previous`,
-    [seq, channelId, userId],
+        AND cm.last_read_seq < LEAST(?::bigint, c.last_seq)
+      RETURNING cm.last_read_seq`,
+    [seq, channelId, userId, seq],
   );
-  const row = updated.rows[0];
-  if (!row) throw new NotFoundError('Channel');
-  const read = { channelId, seq: row.last_read_seq };
-  if (row.last_read_seq !== row.previous) notify(userId, read);
-  return read;
+  if (moved.rows[0]) {
+    const read = { channelId, seq: moved.rows[0].last_read_seq };
+    notify(userId, read);
+    return read;
+  }
+  const member = await ChannelMember.query().findById([channelId, userId]);
+  if (!member) throw new NotFoundError('Channel');
+  return { channelId, seq: member.lastReadSeq };
 }
 
 export interface UnreadChannel {

@@ -30,10 +30,14 @@ interface Hold {
   timer: NodeJS.Timeout;
 }
 
-/** A channel's live messages for one socket while its replay runs; null once paused behind a partial replay. */
-interface Gate {
-  buffer: MessageDto[] | null;
-}
+/**
+ * How one socket's live messages of one channel are handled around a `sync`:
+ *  - buffer: the replay runs; live messages wait behind it;
+ *  - paused: the replay was cut at its limit; live messages are dropped until the next sync;
+ *  - floor: the replay is done; live messages up to `floor` are late copies of replayed ones and are
+ *    dropped, and the first one beyond it returns the socket to the shared fast path.
+ */
+type Gate = { mode: 'buffer'; buffer: MessageDto[] } | { mode: 'paused' } | { mode: 'floor'; floor: number };
 
 const MAX_HELD_MESSAGES = 2000;
 
@@ -54,8 +58,12 @@ export class Delivery {
       const gates = this.gates.get(message.channelId);
       if (gates) {
         for (const [socketId, gate] of gates) {
+          if (gate.mode === 'floor' && message.seq > gate.floor) {
+            this.dropGate(message.channelId, socketId);
+            continue;
+          }
           except.push(socketId);
-          gate.buffer?.push(message);
+          if (gate.mode === 'buffer') gate.buffer.push(message);
         }
       }
       for (const [socketId, hold] of this.holds) {
@@ -86,7 +94,7 @@ export class Delivery {
     clearTimeout(hold.timer);
     for (const message of hold.buffer) {
       const gate = this.gates.get(message.channelId)?.get(socket.id);
-      if (gate && replaying.has(message.channelId)) gate.buffer?.push(message);
+      if (gate?.mode === 'buffer' && replaying.has(message.channelId)) gate.buffer.push(message);
       else socket.emit('message:new', message);
     }
   }
@@ -151,8 +159,7 @@ export class Delivery {
     if (hasMore) {
       // The client is still behind: live messages of this channel would open a gap, so they are
       // dropped until its next sync picks up from replayedUpTo.
-      const gate = this.gates.get(channelId)?.get(socket.id);
-      if (gate) gate.buffer = null;
+      this.replaceGate(channelId, socket.id, { mode: 'paused' });
       return { replayed: page.length, latestSeq: replayedUpTo, hasMore };
     }
     const latestSeq = this.closeGate(channelId, socket, replayedUpTo);
@@ -163,7 +170,13 @@ export class Delivery {
     let gates = this.gates.get(channelId);
     if (!gates) this.gates.set(channelId, (gates = new Map()));
     // A paused gate (partial replay) starts buffering again: this sync continues from its lastSeq.
-    gates.set(socketId, { buffer: [] });
+    gates.set(socketId, { mode: 'buffer', buffer: [] });
+  }
+
+  /** Only a gate still there: a socket that disconnected mid-sync must not be given a new one. */
+  private replaceGate(channelId: string, socketId: string, gate: Gate): void {
+    const gates = this.gates.get(channelId);
+    if (gates?.has(socketId)) gates.set(socketId, gate);
   }
 
   private dropGate(channelId: string, socketId: string): void {
@@ -172,16 +185,21 @@ export class Delivery {
     if (gates?.size === 0) this.gates.delete(channelId);
   }
 
-  /** Sends what the gate caught beyond `afterSeq` (null: everything), removes it, returns the last seq sent. */
+  /**
+   * Sends what the gate caught beyond `afterSeq` and leaves a floor there, so late live copies of what
+   * was just sent are dropped; returns the last seq sent. With `afterSeq` null (the replay failed),
+   * sends everything caught and removes the gate.
+   */
   private closeGate(channelId: string, socket: IoSocket, afterSeq: number | null): number {
     const gate = this.gates.get(channelId)?.get(socket.id);
-    this.dropGate(channelId, socket.id);
     let last = afterSeq ?? 0;
-    for (const message of gate?.buffer ?? []) {
+    for (const message of gate?.mode === 'buffer' ? gate.buffer : []) {
       if (afterSeq !== null && message.seq <= last) continue;
       socket.emit('message:new', message);
       last = Math.max(last, message.seq);
     }
+    if (afterSeq === null) this.dropGate(channelId, socket.id);
+    else this.replaceGate(channelId, socket.id, { mode: 'floor', floor: last });
     return last;
   }
 }

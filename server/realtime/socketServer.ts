@@ -206,7 +206,7 @@ export function createSocketServer(deps: {
         const { value, error } = readSchema.validate(payload, { abortEarly: true });
         if (error) return reply(validationAck(error));
         if (!UUID_PATTERN.test(value.channelId)) throw new NotFoundError('Channel');
-        reply({ ok: true, ...(await markRead(notifyRead, userId, value.channelId, value.seq)) });
+        reply({ ok: true, ...(await markRead(notifyRead, userId, value.channelId.toLowerCase(), value.seq)) });
       } catch (err) {
         if (!(err instanceof AppError)) logger.error({ err, userId }, 'channel:read failed unexpectedly');
         reply({ ok: false, error: toAppError(err).toBody() });
