@@ -27,6 +27,7 @@ import { CLIENT_MSG_ID, UUID_PATTERN, messagesInRange, sendMessage, type Messagi
 import { markRead, type ReadNotifier } from '../domain/readState.js';
 import type { Subscriptions } from '../domain/subscriptions.js';
 import { Delivery } from './delivery.js';
+import { createSubscriptions } from './subscriptions.js';
 import { ChannelSequencer } from './sequencer.js';
 import type { IoServer, IoSocket } from './types.js';
 
@@ -56,26 +57,6 @@ function validationAck(error: Joi.ValidationError) {
   return { ok: false as const, error: new ValidationError(error.message, [{ field: error.details[0].path.join('.') }]).toBody() };
 }
 
-/**
- * Per-socket subscription state. Membership changes that arrive while a new socket is still reading its
- * channels are held and applied after, so a removal racing a connect is never lost.
- */
-interface SubscriptionState {
-  ready: boolean;
-  held: MembershipChange[];
-}
-const states = new WeakMap<IoSocket, SubscriptionState>();
-
-function applyToSocket(socket: IoSocket, change: MembershipChange): void {
-  const state = states.get(socket);
-  if (state && !state.ready) {
-    state.held.push(change);
-    return;
-  }
-  if (change.join.length > 0) socket.join(change.join.map(channelRoom));
-  for (const channelId of change.leave) socket.leave(channelRoom(channelId));
-}
-
 export function createSocketServer(deps: {
   httpServer: HttpServer;
   config: Config;
@@ -93,13 +74,7 @@ export function createSocketServer(deps: {
     adapter: createAdapter(deps.pubClient, deps.subClient, { key: socketAdapterKey(deps.config.redis.prefix), requestsTimeout: 5000 }),
   });
 
-  function applyLocally(change: MembershipChange): void {
-    const ids = io.of('/').adapter.rooms.get(userRoom(change.userId));
-    for (const id of ids ?? []) {
-      const socket = io.of('/').sockets.get(id);
-      if (socket) applyToSocket(socket, change);
-    }
-  }
+  const subscriptions = createSubscriptions(io, logger);
 
   const delivery = new Delivery(io, {
     replay: { after: (channelId, afterSeq, limit) => messagesInRange(channelId, afterSeq, null, limit) },
@@ -118,57 +93,25 @@ export function createSocketServer(deps: {
     io.to(userRoom(userId)).emit('channel:read', read);
   };
 
-  io.on('membership:change', (change, ack) => {
-    applyLocally(change);
-    ack(true);
-  });
-
-  const subscriptions: Subscriptions = {
-    async apply(change) {
-      applyLocally(change);
-      try {
-        await io.serverSideEmitWithAck('membership:change', change);
-      } catch (err) {
-        // A node that does not answer in time is gone or cut off from Redis; its sockets are too.
-        logger.warn({ err, userId: change.userId }, 'not every front node confirmed a membership change');
-      }
-    },
-  };
-
   io.use((socket, next) => {
-    deps.tokens.authenticate(socket.handshake.auth?.token).then(
-      (user) => {
+    deps.tokens
+      .authenticate(socket.handshake.auth?.token)
+      .then((user) => {
         socket.data.userId = user.id;
-        next();
-      },
-      (err: unknown) => {
-        if (!(err instanceof AppError)) logger.warn({ err }, 'socket authentication failed unexpectedly');
-        next(new Error(err instanceof AppError && err.code !== 'UNAUTHORIZED' ? err.code : 'UNAUTHORIZED'));
-      },
-    );
+        return subscriptions.subscribe(socket);
+      })
+      .then(
+        () => next(),
+        (err: unknown) => {
+          if (!(err instanceof AppError)) logger.warn({ err }, 'socket handshake failed unexpectedly');
+          // The contract's message for a refused token; anything else is the server's fault, not the token's.
+          next(new Error(err instanceof AppError ? err.code : 'SERVICE_UNAVAILABLE'));
+        },
+      );
   });
 
   io.on('connection', (socket) => {
     const userId = socket.data.userId;
-    const state: SubscriptionState = { ready: false, held: [] };
-    states.set(socket, state);
-    // Join the user room first: every membership change from here on reaches this socket.
-    socket.join(userRoom(userId));
-    ChannelMember.query()
-      .where('user_id', userId)
-      .select('channel_id')
-      .then(
-        (rows) => {
-          socket.join(rows.map((r) => channelRoom(r.channelId)));
-          state.ready = true;
-          for (const change of state.held.splice(0)) applyToSocket(socket, change);
-        },
-        (err: unknown) => {
-          logger.warn({ err, userId }, 'could not load subscriptions; disconnecting socket');
-          socket.disconnect(true);
-        },
-      );
-
     delivery.hold(socket);
     // A client that starts with anything but `sync` is not catching up: its live messages flow at once.
     socket.onAny((event) => {

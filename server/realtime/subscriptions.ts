@@ -1,0 +1,66 @@
+import { ChannelMember } from '../../shared/models/index.js';
+import { channelRoom, userRoom, type MembershipChange } from '../../shared/events.js';
+import type { Logger } from '../../shared/logger.js';
+import type { Subscriptions } from '../domain/subscriptions.js';
+import type { IoServer, IoSocket } from './types.js';
+
+/**
+ * Keeps each socket in the rooms of exactly its user's channels, on every front node.
+ *
+ * A socket is subscribed before its handshake completes, so by the time a client sees `connect` it is in
+ * every channel room. Its user room is joined first and membership changes that arrive while its channels
+ * are being read are held and applied after, so a change racing a connect is never lost.
+ */
+export function createSubscriptions(io: IoServer, logger: Logger): Subscriptions & { subscribe(socket: IoSocket): Promise<void> } {
+  const adapter = () => io.of('/').adapter;
+  const subscribing = new Map<string, MembershipChange[]>();
+
+  function applyTo(socketId: string, change: MembershipChange): void {
+    const held = subscribing.get(socketId);
+    if (held) {
+      held.push(change);
+      return;
+    }
+    // The adapter, not socket.join: a socket still in its handshake is not in the namespace yet.
+    if (change.join.length > 0) void adapter().addAll(socketId, new Set(change.join.map(channelRoom)));
+    for (const channelId of change.leave) void adapter().del(socketId, channelRoom(channelId));
+  }
+
+  function applyLocally(change: MembershipChange): void {
+    for (const socketId of [...(adapter().rooms.get(userRoom(change.userId)) ?? [])]) applyTo(socketId, change);
+  }
+
+  io.on('membership:change', (change, ack) => {
+    applyLocally(change);
+    ack(true);
+  });
+
+  return {
+    async apply(change) {
+      applyLocally(change);
+      try {
+        await io.serverSideEmitWithAck('membership:change', change);
+      } catch (err) {
+        // A node that does not answer in time is gone or cut off from Redis; its sockets are too.
+        logger.warn({ err, userId: change.userId }, 'not every front node confirmed a membership change');
+      }
+    },
+
+    async subscribe(socket) {
+      const userId = socket.data.userId;
+      subscribing.set(socket.id, []);
+      try {
+        await adapter().addAll(socket.id, new Set([userRoom(userId)]));
+        const rows = await ChannelMember.query().where('user_id', userId).select('channel_id');
+        await adapter().addAll(socket.id, new Set(rows.map((r) => channelRoom(r.channelId))));
+      } catch (err) {
+        subscribing.delete(socket.id);
+        await adapter().delAll(socket.id);
+        throw err;
+      }
+      const held = subscribing.get(socket.id) ?? [];
+      subscribing.delete(socket.id);
+      for (const change of held) applyTo(socket.id, change);
+    },
+  };
+}
