@@ -1,0 +1,171 @@
+import { expect } from 'chai';
+import type { Cluster } from '../../scripts/cluster.js';
+import type { MessageDto } from '../../shared/models/Message.js';
+import { addWorkspaceMember, registerUser, request, type ChannelDto, type RegisteredUser } from '../support/api.js';
+import { Collector, connect, disconnectAll, send, sendOk, sleep, waitFor, type ClientSocket } from '../support/sockets.js';
+import { closeDb, seedChannel, seedTeam, startPipelineCluster, storedByClientMsgId, type Team } from './fixtures.js';
+
+/**
+ * Membership changes made through REST on node A must be in force on node B's sockets by the time the
+ * REST call returns: no message of a channel reaches a socket of a user outside it, none is missed once in.
+ */
+describe('pipeline: live membership changes across nodes', function () {
+  this.timeout(60_000);
+
+  let cluster: Cluster;
+  let A: string;
+  let B: string;
+  let team: Team;
+  let speaker: RegisteredUser;
+  let speakerA: ClientSocket;
+  let watcherB: Collector;
+  let next = 0;
+
+  before(async () => {
+    cluster = await startPipelineCluster('membership');
+    [A, B] = cluster.urls;
+    team = await seedTeam(A, 1);
+    [speaker] = team.members;
+    speakerA = await connect(A, speaker.token);
+    // The owner's socket on node B: a member of every channel, it shows what node B delivered.
+    watcherB = new Collector(await connect(B, team.owner.token));
+  });
+
+  after(async () => {
+    disconnectAll();
+    await cluster?.stop();
+    await closeDb();
+  });
+
+  interface Subject {
+    user: RegisteredUser;
+    /** The subject's sockets: on node B (the one the tests are about) and on node A. */
+    onB: Collector;
+    onA: Collector;
+    socketB: ClientSocket;
+  }
+
+  /** A new workspace member with a socket open on each node before the change. */
+  async function subject(): Promise<Subject> {
+    const user = await registerUser(A);
+    await addWorkspaceMember(A, team.owner.token, team.workspace.id, user.email);
+    const socketB = await connect(B, user.token);
+    const onA = new Collector(await connect(A, user.token));
+    await sleep(200);
+    return { user, socketB, onB: new Collector(socketB), onA };
+  }
+
+  /** The speaker sends `count` messages; resolves once node B delivered them to the watcher. */
+  async function speak(channel: ChannelDto, count: number): Promise<MessageDto[]> {
+    const sent = await Promise.all(
+      Array.from({ length: count }, () => {
+        const id = `speak-${next++}`;
+        return sendOk(speakerA, { channelId: channel.id, body: id, clientMsgId: id });
+      }),
+    );
+    await waitFor(() => sent.every((m) => watcherB.of(channel.id).some((x) => x.id === m.id)), 10_000);
+    return sent;
+  }
+
+  const ids = (messages: MessageDto[]) => messages.map((m) => m.id);
+
+  async function expectDeliveredAfterJoin(s: Subject, channel: ChannelDto): Promise<void> {
+    const sent = await speak(channel, 3);
+    await waitFor(() => s.onB.count(channel.id) === 3 && s.onA.count(channel.id) === 3, 10_000, () => `${s.onB.count(channel.id)}/${s.onA.count(channel.id)}`);
+    expect(ids(s.onB.of(channel.id))).to.deep.equal(ids(sent));
+    expect(ids(s.onA.of(channel.id))).to.deep.equal(ids(sent));
+    // Their own sends are accepted and reach them too.
+    const own = await sendOk(s.socketB, { channelId: channel.id, body: 'I am in', clientMsgId: `own-${next++}` });
+    await waitFor(() => s.onB.of(channel.id).some((m) => m.id === own.id) && watcherB.of(channel.id).some((m) => m.id === own.id));
+  }
+
+  /** After a removal: nothing more of the channel reaches the subject, and its sends are refused. */
+  async function expectCutOff(s: Subject, channel: ChannelDto): Promise<void> {
+    const before = [s.onB.count(channel.id), s.onA.count(channel.id)];
+    await speak(channel, 3);
+    await sleep(300);
+    expect([s.onB.count(channel.id), s.onA.count(channel.id)]).to.deep.equal(before);
+    const clientMsgId = `refused-${next++}`;
+    const outcome = await send(s.socketB, { channelId: channel.id, body: 'am I still in?', clientMsgId });
+    expect(outcome.ok ? 'ok' : outcome.error.code).to.equal('NOT_FOUND');
+    expect(await storedByClientMsgId(s.user.user.id, clientMsgId)).to.equal(0);
+    expect(s.socketB.connected).to.equal(true);
+  }
+
+  it('When a user is added to a channel via REST on node A, then once it returns their socket on node B receives its messages', async () => {
+    const s = await subject();
+    const channel = await seedChannel(A, team, [speaker], { isPrivate: true });
+    const before = await speak(channel, 2);
+    await sleep(200);
+    expect(s.onB.count(channel.id) + s.onA.count(channel.id)).to.equal(0);
+    expect(before).to.have.length(2);
+
+    const added = await request(A, 'POST', `/channels/${channel.id}/members`, { token: team.owner.token, body: { userId: s.user.user.id } });
+    expect(added.status, added.text).to.equal(201);
+    await expectDeliveredAfterJoin(s, channel);
+  });
+
+  it('When a user joins a public channel via REST on node A, then once it returns their socket on node B receives its messages', async () => {
+    const s = await subject();
+    const channel = await seedChannel(A, team, [speaker]);
+    const joined = await request(A, 'POST', `/channels/${channel.id}/join`, { token: s.user.token });
+    expect(joined.status, joined.text).to.equal(200);
+    await expectDeliveredAfterJoin(s, channel);
+  });
+
+  it('When a member is removed from a channel via REST on node A, then once it returns their socket on node B receives nothing more and its sends are NOT_FOUND', async () => {
+    const s = await subject();
+    const channel = await seedChannel(A, team, [speaker, s.user]);
+    await speak(channel, 2);
+    await waitFor(() => s.onB.count(channel.id) === 2 && s.onA.count(channel.id) === 2);
+
+    const removed = await request(A, 'DELETE', `/channels/${channel.id}/members/${s.user.user.id}`, { token: team.owner.token });
+    expect(removed.status, removed.text).to.equal(204);
+    await expectCutOff(s, channel);
+  });
+
+  it('When a member leaves a channel via REST on node A, then once it returns their socket on node B receives nothing more and its sends are NOT_FOUND', async () => {
+    const s = await subject();
+    const channel = await seedChannel(A, team, [speaker, s.user]);
+    await speak(channel, 2);
+    await waitFor(() => s.onB.count(channel.id) === 2 && s.onA.count(channel.id) === 2);
+
+    const left = await request(A, 'POST', `/channels/${channel.id}/leave`, { token: s.user.token });
+    expect(left.status, left.text).to.equal(200);
+    await expectCutOff(s, channel);
+  });
+
+  it('When a member is removed from the workspace via REST on node A, then once it returns their socket on node B receives nothing more from any of its channels', async () => {
+    const s = await subject();
+    const channels = [
+      await seedChannel(A, team, [speaker, s.user]),
+      await seedChannel(A, team, [speaker, s.user], { isPrivate: true }),
+    ];
+    for (const channel of channels) {
+      await speak(channel, 1);
+      await waitFor(() => s.onB.count(channel.id) === 1 && s.onA.count(channel.id) === 1);
+    }
+
+    const removed = await request(A, 'DELETE', `/workspaces/${team.workspace.id}/members/${s.user.user.id}`, { token: team.owner.token });
+    expect(removed.status, removed.text).to.equal(204);
+    for (const channel of channels) await expectCutOff(s, channel);
+  });
+
+  it('When a user is removed and added back, then their socket on node B receives exactly the messages sent while they were a member', async () => {
+    const s = await subject();
+    const channel = await seedChannel(A, team, [speaker, s.user]);
+    const path = `/channels/${channel.id}/members`;
+    const expected: MessageDto[] = [];
+    for (let round = 0; round < 3; round++) {
+      expected.push(...(await speak(channel, 2)));
+      expect((await request(A, 'DELETE', `${path}/${s.user.user.id}`, { token: team.owner.token })).status).to.equal(204);
+      await speak(channel, 2);
+      expect((await request(A, 'POST', path, { token: team.owner.token, body: { userId: s.user.user.id } })).status).to.equal(201);
+    }
+    expected.push(...(await speak(channel, 2)));
+    await waitFor(() => s.onB.count(channel.id) >= expected.length && s.onA.count(channel.id) >= expected.length);
+    await sleep(200);
+    expect(ids(s.onB.of(channel.id))).to.deep.equal(ids(expected));
+    expect(ids(s.onA.of(channel.id))).to.deep.equal(ids(expected));
+  });
+});
