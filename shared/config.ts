@@ -88,7 +88,7 @@ const schema = Joi.object({
   QUEUE_LOCK_MS: Joi.number().integer().min(1000).default(5000),
   QUEUE_STALLED_INTERVAL_MS: Joi.number().integer().min(500).default(2500),
   QUEUE_MAX_BATCH: Joi.number().integer().min(1).max(1000).default(200),
-  SYNC_HOLD_MS: Joi.number().integer().min(0).max(10_000).default(1000),
+  SYNC_HOLD_MS: Joi.number().integer().min(0).max(10_000).default(500),
   SYNC_REPLAY_LIMIT: Joi.number().integer().min(1).max(10_000).default(1000),
 }).unknown(true);
 
