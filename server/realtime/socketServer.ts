@@ -12,14 +12,7 @@ import {
   ValidationError,
   toAppError,
 } from '../../shared/errors.js';
-import {
-  channelRoom,
-  socketAdapterKey,
-  userRoom,
-  type MembershipChange,
-  type SyncAck,
-  type SyncChannelAck,
-} from '../../shared/events.js';
+import { socketAdapterKey, userRoom, type SyncAck, type SyncChannelAck } from '../../shared/events.js';
 import type { Logger } from '../../shared/logger.js';
 import { ChannelMember } from '../../shared/models/index.js';
 import type { TokenService } from '../auth.js';
