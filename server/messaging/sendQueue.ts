@@ -16,10 +16,17 @@ import {
   type SendRequest,
 } from '../../shared/queues.js';
 
+/** Sends enqueued together; the partition's slot frees once every one of them is answered. */
+interface Batch {
+  partition: number;
+  unsettled: number;
+}
+
 interface Pending {
   send: SendRequest;
   partition: number;
   resolve: (outcome: SendOutcome) => void;
+  batch?: Batch;
   jobId?: string;
   /** When the front node last learnt something about this send; the sweeper looks at quiet ones. */
   checkedAt: number;
@@ -28,18 +35,27 @@ interface Pending {
 const UNAVAILABLE: SendOutcome = { ok: false, error: new ServiceUnavailableError().toBody() };
 
 /**
+ * Batches of one partition a node may have queued or in a worker at once. Sends that arrive while the
+ * partition is at this limit wait on the node and go out together: under load, batches grow instead of
+ * the queue, and a batch costs about the same to persist whatever its size.
+ */
+const MAX_UNANSWERED_BATCHES = 1;
+
+/**
  * The front node's side of the pipeline: packs accepted sends into one batch job per partition, and
  * resolves each send when the worker replies with its outcome.
  *
- * Per partition at most one `add` is in flight: sends that arrive meanwhile wait and go out together in
- * the next batch. That keeps one socket's sends in queue order and batches more the busier it gets.
+ * Per partition a node has at most MAX_UNANSWERED_BATCHES batches unanswered, and adds them one at a
+ * time: sends that arrive meanwhile wait and go out together in the next batch. That keeps one socket's
+ * sends in queue order and batches more the busier it gets.
  * Replies come over Redis pub/sub, which can drop a message; a sweeper asks BullMQ about sends that stay
  * quiet too long, and re-queues those whose job Redis lost (their ids make that harmless).
  */
 export class SendQueue {
   private readonly queues: Queue<MessageBatchJob, BatchResult>[];
   private readonly buffers: SendRequest[][];
-  private readonly inFlight: boolean[];
+  private readonly adding: boolean[];
+  private readonly unanswered: number[];
   private readonly pending = new Map<string, Pending>();
   private sweepTimer?: NodeJS.Timeout;
   private sweeping = false;
@@ -75,7 +91,8 @@ export class SendQueue {
         }),
     );
     this.buffers = Array.from({ length: partitions }, () => []);
-    this.inFlight = Array.from({ length: partitions }, () => false);
+    this.adding = Array.from({ length: partitions }, () => false);
+    this.unanswered = Array.from({ length: partitions }, () => 0);
   }
 
   async start(): Promise<void> {
@@ -115,9 +132,19 @@ export class SendQueue {
   }
 
   private flush(partition: number): void {
-    if (this.inFlight[partition] || this.buffers[partition].length === 0) return;
+    if (this.adding[partition] || this.unanswered[partition] >= MAX_UNANSWERED_BATCHES) return;
+    if (this.buffers[partition].length === 0) return;
     const sends = this.buffers[partition].splice(0, this.deps.config.queue.maxBatch);
-    this.inFlight[partition] = true;
+    const batch: Batch = { partition, unsettled: 0 };
+    for (const s of sends) {
+      const p = this.pending.get(s.id);
+      if (p) {
+        p.batch = batch;
+        batch.unsettled++;
+      }
+    }
+    this.adding[partition] = true;
+    this.unanswered[partition]++;
     this.queues[partition]
       .add(MESSAGE_BATCH_JOB, { node: this.deps.nodeId, sends })
       .then(
@@ -135,9 +162,24 @@ export class SendQueue {
         },
       )
       .finally(() => {
-        this.inFlight[partition] = false;
+        this.adding[partition] = false;
+        if (batch.unsettled === 0) this.release(batch);
         this.flush(partition);
       });
+  }
+
+  private release(batch: Batch): void {
+    if (batch.unsettled < 0) return;
+    batch.unsettled = -1;
+    this.unanswered[batch.partition]--;
+    this.flush(batch.partition);
+  }
+
+  /** Takes a send out of its batch, freeing the partition's slot when it was the batch's last. */
+  private detach(p: Pending): void {
+    const batch = p.batch;
+    p.batch = undefined;
+    if (batch && --batch.unsettled === 0) this.release(batch);
   }
 
   private onReply(raw: string): void {
@@ -156,6 +198,7 @@ export class SendQueue {
     if (!p) return;
     this.pending.delete(id);
     p.resolve(outcome);
+    this.detach(p);
   }
 
   private async sweep(quietMs: number): Promise<void> {
@@ -183,6 +226,7 @@ export class SendQueue {
     if (!job) {
       this.deps.logger.warn({ jobId, partition, sends: group.length }, 'batch job lost by Redis; re-queueing its sends');
       for (const p of group) {
+        this.detach(p);
         p.jobId = undefined;
         p.checkedAt = now;
         this.buffers[partition].push(p.send);
