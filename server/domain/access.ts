@@ -1,6 +1,6 @@
 import type { Knex } from 'knex';
 import { ForbiddenError, NotFoundError } from '../../shared/errors.js';
-import { Channel, ChannelMember, WorkspaceMember, type WorkspaceRole } from '../../shared/models/index.js';
+import { Channel, WorkspaceMember, type WorkspaceRole } from '../../shared/models/index.js';
 
 /**
  * Who may see what. Anything in a workspace the caller does not belong to, and any private channel the
@@ -28,15 +28,17 @@ export interface ChannelAccess {
 
 /** The channel as the caller may see it: public ones to every workspace member, private ones to their members. */
 export async function channelAccess(channelId: string, userId: string, trx?: Knex.Transaction): Promise<ChannelAccess> {
-  const channel = await Channel.query(trx).findById(channelId);
-  if (!channel) throw new NotFoundError('Channel');
-  const [member, channelMember] = await Promise.all([
-    WorkspaceMember.query(trx).findById([channel.workspaceId, userId]),
-    ChannelMember.query(trx).findById([channelId, userId]),
-  ]);
-  if (!member) throw new NotFoundError('Channel');
-  if (channel.isPrivate && !channelMember) throw new NotFoundError('Channel');
-  return { channel, role: member.role, isMember: Boolean(channelMember) };
+  // One round trip: the channel with the caller's workspace role and channel membership beside it.
+  const row = await Channel.query(trx)
+    .leftJoin('workspace_members as wm', (j) => j.on('wm.workspace_id', 'channels.workspace_id').andOnVal('wm.user_id', userId))
+    .leftJoin('channel_members as cm', (j) => j.on('cm.channel_id', 'channels.id').andOnVal('cm.user_id', userId))
+    .where('channels.id', channelId)
+    .select('channels.*', 'wm.role as callerRole', 'cm.user_id as callerMemberId')
+    .first();
+  const { callerRole, callerMemberId } = (row ?? {}) as { callerRole?: WorkspaceRole | null; callerMemberId?: string | null };
+  if (!row || !callerRole) throw new NotFoundError('Channel');
+  if (row.isPrivate && !callerMemberId) throw new NotFoundError('Channel');
+  return { channel: row, role: callerRole, isMember: Boolean(callerMemberId) };
 }
 
 export async function requireChannelMember(channelId: string, userId: string): Promise<ChannelAccess> {
