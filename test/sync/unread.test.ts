@@ -214,6 +214,9 @@ describe('sync: unread counts across workspaces', function () {
 
   it('When reads move forward, backward and beyond the end, through REST and sockets, then lastReadSeq and unreadCount follow and fully read channels leave /me/unread', async () => {
     const [u1, u2, u3] = users;
+    // Others' messages after anything u1 sent, so reading up to 2 must leave some unread whatever the
+    // interleaving of the earlier concurrent sends.
+    await sendAll([1, 2, 3].map(() => ({ user: owners[0], channel: channels[0] })));
     await read(u1, channels[0], 2, 'rest');
     await read(u1, channels[0], 1, 'socket');
     await read(u2, channels[1], 1_000, 'socket');
