@@ -1,0 +1,226 @@
+import { fork, type ChildProcess } from 'node:child_process';
+import path from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { killOnExit } from '../../scripts/child-process.js';
+import { Histogram } from '../lib/histogram.js';
+import { addOrderCounts, noOrderErrors } from '../lib/orderCheck.js';
+import type { AgentCommand, AgentMessage, AgentResult, AgentStats, LoadSpec, SocketSpec } from './protocol.js';
+
+const REPO_ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..', '..');
+const AGENT_ENTRY = path.join('bench', 'agents', 'agent.ts');
+
+interface Agent {
+  child: ChildProcess;
+  pending: Map<number, { resolve: (v: unknown) => void; reject: (e: Error) => void }>;
+  stats: AgentStats;
+  keys: Set<string>;
+  disarm: () => void;
+}
+
+const emptyStats = (): AgentStats => ({ sent: 0, acked: 0, failed: 0, delivered: 0, disconnects: 0 });
+
+/** Merged results of every agent for one phase. */
+export interface PoolResult {
+  sent: number;
+  acked: number;
+  failed: number;
+  delivered: number;
+  disconnects: number;
+  ack: Histogram;
+  deliver: Histogram;
+  errors: Record<string, number>;
+  order: { violations: number; gaps: number; duplicates: number; ackOrder: number };
+  lateSends: number;
+  firstSendUs: number;
+  lastAckUs: number;
+  lastDeliverUs: number;
+}
+
+/**
+ * The load generator's processes: `size` forked agents; sockets are spread over them round-robin, and every
+ * command goes to all of them (or to the ones owning the named sockets).
+ */
+export class AgentPool {
+  private readonly agents: Agent[] = [];
+  private nextId = 1;
+
+  private constructor() {}
+
+  static async start(size: number): Promise<AgentPool> {
+    const pool = new AgentPool();
+    for (let i = 0; i < size; i++) pool.agents.push(pool.spawn());
+    return pool;
+  }
+
+  get pids(): number[] {
+    return this.agents.map((a) => a.child.pid!);
+  }
+
+  private spawn(): Agent {
+    const child = fork(AGENT_ENTRY, [], {
+      cwd: REPO_ROOT,
+      execArgv: ['--import', 'tsx'],
+      stdio: ['ignore', 'inherit', 'inherit', 'ipc'],
+    });
+    const agent: Agent = { child, pending: new Map(), stats: emptyStats(), keys: new Set(), disarm: killOnExit(child.pid!, 'SIGKILL') };
+    child.on('message', (message: AgentMessage) => {
+      if (message.type === 'stats') {
+        agent.stats = message.stats;
+        return;
+      }
+      const waiter = agent.pending.get(message.id);
+      agent.pending.delete(message.id);
+      if (message.ok) waiter?.resolve(message.result);
+      else waiter?.reject(new Error(`load agent ${child.pid}: ${message.error}`));
+    });
+    child.on('exit', (code, signal) => {
+      agent.disarm();
+      for (const waiter of agent.pending.values()) waiter.reject(new Error(`load agent ${child.pid} exited (${signal ?? code})`));
+      agent.pending.clear();
+    });
+    return agent;
+  }
+
+  private call<T>(agent: Agent, command: AgentCommand): Promise<T> {
+    const id = this.nextId++;
+    return new Promise<T>((resolve, reject) => {
+      agent.pending.set(id, { resolve: resolve as (v: unknown) => void, reject });
+      agent.child.send({ id, ...command }, (err) => {
+        if (err) {
+          agent.pending.delete(id);
+          reject(err);
+        }
+      });
+    });
+  }
+
+  private all<T>(command: AgentCommand): Promise<T[]> {
+    return Promise.all(this.agents.map((a) => this.call<T>(a, command)));
+  }
+
+  /** Connects the sockets, spread over the agents, `concurrency` connects at a time per agent. */
+  async connect(sockets: SocketSpec[], concurrency = 25): Promise<void> {
+    const share: SocketSpec[][] = this.agents.map(() => []);
+    sockets.forEach((spec, i) => share[i % this.agents.length].push(spec));
+    await Promise.all(
+      this.agents.map((agent, i) => {
+        for (const spec of share[i]) agent.keys.add(spec.key);
+        return share[i].length > 0 ? this.call(agent, { type: 'connect', sockets: share[i], concurrency }) : undefined;
+      }),
+    );
+  }
+
+  /** Per channel, the lowest seq that every socket watching it has reached (-1: some socket saw none yet). */
+  async watermarks(): Promise<Record<string, number>> {
+    const low: Record<string, number> = {};
+    for (const marks of await this.all<Record<string, number>>({ type: 'watermarks' })) {
+      for (const [channelId, seq] of Object.entries(marks)) low[channelId] = Math.min(low[channelId] ?? Infinity, seq);
+    }
+    return low;
+  }
+
+  /** The named sender sockets each send one warm-up message; the highest acked seq per channel. */
+  async probe(keys: string[], phase: string): Promise<Record<string, number>> {
+    const seqs: Record<string, number> = {};
+    await Promise.all(
+      this.agents.map(async (agent) => {
+        const mine = keys.filter((k) => agent.keys.has(k));
+        if (mine.length === 0) return;
+        const result = await this.call<Record<string, number>>(agent, { type: 'probe', keys: mine, phase });
+        for (const [channelId, seq] of Object.entries(result)) seqs[channelId] = Math.max(seqs[channelId] ?? 0, seq);
+      }),
+    );
+    return seqs;
+  }
+
+  async arm(bases: Record<string, number>): Promise<void> {
+    await this.all({ type: 'arm', bases });
+  }
+
+  async load(spec: LoadSpec): Promise<void> {
+    await this.all({ type: 'load', spec });
+  }
+
+  async stopLoad(): Promise<void> {
+    await this.all({ type: 'stop' });
+  }
+
+  /** The agents' latest pushed counters, summed (at most one stats interval old). */
+  stats(): AgentStats {
+    const total = emptyStats();
+    for (const { stats } of this.agents) {
+      total.sent += stats.sent;
+      total.acked += stats.acked;
+      total.failed += stats.failed;
+      total.delivered += stats.delivered;
+      total.disconnects += stats.disconnects;
+    }
+    return total;
+  }
+
+  /** Makes the next stats() start from zero until the agents push again (after arm). */
+  resetStats(): void {
+    for (const agent of this.agents) agent.stats = emptyStats();
+  }
+
+  async collect(finals: Record<string, number>): Promise<PoolResult> {
+    const results = await this.all<AgentResult>({ type: 'collect', finals });
+    const merged: PoolResult = {
+      sent: 0,
+      acked: 0,
+      failed: 0,
+      delivered: 0,
+      disconnects: 0,
+      ack: new Histogram(),
+      deliver: new Histogram(),
+      errors: {},
+      order: { ...noOrderErrors(), ackOrder: 0 },
+      lateSends: 0,
+      firstSendUs: Infinity,
+      lastAckUs: 0,
+      lastDeliverUs: 0,
+    };
+    for (const r of results) {
+      merged.sent += r.sent;
+      merged.acked += r.acked;
+      merged.failed += r.failed;
+      merged.delivered += r.delivered;
+      merged.disconnects += r.disconnects;
+      merged.ack.merge(r.ack);
+      merged.deliver.merge(r.deliver);
+      for (const [code, n] of Object.entries(r.errors)) merged.errors[code] = (merged.errors[code] ?? 0) + n;
+      merged.order = { ...addOrderCounts(merged.order, r.order), ackOrder: merged.order.ackOrder + r.ackOrderViolations };
+      merged.lateSends += r.lateSends;
+      if (r.firstSendUs > 0) merged.firstSendUs = Math.min(merged.firstSendUs, r.firstSendUs);
+      merged.lastAckUs = Math.max(merged.lastAckUs, r.lastAckUs);
+      merged.lastDeliverUs = Math.max(merged.lastDeliverUs, r.lastDeliverUs);
+    }
+    if (merged.firstSendUs === Infinity) merged.firstSendUs = 0;
+    this.resetStats();
+    return merged;
+  }
+
+  /** Closes every socket (the agents stay up for the next phase). */
+  async disconnect(): Promise<void> {
+    await this.all({ type: 'close' });
+    for (const agent of this.agents) agent.keys.clear();
+    this.resetStats();
+  }
+
+  async stop(): Promise<void> {
+    await Promise.all(
+      this.agents.map(
+        (agent) =>
+          new Promise<void>((resolve) => {
+            if (agent.child.exitCode !== null || agent.child.signalCode !== null) return resolve();
+            const timer = setTimeout(() => agent.child.kill('SIGKILL'), 5_000);
+            agent.child.once('exit', () => {
+              clearTimeout(timer);
+              resolve();
+            });
+            agent.child.disconnect();
+          }),
+      ),
+    );
+  }
+}

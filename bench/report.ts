@@ -1,0 +1,309 @@
+/**
+ * The run's table: every figure with its ratio to the part limits measured in the same run, and the
+ * targets, as terminal text or Markdown (docs/PERFORMANCE.md).
+ */
+import type { LatencySummary } from './lib/histogram.js';
+import type { BenchResults, TargetCheck } from './results.js';
+import type { PhaseResult } from './scenarios/phase.js';
+import { PAGE_KINDS } from './scenarios/history.js';
+
+interface Row {
+  figure: string;
+  value: string;
+  ratio?: string;
+  target?: string;
+  ok?: boolean | null;
+}
+type Section = { title: string; rows: Row[] };
+
+const n = (v: number | undefined | null, digits = 0) =>
+  v === undefined || v === null || !Number.isFinite(v) ? '–' : v.toLocaleString('en-US', { maximumFractionDigits: digits, minimumFractionDigits: digits });
+const ms = (v: number) => (Number.isFinite(v) ? (v < 10 ? v.toFixed(2) : v < 100 ? v.toFixed(1) : v.toFixed(0)) : '–');
+const lat = (s: LatencySummary) => `p50 ${ms(s.p50)} / p95 ${ms(s.p95)} / p99 ${ms(s.p99)} / max ${ms(s.max)} ms`;
+const x = (a: number, b: number | undefined) => (b && Number.isFinite(a) && Number.isFinite(b) ? `${(a / b).toFixed(2)}×` : '–');
+const pct = (ratio: number) => `${ratio >= 1 ? '+' : ''}${Math.round((ratio - 1) * 100)} %`;
+
+function orderText(o: { violations: number; gaps: number; duplicates: number; ackOrder?: number }): string {
+  return `${o.violations} / ${o.gaps} / ${o.duplicates}${o.ackOrder === undefined ? '' : ` (ack order ${o.ackOrder})`}`;
+}
+
+function orderErrors(o: { violations: number; gaps: number; duplicates: number; ackOrder?: number }): number {
+  return o.violations + o.gaps + o.duplicates + (o.ackOrder ?? 0);
+}
+
+function cpuText(cpu: Record<string, number> | undefined): string | undefined {
+  if (!cpu) return undefined;
+  return Object.entries(cpu)
+    .filter(([, v]) => v > 0)
+    .map(([k, v]) => `${k} ${v} %`)
+    .join(', ');
+}
+
+/** Every phase's order counts, summed. */
+export function totalOrderErrors(r: BenchResults): number {
+  const phases: Array<{ order: PhaseResult['order'] }> = [
+    ...(r.throughput ? [r.throughput] : []),
+    ...(r.latency ?? []),
+    ...(r.fanout ? [r.fanout.phase] : []),
+    ...(r.baselines.rawFanout ? [r.baselines.rawFanout] : []),
+    ...(r.baselines.rawLatency ?? []),
+  ];
+  return phases.reduce((s, p) => s + orderErrors(p.order), 0) + (r.history ? orderErrors(r.history.order) : 0);
+}
+
+/** The latency point the 50 % targets are judged at (the one nearest 50 % of the throughput). */
+export function midPoint(r: BenchResults) {
+  const points = r.latency ?? [];
+  return [...points].sort((a, b) => Math.abs((a.pctOfThroughput ?? 50) - 50) - Math.abs((b.pctOfThroughput ?? 50) - 50))[0];
+}
+
+function rawAt(r: BenchResults, rate: number) {
+  return r.baselines.rawLatency?.find((p) => Math.abs(p.offeredRate - rate) < 1e-6);
+}
+
+function check(name: string, value: number, limit: number, direction: '≥' | '≤', measured: string, target: string): TargetCheck {
+  if (!Number.isFinite(value)) return { name, measured, target, ok: null };
+  const ok = direction === '≥' ? value >= limit : value <= limit;
+  return { name, measured, target, ok, miss: ok ? undefined : pct(value / limit) };
+}
+
+export function evaluateTargets(r: BenchResults): TargetCheck[] {
+  const checks: TargetCheck[] = [];
+  const tp = r.throughput;
+  const bull = r.baselines.bullmq;
+  if (tp) {
+    checks.push(check('throughput', tp.completedPerS, 4000, '≥', `${n(tp.completedPerS)} msg/s`, '≥ 4,000 msg/s'));
+    if (bull) {
+      checks.push(
+        check('throughput vs no-op BullMQ', tp.completedPerS / bull.jobsPerS, 0.5, '≥', `${x(tp.completedPerS, bull.jobsPerS)} (${n(bull.jobsPerS)} jobs/s)`, '≥ 0.50×'),
+      );
+    }
+  }
+  const mid = midPoint(r);
+  if (mid) {
+    checks.push(check('send→deliver p50 @50 %', mid.deliver.p50, 10, '≤', `${ms(mid.deliver.p50)} ms`, '≤ 10 ms'));
+    const raw = rawAt(r, mid.offeredRate);
+    if (raw) {
+      checks.push(
+        check('send→deliver p99 @50 % vs raw', mid.deliver.p99 / raw.deliver.p99, 2, '≤', `${ms(mid.deliver.p99)} ms vs raw ${ms(raw.deliver.p99)} ms = ${x(mid.deliver.p99, raw.deliver.p99)}`, '≤ 2.00× raw emitter p99'),
+      );
+    }
+  }
+  const fan = r.fanout;
+  const rawFan = r.baselines.rawFanout;
+  if (fan && rawFan) {
+    checks.push(
+      check('fan-out vs raw broadcast', fan.phase.deliveriesPerS / rawFan.deliveriesPerS, 0.8, '≥', `${n(fan.phase.deliveriesPerS)} vs ${n(rawFan.deliveriesPerS)} deliveries/s = ${x(fan.phase.deliveriesPerS, rawFan.deliveriesPerS)}`, '≥ 0.80×'),
+    );
+  }
+  const h = r.history;
+  if (h) {
+    const ratios = PAGE_KINDS.map((k) => ({ k, ratio: h.deep.pages[k].p99 / h.shallow.pages[k].p99, p99: h.deep.pages[k].p99 }));
+    const worstRatio = ratios.reduce((a, b) => (b.ratio > a.ratio ? b : a));
+    const worstP99 = ratios.reduce((a, b) => (b.p99 > a.p99 ? b : a));
+    checks.push(
+      check('history p99 deep vs shallow', worstRatio.ratio, 1.5, '≤', `${worstRatio.ratio.toFixed(2)}× (${worstRatio.k})`, `≤ 1.50× (${n(h.deep.depth)} vs ${n(h.shallow.depth)} deep)`),
+    );
+    checks.push(check('history p99 deep', worstP99.p99, 10, '≤', `${ms(worstP99.p99)} ms (${worstP99.k})`, '≤ 10 ms'));
+  }
+  checks.push({ name: 'order violations / gaps / duplicates', measured: String(r.orderErrors), target: '= 0', ok: r.orderErrors === 0 });
+  if (fan && fan.kbPerIdleSocket !== null) {
+    const memory = check('front node memory per idle socket', fan.kbPerIdleSocket, 50, '≤', `${n(fan.kbPerIdleSocket, 1)} KB`, '≤ 50 KB');
+    // A few sockets' worth of RSS is lost in GC noise.
+    checks.push(fan.sockets < 200 ? { ...memory, ok: null, miss: undefined, measured: `${memory.measured} (too few sockets to judge)` } : memory);
+  }
+  return checks;
+}
+
+function sections(r: BenchResults): Section[] {
+  const out: Section[] = [];
+  const b = r.baselines;
+  const pgb = b.postgres;
+  const bull = b.bullmq;
+  const rawFan = b.rawFanout;
+  const target = (name: string) => r.targets.find((t) => t.name === name);
+  const targetRow = (figure: string, value: string, ratio: string | undefined, name: string): Row => {
+    const t = target(name);
+    return { figure, value, ratio, target: t?.target, ok: t?.ok };
+  };
+
+  const base: Row[] = [];
+  if (pgb) {
+    base.push({ figure: `PostgreSQL single-row inserts (${pgb.connections} connections)`, value: `${n(pgb.singleRowRowsPerS)} rows/s` });
+    base.push({ figure: `PostgreSQL 100-row batch inserts (${pgb.connections} connections)`, value: `${n(pgb.batch100RowsPerS)} rows/s` });
+  }
+  if (bull) base.push({ figure: `No-op BullMQ add+process (${bull.partitions} queues, concurrency 1)`, value: `${n(bull.jobsPerS)} jobs/s` });
+  if (rawFan) {
+    base.push({ figure: `Raw Socket.IO broadcast via Redis adapter (${rawFan.expectedDeliveries && rawFan.persisted ? Math.round(rawFan.expectedDeliveries / rawFan.persisted) : '?'} sockets)`, value: `${n(rawFan.deliveriesPerS)} deliveries/s` });
+    base.push({ figure: '  emit→deliver', value: lat(rawFan.deliver) });
+  }
+  if (base.length) out.push({ title: 'Part limits (same machine, same run)', rows: base });
+
+  const tp = r.throughput;
+  if (tp) {
+    const l = r.layout!;
+    const rows: Row[] = [
+      targetRow('acked + persisted + delivered', `${n(tp.completedPerS)} msg/s`, bull ? `${x(tp.completedPerS, bull.jobsPerS)} no-op BullMQ` : undefined, 'throughput'),
+      { figure: 'acked', value: `${n(tp.ackedPerS)} msg/s` },
+      {
+        figure: 'persisted',
+        value: `${n(tp.persistedPerS)} rows/s`,
+        ratio: pgb ? `${x(tp.persistedPerS, pgb.singleRowRowsPerS)} PG single-row, ${x(tp.persistedPerS, pgb.batch100RowsPerS)} PG 100-row` : undefined,
+      },
+      { figure: 'deliveries', value: `${n(tp.deliveriesPerS)} /s`, ratio: rawFan ? `${x(tp.deliveriesPerS, rawFan.deliveriesPerS)} raw broadcast` : undefined },
+      { figure: 'send→ack', value: lat(tp.ack) },
+      { figure: 'send→deliver', value: lat(tp.deliver) },
+    ];
+    if (tp.batches) rows.push(batchRow(tp.batches));
+    rows.push({ figure: 'CPU (100 % = one core)', value: cpuText(tp.cpu) ?? '–' });
+    out.push({
+      title: `Throughput: closed loop, ${l.channels} channels × (${l.sendersPerChannel} sender + ${l.receiversPerChannel} receivers), window ${l.window}`,
+      rows,
+    });
+  }
+
+  if (r.latency?.length) {
+    const rows: Row[] = [];
+    const mid = midPoint(r);
+    for (const p of r.latency) {
+      const raw = rawAt(r, p.offeredRate);
+      const label = `${p.pctOfThroughput !== undefined ? `${p.pctOfThroughput} % = ` : ''}${n(p.offeredRate)} msg/s offered`;
+      rows.push({ figure: label, value: `${n(p.ackedPerS)} acked/s, ${n(p.deliveriesPerS)} deliveries/s${p.lateSends ? `, ${p.lateSends} late sends` : ''}` });
+      rows.push({ figure: '  send→ack', value: lat(p.ack) });
+      const isMid = p === mid;
+      rows.push({
+        figure: '  send→deliver',
+        value: lat(p.deliver),
+        ratio: raw ? `p99 ${x(p.deliver.p99, raw.deliver.p99)} raw` : undefined,
+        target: isMid ? 'p50 ≤ 10 ms, p99 ≤ 2× raw' : undefined,
+        ok: isMid ? [target('send→deliver p50 @50 %')?.ok, target('send→deliver p99 @50 % vs raw')?.ok].every((v) => v !== false) : undefined,
+      });
+      if (raw) rows.push({ figure: '  raw emitter broadcast, same rate', value: lat(raw.deliver) });
+      if (p.batches) rows.push({ ...batchRow(p.batches), figure: '  batches' });
+      rows.push({ figure: '  CPU', value: cpuText(p.cpu) ?? '–' });
+    }
+    out.push({ title: 'Latency under load: open loop, times from the scheduled send, taken in the clients', rows });
+  }
+
+  const fan = r.fanout;
+  if (fan) {
+    const rows: Row[] = [
+      targetRow('deliveries', `${n(fan.phase.deliveriesPerS)} /s (${n(fan.phase.completedPerS)} msg/s)`, rawFan ? `${x(fan.phase.deliveriesPerS, rawFan.deliveriesPerS)} raw broadcast` : undefined, 'fan-out vs raw broadcast'),
+      { figure: 'send→deliver', value: lat(fan.phase.deliver), ratio: rawFan ? `p99 ${x(fan.phase.deliver.p99, rawFan.deliver.p99)} raw` : undefined },
+      { figure: 'send→ack', value: lat(fan.phase.ack) },
+    ];
+    if (fan.kbPerIdleSocket !== null) {
+      rows.push(
+        targetRow(
+          'front node memory per idle socket',
+          `${n(fan.kbPerIdleSocket, 1)} KB`,
+          fan.memory.map((m) => `${n(m.kbPerSocket, 1)} KB (${m.sockets} on pid ${m.pid})`).join(', '),
+          'front node memory per idle socket',
+        ),
+      );
+    }
+    rows.push({ figure: 'CPU', value: cpuText(fan.phase.cpu) ?? '–' });
+    if (rawFan) rows.push({ figure: 'CPU of the raw broadcast', value: cpuText(rawFan.cpu) ?? '–' });
+    out.push({ title: `Fan-out: one channel, ${n(fan.sockets)} sockets (${n(fan.users)} users) over ${fan.nodes} front node${fan.nodes === 1 ? '' : 's'}, 1 sender`, rows });
+  }
+
+  const h = r.history;
+  if (h) {
+    const rows: Row[] = [
+      { figure: 'floor: GET /health/live (no auth, no DB)', value: lat(h.floor.health) },
+      { figure: 'floor: GET /api/v1/me (JWT + user row)', value: lat(h.floor.me) },
+    ];
+    for (const kind of PAGE_KINDS) {
+      const s = h.shallow.pages[kind];
+      const d = h.deep.pages[kind];
+      rows.push({ figure: `${kind} @ ${n(h.shallow.depth)}`, value: lat(s) });
+      rows.push({ figure: `${kind} @ ${n(h.deep.depth)}`, value: lat(d), ratio: `p99 ${x(d.p99, s.p99)} shallow` });
+    }
+    const t1 = target('history p99 deep vs shallow');
+    const t2 = target('history p99 deep');
+    rows.push({ figure: 'worst kind', value: `${t1?.measured}; p99 ${t2?.measured}`, target: 'p99 ≤ 1.5× shallow and ≤ 10 ms', ok: t1?.ok !== false && t2?.ok !== false });
+    rows.push({ figure: 'seeding (generate_series)', value: `${n(h.shallow.seedS + h.deep.seedS, 1)} s` });
+    out.push({ title: `History: ${h.pageSize}-message pages, ${h.requests} timed requests each, through REST`, rows });
+  }
+
+  if (r.persistProfile?.length) {
+    out.push({
+      title: "Profile: the worker's persistMessages() alone, one connection, 4 channels per batch",
+      rows: r.persistProfile.flatMap((profile) =>
+        profile.sizes.map((p) => ({
+          figure: `batch of ${p.batchSize}, ${n(profile.tableRows)} rows in messages`,
+          value: `${ms(p.ms.p50)} ms p50, ${ms(p.ms.p99)} ms p99 per batch`,
+          ratio: `${n(p.rowsPerS)} rows/s${pgb ? ` = ${x(p.rowsPerS, pgb.batch100RowsPerS)} PG 100-row` : ''}`,
+        })),
+      ),
+    });
+  }
+
+  const order: Row[] = [];
+  const add = (label: string, o: { violations: number; gaps: number; duplicates: number; ackOrder?: number } | undefined) => {
+    if (o) order.push({ figure: label, value: orderText(o), ok: orderErrors(o) === 0 });
+  };
+  add('throughput', r.throughput?.order);
+  for (const p of r.latency ?? []) add(p.label, p.order);
+  add('fan-out', r.fanout?.phase.order);
+  add('history pages', r.history?.order);
+  add('raw broadcast (baseline)', b.rawFanout?.order);
+  for (const p of b.rawLatency ?? []) add(p.label, p.order);
+  if (order.length) out.push({ title: 'Order at the receivers: violations / gaps / duplicates (target 0)', rows: order });
+  return out;
+}
+
+function batchRow(bp: NonNullable<BenchResults['throughput']>['batches'] & object): Row {
+  return {
+    figure: 'batches (BullMQ jobs)',
+    value: `${n(bp.jobs)} jobs, size mean ${n(bp.size.mean, 1)} / p95 ${n(bp.size.p95)} / max ${n(bp.size.max)}; processing p50 ${n(bp.processMs.p50)} / p99 ${n(bp.processMs.p99)} ms; queue wait p50 ${n(bp.queueWaitMs.p50)} / p99 ${n(bp.queueWaitMs.p99)} ms; partitions busy ${n(bp.busyPartitions, 2)}${bp.complete ? '' : ' (partial)'}`,
+  };
+}
+
+const mark = (ok: boolean | null | undefined) => (ok === undefined ? '' : ok === null ? '?' : ok ? 'yes' : 'NO');
+
+export function machineLine(r: BenchResults): string {
+  const m = r.machine;
+  return (
+    `${m.nproc} cores (${m.cpuModel}), ${m.memTotalGb} GB RAM, Node ${m.node}, PostgreSQL ${m.postgres ?? '?'}, Redis ${m.redis ?? '?'}; ` +
+    `load average ${m.loadAvgAtStart} at start; ${r.product.servers} front node(s), ${r.product.workers} worker(s), ` +
+    `${r.product.partitions} partitions, QUEUE_MAX_BATCH ${r.product.maxBatch}, DB_POOL_MAX ${r.product.dbPoolMax}` +
+    Object.entries({ ...r.product.env, ...r.product.pgSettings })
+      .map(([k, v]) => `, ${k}=${v}`)
+      .join('')
+  );
+}
+
+export function renderText(r: BenchResults): string {
+  const lines: string[] = [machineLine(r)];
+  for (const s of sections(r)) {
+    lines.push('', s.title);
+    const w = Math.max(...s.rows.map((row) => row.figure.length));
+    for (const row of s.rows) {
+      const extra = [row.ratio, row.target ? `target ${row.target}` : undefined, row.ok !== undefined ? `[${mark(row.ok)}]` : undefined].filter(Boolean).join('  ');
+      lines.push(`  ${row.figure.padEnd(w)}  ${row.value}${extra ? `   ${extra}` : ''}`);
+    }
+  }
+  lines.push('', 'Targets');
+  const w = Math.max(...r.targets.map((t) => t.name.length));
+  for (const t of r.targets) {
+    lines.push(`  [${mark(t.ok).padEnd(3)}] ${t.name.padEnd(w)}  ${t.measured}   target ${t.target}${t.miss ? `   (${t.miss})` : ''}`);
+  }
+  return lines.join('\n');
+}
+
+export function renderMarkdown(r: BenchResults): string {
+  const esc = (s: string | undefined) => (s ?? '').replace(/\|/g, '\\|');
+  const lines: string[] = [];
+  for (const s of sections(r)) {
+    lines.push(`**${s.title}**`, '', '| Figure | Value | Ratio | Target | Met |', '| --- | --- | --- | --- | --- |');
+    for (const row of s.rows) {
+      const indent = row.figure.startsWith('  ') ? '↳ ' : '';
+      lines.push(`| ${indent}${esc(row.figure.trim())} | ${esc(row.value)} | ${esc(row.ratio)} | ${esc(row.target)} | ${mark(row.ok)} |`);
+    }
+    lines.push('');
+  }
+  lines.push('**Targets**', '', '| Target | Measured | Goal | Met | Off by |', '| --- | --- | --- | --- | --- |');
+  for (const t of r.targets) lines.push(`| ${esc(t.name)} | ${esc(t.measured)} | ${esc(t.target)} | ${mark(t.ok)} | ${t.miss ?? ''} |`);
+  return lines.join('\n');
+}

@@ -1,0 +1,58 @@
+import type { NoopBullmqResult } from './baselines/noopBullmq.js';
+import type { PgInsertResult } from './baselines/pgInserts.js';
+import type { BatchProfile } from './profile/batches.js';
+import type { PersistProfile } from './profile/persistBatch.js';
+import type { FanoutResult } from './scenarios/fanout.js';
+import type { HistoryResult } from './scenarios/history.js';
+import type { LatencyPoint } from './scenarios/latency.js';
+import type { PhaseResult } from './scenarios/phase.js';
+
+export interface Machine {
+  nproc: number;
+  cpuModel: string;
+  memTotalGb: number;
+  node: string;
+  platform: string;
+  postgres?: string;
+  redis?: string;
+  /** 1-minute load average when the run started: other work on the machine skews every figure. */
+  loadAvgAtStart: number;
+}
+
+export interface TargetCheck {
+  name: string;
+  /** Human-readable: what was measured against what. */
+  measured: string;
+  target: string;
+  ok: boolean | null;
+  /** How far off, when missed (e.g. "-31 %"). */
+  miss?: string;
+}
+
+/** Everything one run measured; written as is by --json. */
+export interface BenchResults {
+  version: 1;
+  startedAt: string;
+  finishedS: number;
+  smoke: boolean;
+  command: string;
+  machine: Machine;
+  /** The product's settings the run used. */
+  product: { servers: number; workers: number; partitions: number; maxBatch: number; dbPoolMax: number; env: Record<string, string>; pgSettings: Record<string, string>; target: string };
+  layout?: { users: number; channels: number; sendersPerChannel: number; socketsPerUser: number; receiversPerChannel: number; window: number };
+  baselines: {
+    postgres?: PgInsertResult;
+    bullmq?: NoopBullmqResult;
+    rawFanout?: PhaseResult;
+    rawLatency?: Array<PhaseResult & { offeredRate: number }>;
+  };
+  throughput?: PhaseResult & { batches?: BatchProfile };
+  latency?: Array<LatencyPoint & { batches?: BatchProfile }>;
+  fanout?: FanoutResult;
+  history?: HistoryResult;
+  /** The worker's persistMessages() alone: on an empty table, and on the product's after history seeding. */
+  persistProfile?: PersistProfile[];
+  /** Order violations + gaps + duplicates (+ ack order violations) over every scenario. */
+  orderErrors: number;
+  targets: TargetCheck[];
+}

@@ -1,0 +1,178 @@
+import path from 'node:path';
+import { startCluster, type Cluster } from '../scripts/cluster.js';
+import { loadConfig } from '../shared/config.js';
+import type { AgentPool } from './agents/pool.js';
+import { noopBullmq } from './baselines/noopBullmq.js';
+import { pgInserts } from './baselines/pgInserts.js';
+import { rawFanout, rawLatency, type RawEnv } from './baselines/rawBroadcast.js';
+import type { BenchOptions } from './cli.js';
+import type { BenchContext } from './context.js';
+import type { BenchEnv } from './env.js';
+import { describeMachine } from './lib/machine.js';
+import type { CpuGroups } from './lib/procfs.js';
+import { note } from './lib/progress.js';
+import { batchProfile } from './profile/batches.js';
+import { persistBatchProfile, persistProfileFresh } from './profile/persistBatch.js';
+import { PhaseProfiler } from './profile/profiler.js';
+import { evaluateTargets, totalOrderErrors } from './report.js';
+import type { BenchResults } from './results.js';
+import { runFanout } from './scenarios/fanout.js';
+import { runHistory } from './scenarios/history.js';
+import { runLatency } from './scenarios/latency.js';
+import type { PhaseResult } from './scenarios/phase.js';
+import { prepareChannels, runThroughput } from './scenarios/throughput.js';
+
+/**
+ * One bench run, in order: part limits on an idle machine, then the product (started here unless --url):
+ * throughput and latency on one layout, the raw broadcast at the same rates, fan-out, history.
+ */
+export async function run(options: BenchOptions, env: BenchEnv, pool: AgentPool, setCluster: (c: Cluster) => void): Promise<BenchResults> {
+  const startedAt = new Date();
+  const t0 = performance.now();
+  const productConfig = loadConfig({ ...process.env, ...env.productEnv });
+  const has = (s: Parameters<BenchOptions['scenarios']['has']>[0]) => options.scenarios.has(s);
+  const durationMs = options.durationS * 1000;
+  const baselineMs = options.baselineDurationS * 1000;
+  let cluster: Cluster | undefined;
+
+  const cpuGroups = (extra: Record<string, number[]> = {}): CpuGroups => ({
+    byPid: {
+      'front nodes': cluster?.servers.map((p) => p.pid) ?? [],
+      workers: cluster?.workers.map((p) => p.pid) ?? [],
+      'load agents': pool.pids,
+      bench: [process.pid],
+      ...extra,
+    },
+    byComm: { postgres: ['postgres'], redis: ['redis-server'] },
+  });
+  const results: BenchResults = {
+    version: 1,
+    startedAt: startedAt.toISOString(),
+    finishedS: 0,
+    smoke: options.smoke,
+    command: `npm run bench --${process.argv.slice(2).length ? ` ${process.argv.slice(2).join(' ')}` : ''}`,
+    machine: await describeMachine(env.databaseUrl, env.redisUrl),
+    product: {
+      servers: options.servers,
+      workers: options.workers,
+      partitions: productConfig.queue.partitions,
+      maxBatch: productConfig.queue.maxBatch,
+      dbPoolMax: productConfig.db.poolMax,
+      env: options.productEnv,
+      pgSettings: options.pgSettings,
+      target: options.urls.length ? options.urls.join(', ') : 'started by the bench',
+    },
+    baselines: {},
+    orderErrors: 0,
+    targets: [],
+  };
+  if (results.machine.loadAvgAtStart > results.machine.nproc / 2) {
+    note(`[warning] load average ${results.machine.loadAvgAtStart} on ${results.machine.nproc} cores: other work will skew the figures`);
+  }
+  const rawEnv: RawEnv = { redisUrl: env.redisUrl, adapterKey: `${env.redisPrefix}:raw-socket.io`, pool, bodyBytes: options.bodyBytes, cpu: cpuGroups };
+
+  // Part limits first, on an idle machine.
+  if (has('baselines')) {
+    results.baselines.postgres = await pgInserts({ databaseUrl: env.databaseUrl, connections: productConfig.queue.partitions, durationMs: baselineMs });
+    results.baselines.bullmq = await noopBullmq({
+      redisUrl: env.redisUrl,
+      bullPrefix: `${env.redisPrefix}:noop`,
+      partitions: productConfig.queue.partitions,
+      durationMs: baselineMs,
+      bodyBytes: options.bodyBytes,
+    });
+    if (has('fanout')) {
+      results.baselines.rawFanout = await rawFanout(rawEnv, {
+        // As many plain servers as front nodes the product's fan-out will use.
+        servers: options.urls.length ? Math.min(options.fanoutNodes, options.urls.length) : options.fanoutNodes,
+        sockets: options.fanoutSockets,
+        window: options.fanoutWindow,
+        durationMs,
+      });
+    }
+  }
+
+  const managed = options.urls.length === 0;
+  const persistSizes = options.smoke ? [1, 10] : [1, 10, 50, 200];
+  const persistMs = options.smoke ? 300 : 1500;
+  if (has('baselines') && managed) {
+    note('[profile] persistMessages() by batch size, empty table');
+    results.persistProfile = [await persistProfileFresh({ config: env.config, sizes: persistSizes, durationMs: persistMs })];
+  }
+  if (managed) {
+    note(`[cluster] starting ${options.servers} front node(s) and ${options.workers} worker(s)`);
+    cluster = await startCluster({ servers: options.servers, workers: options.workers, env: env.productEnv });
+    setCluster(cluster);
+  }
+  const c = cluster;
+  let phaseCounter = 0;
+  const ctx: BenchContext = {
+    options,
+    env,
+    pool,
+    productConfig,
+    cluster: c,
+    urls: () => (c ? c.servers.filter((p) => p.alive).map((p) => p.url!) : options.urls),
+    productDatabaseUrl: managed ? env.databaseUrl : options.databaseUrl,
+    productRedisPrefix: managed ? env.redisPrefix : undefined,
+    cpuGroups,
+    profiler:
+      c && options.cpuProf
+        ? new PhaseProfiler(path.resolve(options.cpuProf), () => [...c.servers, ...c.workers].filter((p) => p.alive).map((p) => ({ pid: p.pid, kind: p.kind })))
+        : undefined,
+    phaseId: () => `b${env.id}p${phaseCounter++}`,
+  };
+  const profileBatches = async (phase: PhaseResult) =>
+    ctx.productRedisPrefix
+      ? batchProfile({ redisUrl: env.redisUrl, redisPrefix: ctx.productRedisPrefix, partitions: productConfig.queue.partitions, fromMs: phase.loadStartMs, toMs: phase.loadEndMs })
+      : undefined;
+
+  if (has('throughput') || has('latency')) {
+    const l = await prepareChannels(ctx);
+    const perChannel = Math.floor(options.users / options.channels);
+    results.layout = {
+      users: l.channels.length * perChannel,
+      channels: l.channels.length,
+      sendersPerChannel: options.senders,
+      socketsPerUser: options.socketsPerUser,
+      receiversPerChannel: (perChannel - options.senders) * options.socketsPerUser,
+      window: options.window,
+    };
+    if (has('throughput')) {
+      const tp = await runThroughput(ctx, l);
+      results.throughput = { ...tp, batches: await profileBatches(tp) };
+    }
+    let rates: Array<{ rate: number; pct?: number }> = options.rates.map((rate) => ({ rate }));
+    if (rates.length === 0 && has('latency')) {
+      if (!results.throughput) throw new Error('latency rates in % need the throughput scenario; give --rate R,R,... instead');
+      const max = results.throughput.completedPerS;
+      rates = options.ratesPct.map((pct) => ({ rate: Math.max(1, Math.round((max * pct) / 100)), pct }));
+    }
+    if (has('latency')) {
+      const points = await runLatency(ctx, l, rates);
+      results.latency = [];
+      for (const p of points) results.latency.push({ ...p, batches: await profileBatches(p) });
+    }
+    await pool.disconnect();
+    if (has('latency') && has('baselines')) {
+      results.baselines.rawLatency = await rawLatency(rawEnv, {
+        servers: new Set(l.sockets.map((spec) => spec.url)).size,
+        rooms: l.channels.length,
+        socketsPerRoom: l.receivers[l.channels[0].id],
+        rates: rates.map((r) => r.rate),
+        durationMs,
+      });
+    }
+  }
+  if (has('fanout')) results.fanout = await runFanout(ctx);
+  if (has('history')) results.history = (await runHistory(ctx)) ?? undefined;
+  if (has('baselines') && managed && results.history) {
+    note('[profile] persistMessages() by batch size, after history seeding');
+    results.persistProfile?.push(await persistBatchProfile({ databaseUrl: env.databaseUrl, sizes: persistSizes.slice(0, 2), durationMs: persistMs }));
+  }
+
+  results.orderErrors = totalOrderErrors(results);
+  results.targets = evaluateTargets(results);
+  results.finishedS = Math.round((performance.now() - t0) / 100) / 10;
+  return results;
+}
