@@ -5,6 +5,10 @@
 import { randomBytes } from 'node:crypto';
 import { createFrontNode, type FrontNode } from '../../server/app.js';
 import { loadConfig, type Config } from '../../shared/config.js';
+import type { ChannelDto, WorkspaceDto } from '../../shared/models/index.js';
+
+// The contract's shapes, as the product defines them; re-exported for the test files.
+export type { ChannelDto, WorkspaceDto };
 
 export const API = '/api/v1';
 
@@ -124,25 +128,10 @@ export async function registerUser(
   return { user: res.body.user, token: res.body.token, email, password };
 }
 
-export interface WorkspaceDto {
-  id: string;
-  name: string;
-  createdAt: string;
-}
-
 export async function createWorkspace(baseUrl: string, token: string, name = unique('Workspace ')): Promise<WorkspaceDto> {
   const res = await request(baseUrl, 'POST', '/workspaces', { token, body: { name } });
   expectStatus(res, 201, 'createWorkspace');
   return res.body.workspace;
-}
-
-export interface ChannelDto {
-  id: string;
-  workspaceId: string;
-  name: string;
-  isPrivate: boolean;
-  topic: string;
-  createdAt: string;
 }
 
 export async function createChannel(
