@@ -7,6 +7,8 @@ import { User } from '../shared/models/index.js';
 
 /** Pinned: a token signed with any other algorithm (including "none") is refused. */
 const ALGORITHM = 'HS256' as const;
+const USER_CACHE_MS = 30_000;
+const USER_CACHE_SIZE = 10_000;
 
 export interface TokenService {
   sign(userId: string): string;
@@ -18,10 +20,19 @@ export interface TokenService {
 export function createTokenService(config: Config): TokenService {
   const secret = config.jwt.secret;
 
+  // Users are never deleted or edited through this API, so a user row read for a token stays valid for
+  // a short while: most requests then skip a database round trip.
+  const recent = new Map<string, { user: User; until: number }>();
+
   async function userFor(sub: unknown): Promise<User> {
     if (typeof sub !== 'string' || !/^[0-9a-f-]{36}$/i.test(sub)) throw new UnauthorizedError();
+    const now = Date.now();
+    const hit = recent.get(sub);
+    if (hit && hit.until > now) return hit.user;
     const user = await User.query().findById(sub);
     if (!user) throw new UnauthorizedError();
+    if (recent.size >= USER_CACHE_SIZE) recent.delete(recent.keys().next().value!);
+    recent.set(sub, { user, until: now + USER_CACHE_MS });
     return user;
   }
 
