@@ -99,7 +99,3 @@ export class InternalError extends AppError {
 export function toAppError(err: unknown): AppError {
   return err instanceof AppError ? err : new InternalError();
 }
-
-export function isAppError(err: unknown): err is AppError {
-  return err instanceof AppError;
-}

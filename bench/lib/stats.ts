@@ -1,13 +1,7 @@
-import { round } from './histogram.js';
+import { round, type LatencySummary } from './histogram.js';
 
-export interface Distribution {
-  count: number;
-  mean: number;
-  p50: number;
-  p95: number;
-  p99: number;
-  max: number;
-}
+/** Same shape as a histogram's summary, so reports print both alike. */
+export type Distribution = LatencySummary;
 
 /** Percentiles of plain values (nearest rank). */
 export function distribution(values: number[], digits = 2): Distribution {

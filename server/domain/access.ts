@@ -40,9 +40,3 @@ export async function channelAccess(channelId: string, userId: string, trx?: Kne
   if (row.isPrivate && !callerMemberId) throw new NotFoundError('Channel');
   return { channel: row, role: callerRole, isMember: Boolean(callerMemberId) };
 }
-
-export async function requireChannelMember(channelId: string, userId: string): Promise<ChannelAccess> {
-  const access = await channelAccess(channelId, userId);
-  if (!access.isMember) throw new NotFoundError('Channel');
-  return access;
-}

@@ -107,10 +107,6 @@ export class SendQueue {
     this.sweepTimer.unref();
   }
 
-  get pendingCount(): number {
-    return this.pending.size;
-  }
-
   submit(send: SendRequest): Promise<SendOutcome> {
     if (this.closing) return Promise.resolve(UNAVAILABLE);
     const partition = partitionOf(send.channelId, this.queues.length);

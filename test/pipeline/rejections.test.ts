@@ -14,7 +14,6 @@ describe('pipeline: rejected sends and connections', function () {
   let team: Team;
   let alice: RegisteredUser;
   let bob: RegisteredUser;
-  let carol: RegisteredUser;
   let shared: ChannelDto;
   let bobsPublic: ChannelDto;
   let bobsPrivate: ChannelDto;
@@ -27,7 +26,7 @@ describe('pipeline: rejected sends and connections', function () {
   before(async () => {
     cluster = await startPipelineCluster('rejections');
     team = await seedTeam(cluster.urls[0], 3);
-    [alice, bob, carol] = team.members;
+    [alice, bob] = team.members;
     shared = await seedChannel(cluster.urls[0], team, [alice, bob]);
     bobsPublic = await seedChannel(cluster.urls[0], team, [bob]);
     bobsPrivate = await seedChannel(cluster.urls[0], team, [bob], { isPrivate: true });

@@ -116,7 +116,6 @@ describe('sync: unread counts across workspaces', function () {
 
   const name = (u: RegisteredUser) => (owners.includes(u) ? `owner${owners.indexOf(u)}` : `u${users.indexOf(u) + 1}`);
   const label = (channelId: string) => `channel ${channels.findIndex((c) => c.id === channelId)}`;
-  const memberChannels = (u: RegisteredUser) => channels.filter((c) => truth.isMember(u.user.id, c.id));
 
   /** Sends one message per entry, all at once; records each ack in the truth. */
   async function sendAll(sends: Array<{ user: RegisteredUser; channel: ChannelDto }>): Promise<void> {

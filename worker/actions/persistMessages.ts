@@ -6,8 +6,6 @@ import type { SendOutcome, SendRequest } from '../../shared/queues.js';
 export interface PersistResult {
   /** One outcome per send id. */
   outcomes: Record<string, SendOutcome>;
-  /** Messages this call stored, in seq order per channel. */
-  created: MessageDto[];
   /**
    * The batch's own messages to publish, in seq order per channel: the ones stored now, or, when this
    * batch is run again after a crash, the ones its first run stored (that run may have died before
@@ -23,7 +21,8 @@ interface MessageRow {
   user_id: string;
   body: string;
   client_msg_id: string | null;
-  created_at: Date;
+  /** JSON from the function: an ISO-8601 string. */
+  created_at: string;
 }
 
 const notFound = () => ({ ok: false as const, error: new NotFoundError('Channel').toBody() });
@@ -64,5 +63,5 @@ export async function persistMessages(knex: Knex, sends: SendRequest[]): Promise
   }
   // Rows come back in send order, so each channel's created messages are in seq order already.
   storedByThisBatch.sort((a, b) => a.seq - b.seq);
-  return { outcomes, created, publish: [...storedByThisBatch, ...created] };
+  return { outcomes, publish: [...storedByThisBatch, ...created] };
 }
