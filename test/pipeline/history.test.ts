@@ -129,6 +129,14 @@ describe('pipeline: history paging over delivered messages', function () {
     }
   });
 
+  it('When a member reads a channel that has no messages yet, then every page is empty with hasMore false', async () => {
+    for (const query of ['', '?after=0', '?before=5', '?limit=1']) {
+      const res = await get(query, alice.token, secret.id);
+      expect(res.status, `${query}: ${res.text}`).to.equal(200);
+      expect(res.body, query).to.deep.equal({ messages: [], hasMore: false });
+    }
+  });
+
   it('When the limit is out of 1..200 or not an integer, then 400 VALIDATION_FAILED', async () => {
     for (const query of ['?limit=0', '?limit=201', '?limit=-1', '?limit=1.5', '?limit=ten']) {
       const res = await get(query);
