@@ -84,7 +84,7 @@ const schema = Joi.object({
   BCRYPT_ROUNDS: Joi.number().integer().min(4).max(15).default(10),
   MESSAGE_MAX_LENGTH: Joi.number().integer().min(1).max(40000).default(4000),
   MESSAGE_RATE_PER_SECOND: Joi.number().integer().min(0).default(50),
-  QUEUE_PARTITIONS: Joi.number().integer().min(1).max(256).default(8),
+  QUEUE_PARTITIONS: Joi.number().integer().min(1).max(256).default(2),
   QUEUE_LOCK_MS: Joi.number().integer().min(1000).default(5000),
   QUEUE_STALLED_INTERVAL_MS: Joi.number().integer().min(500).default(2500),
   QUEUE_MAX_BATCH: Joi.number().integer().min(1).max(1000).default(200),
