@@ -19,6 +19,7 @@ import type { TokenService } from '../auth.js';
 import { CLIENT_MSG_ID, UUID_PATTERN, messagesInRange, sendMessage, type MessagingDeps } from '../domain/messages.js';
 import { markRead, type ReadNotifier } from '../domain/readState.js';
 import type { Subscriptions } from '../domain/subscriptions.js';
+import { coalesceWrites } from './coalesceWrites.js';
 import { Delivery } from './delivery.js';
 import { createSubscriptions } from './subscriptions.js';
 import { ChannelSequencer } from './sequencer.js';
@@ -67,6 +68,7 @@ export function createSocketServer(deps: {
     adapter: createAdapter(deps.pubClient, deps.subClient, { key: socketAdapterKey(deps.config.redis.prefix), requestsTimeout: 5000 }),
   });
 
+  coalesceWrites(io);
   const subscriptions = createSubscriptions(io, logger);
 
   const delivery = new Delivery(io, {
