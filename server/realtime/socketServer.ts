@@ -117,7 +117,7 @@ export function createSocketServer(deps: {
     socket.on('message:send', async (payload, ack) => {
       if (typeof ack !== 'function') return;
       try {
-        const { value, error } = sendSchema.validate(payload, { abortEarly: true });
+        const { value, error } = sendSchema.validate(payload);
         if (error) return ack(validationAck(error));
         ack(await sendMessage(deps.messaging, userId, value));
       } catch (err) {
@@ -130,7 +130,7 @@ export function createSocketServer(deps: {
     let syncs: Promise<unknown> = Promise.resolve();
     socket.on('sync', (payload, ack) => {
       if (typeof ack !== 'function') return;
-      const { value, error } = syncSchema.validate(payload, { abortEarly: true });
+      const { value, error } = syncSchema.validate(payload);
       if (error) {
         delivery.release(socket);
         return ack(validationAck(error));
@@ -141,7 +141,7 @@ export function createSocketServer(deps: {
     socket.on('channel:read', async (payload, ack) => {
       const reply = typeof ack === 'function' ? ack : () => {};
       try {
-        const { value, error } = readSchema.validate(payload, { abortEarly: true });
+        const { value, error } = readSchema.validate(payload);
         if (error) return reply(validationAck(error));
         if (!UUID_PATTERN.test(value.channelId)) throw new NotFoundError('Channel');
         reply({ ok: true, ...(await markRead(notifyRead, userId, value.channelId.toLowerCase(), value.seq)) });
