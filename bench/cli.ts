@@ -69,7 +69,7 @@ Fan-out
 History
   --history-depth N      messages in the deep channel (bulk-seeded in SQL)    (default 1000000)
   --history-shallow N    messages in the shallow channel                      (default 1000)
-  --history-requests N   timed requests per page kind and depth               (default 300)
+  --history-requests N   timed requests per page kind and depth               (default 1000)
 Run
   --scenarios LIST       any of ${SCENARIOS.join(',')} (default all)
   --baseline-duration S  seconds per baseline measurement                     (default 4)
@@ -230,7 +230,7 @@ function defaults() {
     fanoutWindow: 4,
     historyDepth: 1_000_000,
     historyShallow: 1000,
-    historyRequests: 300,
+    historyRequests: 1000,
     bodyBytes: 100,
     clientProcs: 2,
     baselineDurationS: 4,

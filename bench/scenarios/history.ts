@@ -103,25 +103,39 @@ async function measureFloor(team: Team, requests: number): Promise<HistoryResult
   return { health: await time(`${team.baseUrl}/health/live`), me: await time(`${team.baseUrl}/api/v1/me`) };
 }
 
-async function measureDepth(team: Team, channelId: string, depth: number, seedS: number, requests: number, order: OrderCounts) {
-  const pages = {} as Record<PageKind, LatencySummary>;
+interface Target {
+  channelId: string;
+  depth: number;
+  seedS: number;
+}
+
+/**
+ * Times every page kind at every depth. The depths' requests alternate, one each in turn, so whatever
+ * else the machine does meanwhile (a checkpoint, a timer, another process) falls on both alike: the
+ * deep/shallow ratio compares depth, not moments.
+ */
+async function measureDepths(team: Team, targets: Target[], requests: number, order: OrderCounts) {
+  const pages = targets.map(() => ({}) as Record<PageKind, LatencySummary>);
   let errors = 0;
   for (const kind of PAGE_KINDS) {
-    const hist = new Histogram();
-    const cursor = { after: 0 };
+    const hists = targets.map(() => new Histogram());
+    const cursors = targets.map(() => ({ after: 0 }));
     for (let i = 0; i < WARM_UP_REQUESTS + requests; i++) {
-      const { query, expected } = request(kind, depth, i, cursor);
-      const res = await timedGet(`${team.baseUrl}/api/v1/channels/${channelId}/messages?${query}`, team.owner.token);
-      if (res.status !== 200) {
-        errors++;
-        continue;
+      for (const [t, { channelId, depth }] of targets.entries()) {
+        const { query, expected } = request(kind, depth, i, cursors[t]);
+        const res = await timedGet(`${team.baseUrl}/api/v1/channels/${channelId}/messages?${query}`, team.owner.token);
+        if (res.status !== 200) {
+          errors++;
+          continue;
+        }
+        if (!checkPage(res.body.messages.map((m: { seq: number }) => m.seq), expected, order)) errors++;
+        if (i >= WARM_UP_REQUESTS) hists[t].record(res.us);
       }
-      if (!checkPage(res.body.messages.map((m: { seq: number }) => m.seq), expected, order)) errors++;
-      if (i >= WARM_UP_REQUESTS) hist.record(res.us);
     }
-    pages[kind] = hist.summary();
+    hists.forEach((hist, t) => (pages[t][kind] = hist.summary()));
   }
-  return { result: { depth, seedS: round(seedS, 1), pages }, errors };
+  const results: DepthResult[] = targets.map(({ depth, seedS }, t) => ({ depth, seedS: round(seedS, 1), pages: pages[t] }));
+  return { results, errors };
 }
 
 export async function runHistory(ctx: BenchContext): Promise<HistoryResult | null> {
@@ -147,10 +161,17 @@ export async function runHistory(ctx: BenchContext): Promise<HistoryResult | nul
     note(`[history] seeded in ${(shallowS + deepS).toFixed(1)} s; ${options.historyRequests} timed requests per page kind and depth`);
     const order = noOrderErrors();
     const floor = await measureFloor(team, options.historyRequests);
-    const s = await measureDepth(team, shallow.id, options.historyShallow, shallowS, options.historyRequests, order);
-    const d = await measureDepth(team, deep.id, options.historyDepth, deepS, options.historyRequests, order);
+    const { results: [shallowResult, deepResult], errors } = await measureDepths(
+      team,
+      [
+        { channelId: shallow.id, depth: options.historyShallow, seedS: shallowS },
+        { channelId: deep.id, depth: options.historyDepth, seedS: deepS },
+      ],
+      options.historyRequests,
+      order,
+    );
     if (options.urls.length > 0) await db.query('DELETE FROM channels WHERE id = ANY($1::uuid[])', [[shallow.id, deep.id]]);
-    return { pageSize: PAGE, requests: options.historyRequests, floor, shallow: s.result, deep: d.result, order, errors: s.errors + d.errors };
+    return { pageSize: PAGE, requests: options.historyRequests, floor, shallow: shallowResult, deep: deepResult, order, errors };
   } finally {
     await db.end();
   }
