@@ -63,6 +63,8 @@ export async function setUpEnv(options: BenchOptions): Promise<BenchEnv> {
     BCRYPT_ROUNDS: '4',
     MESSAGE_RATE_PER_SECOND: '0',
     SYNC_HOLD_MS: '0',
+    // Every batch of a phase stays readable for the batch profile (bench/profile/batches.ts).
+    QUEUE_KEEP_COMPLETED: '100000',
     LOG_LEVEL: 'info',
     ...options.productEnv,
   };

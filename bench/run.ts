@@ -78,6 +78,7 @@ export async function run(options: BenchOptions, env: BenchEnv, pool: AgentPool,
       redisUrl: env.redisUrl,
       bullPrefix: `${env.redisPrefix}:noop`,
       partitions: productConfig.queue.partitions,
+      keepCompleted: productConfig.queue.keepCompleted,
       durationMs: baselineMs,
       bodyBytes: options.bodyBytes,
     });
@@ -124,7 +125,7 @@ export async function run(options: BenchOptions, env: BenchEnv, pool: AgentPool,
   };
   const profileBatches = async (phase: PhaseResult) =>
     ctx.productRedisPrefix
-      ? batchProfile({ redisUrl: env.redisUrl, redisPrefix: ctx.productRedisPrefix, partitions: productConfig.queue.partitions, fromMs: phase.loadStartMs, toMs: phase.loadEndMs })
+      ? batchProfile({ redisUrl: env.redisUrl, redisPrefix: ctx.productRedisPrefix, partitions: productConfig.queue.partitions, keepCompleted: productConfig.queue.keepCompleted, fromMs: phase.loadStartMs, toMs: phase.loadEndMs })
       : undefined;
 
   if (has('throughput') || has('latency')) {

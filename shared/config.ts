@@ -41,6 +41,8 @@ export interface Config {
     readonly stalledIntervalMs: number;
     /** Most sends a front node packs into one queued batch. */
     readonly maxBatch: number;
+    /** Completed batches kept in Redis per partition (up to 5 minutes): what answers a send whose reply was lost. */
+    readonly keepCompleted: number;
   };
   readonly sync: {
     /** How long a new socket's live messages wait for its first `sync`, so replay comes before live. */
@@ -88,6 +90,7 @@ const schema = Joi.object({
   QUEUE_LOCK_MS: Joi.number().integer().min(1000).default(5000),
   QUEUE_STALLED_INTERVAL_MS: Joi.number().integer().min(500).default(2500),
   QUEUE_MAX_BATCH: Joi.number().integer().min(1).max(1000).default(200),
+  QUEUE_KEEP_COMPLETED: Joi.number().integer().min(100).max(1_000_000).default(1000),
   SYNC_HOLD_MS: Joi.number().integer().min(0).max(10_000).default(500),
   SYNC_REPLAY_LIMIT: Joi.number().integer().min(1).max(10_000).default(1000),
 }).unknown(true);
@@ -159,6 +162,7 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
       lockMs: v.QUEUE_LOCK_MS,
       stalledIntervalMs: v.QUEUE_STALLED_INTERVAL_MS,
       maxBatch: v.QUEUE_MAX_BATCH,
+      keepCompleted: v.QUEUE_KEEP_COMPLETED,
     },
     sync: { holdMs: v.SYNC_HOLD_MS, replayLimit: v.SYNC_REPLAY_LIMIT },
   };

@@ -9,6 +9,27 @@ import type { MessageDto } from './models/Message.js';
 export const MESSAGE_QUEUE_BASE = 'messages';
 export const MESSAGE_BATCH_JOB = 'batch';
 
+/**
+ * Options of every partition Queue instance, the worker's included: each one writes the queue's event
+ * stream length into Redis when it starts. Nothing here reads BullMQ's events, and a completed event
+ * carries the batch's outcomes: 1,000 is plenty for inspection and far from BullMQ's 10,000 default.
+ */
+export const PARTITION_QUEUE_STREAMS = { events: { maxLen: 1000 } };
+
+/**
+ * Job options of a batch. Retries happen in place inside the worker: a retried job re-queued with backoff
+ * would fall behind later messages of its channel. Completed batches are kept a while because the
+ * front node's sweeper reads their outcomes when a reply was lost; each holds its sends and outcomes
+ * (tens of KB at full size), so the count is bounded.
+ */
+export function batchJobOptions(keepCompleted: number) {
+  return {
+    attempts: 1,
+    removeOnComplete: { age: 300, count: keepCompleted },
+    removeOnFail: { age: 3600, count: 10_000 },
+  };
+}
+
 export function messageQueueName(partition: number): string {
   return `${MESSAGE_QUEUE_BASE}-${partition}`;
 }

@@ -6,6 +6,7 @@ import { InternalError, ServiceUnavailableError } from '../shared/errors.js';
 import { createLogger, type Logger } from '../shared/logger.js';
 import { createRedis } from '../shared/redis.js';
 import {
+  PARTITION_QUEUE_STREAMS,
   bullPrefix,
   messageQueueName,
   replyChannel,
@@ -81,7 +82,7 @@ export function createWorkerNode(config: Config, options: { logger?: Logger } = 
       // Idempotent: whichever worker starts first sets it; it lives in Redis with the queue.
       await Promise.all(
         names.map(async (name) => {
-          const queue = new Queue(name, { connection, prefix });
+          const queue = new Queue(name, { connection, prefix, streams: PARTITION_QUEUE_STREAMS });
           await queue.setGlobalConcurrency(1);
           await queue.close();
         }),

@@ -8,6 +8,7 @@ import { randomUUID } from 'node:crypto';
 import { Queue } from 'bullmq';
 import { Redis } from 'ioredis';
 import { killOnExit } from '../../scripts/child-process.js';
+import { PARTITION_QUEUE_STREAMS, batchJobOptions } from '../../shared/queues.js';
 import { nowUs, sleep } from '../lib/clock.js';
 import { round } from '../lib/histogram.js';
 import { REPO_ROOT } from '../lib/proc.js';
@@ -37,6 +38,8 @@ export async function noopBullmq(o: {
   redisUrl: string;
   bullPrefix: string;
   partitions: number;
+  /** The product's QUEUE_KEEP_COMPLETED: its job options are the product's. */
+  keepCompleted: number;
   durationMs: number;
   bodyBytes: number;
   addWindow?: number;
@@ -64,7 +67,8 @@ export async function noopBullmq(o: {
       new Queue(`noop-${p}`, {
         connection,
         prefix: o.bullPrefix,
-        defaultJobOptions: { attempts: 1, removeOnComplete: { age: 300, count: 10_000 }, removeOnFail: { age: 3600, count: 10_000 } },
+        streams: PARTITION_QUEUE_STREAMS,
+        defaultJobOptions: batchJobOptions(o.keepCompleted),
       }),
   );
   try {

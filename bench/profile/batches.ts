@@ -24,7 +24,14 @@ export interface BatchProfile {
   complete: boolean;
 }
 
-export async function batchProfile(o: { redisUrl: string; redisPrefix: string; partitions: number; fromMs: number; toMs: number }): Promise<BatchProfile> {
+export async function batchProfile(o: {
+  redisUrl: string;
+  redisPrefix: string;
+  partitions: number;
+  keepCompleted: number;
+  fromMs: number;
+  toMs: number;
+}): Promise<BatchProfile> {
   const connection = new Redis(o.redisUrl, { maxRetriesPerRequest: 1 });
   const sizes: number[] = [];
   const processMs: number[] = [];
@@ -44,7 +51,7 @@ export async function batchProfile(o: { redisUrl: string; redisPrefix: string; p
           processMs.push(job.finishedOn - job.processedOn);
           waitMs.push(job.processedOn - job.timestamp);
         }
-        if (jobs.length >= 10_000 && oldest > o.fromMs) complete = false;
+        if (jobs.length >= o.keepCompleted && oldest > o.fromMs) complete = false;
       } finally {
         await queue.close();
       }

@@ -5,6 +5,8 @@ import { ServiceUnavailableError } from '../../shared/errors.js';
 import type { Logger } from '../../shared/logger.js';
 import {
   MESSAGE_BATCH_JOB,
+  PARTITION_QUEUE_STREAMS,
+  batchJobOptions,
   bullPrefix,
   messageQueueName,
   partitionOf,
@@ -81,13 +83,8 @@ export class SendQueue {
         new Queue<MessageBatchJob, BatchResult>(messageQueueName(p), {
           connection: deps.connection,
           prefix: bullPrefix(deps.config.redis.prefix),
-          defaultJobOptions: {
-            // Retries happen in place inside the worker: a retried job re-queued with backoff would
-            // fall behind later messages of its channel.
-            attempts: 1,
-            removeOnComplete: { age: 300, count: 10_000 },
-            removeOnFail: { age: 3600, count: 10_000 },
-          },
+          streams: PARTITION_QUEUE_STREAMS,
+          defaultJobOptions: batchJobOptions(deps.config.queue.keepCompleted),
         }),
     );
     this.buffers = Array.from({ length: partitions }, () => []);

@@ -81,6 +81,8 @@ describe('loadConfig', function () {
       ['BCRYPT_ROUNDS', { BCRYPT_ROUNDS: '3' }],
       ['JWT_EXPIRES_IN', { JWT_EXPIRES_IN: 'soon' }],
       ['REDIS_PREFIX', { REDIS_PREFIX: 'has space' }],
+      ['QUEUE_PARTITIONS', { QUEUE_PARTITIONS: '0' }],
+      ['QUEUE_KEEP_COMPLETED', { QUEUE_KEEP_COMPLETED: '10' }],
     ];
     for (const [variable, env] of cases) {
       it(`When ${variable}=${JSON.stringify(Object.values(env)[0])}, then loadConfig throws a ConfigError naming ${variable}`, function () {
@@ -92,10 +94,11 @@ describe('loadConfig', function () {
     }
 
     it('When numeric variables are valid strings, then they are converted to numbers', function () {
-      const config = loadConfig({ PORT: '8080', BCRYPT_ROUNDS: '4', DB_POOL_MAX: '3' });
+      const config = loadConfig({ PORT: '8080', BCRYPT_ROUNDS: '4', DB_POOL_MAX: '3', QUEUE_KEEP_COMPLETED: '5000' });
       expect(config.port).to.equal(8080);
       expect(config.bcryptRounds).to.equal(4);
       expect(config.db.poolMax).to.equal(3);
+      expect(config.queue.keepCompleted).to.equal(5000);
     });
 
     it('When an invalid DATABASE_URL contains a password, then the ConfigError message does not echo it', function () {
