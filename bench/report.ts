@@ -152,6 +152,7 @@ function sections(r: BenchResults): Section[] {
       },
       { figure: 'deliveries', value: `${n(tp.deliveriesPerS)} /s`, ratio: rawFan ? `${x(tp.deliveriesPerS, rawFan.deliveriesPerS)} raw broadcast` : undefined },
       { figure: 'send→ack', value: lat(tp.ack) },
+      { figure: '↳ send→persist start', value: lat(tp.persistStart) },
       { figure: 'send→deliver', value: lat(tp.deliver) },
     ];
     if (tp.batches) rows.push(batchRow(tp.batches));
@@ -170,6 +171,7 @@ function sections(r: BenchResults): Section[] {
       const label = `${p.pctOfThroughput !== undefined ? `${p.pctOfThroughput} % = ` : ''}${n(p.offeredRate)} msg/s offered`;
       rows.push({ figure: label, value: `${n(p.ackedPerS)} acked/s, ${n(p.deliveriesPerS)} deliveries/s${p.lateSends ? `, ${p.lateSends} late sends` : ''}` });
       rows.push({ figure: '  send→ack', value: lat(p.ack) });
+      rows.push({ figure: '    ↳ send→persist start', value: lat(p.persistStart) });
       const isMid = p === mid;
       rows.push({
         figure: '  send→deliver',

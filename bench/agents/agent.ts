@@ -15,7 +15,7 @@ interface IncomingMessage {
   body: string;
 }
 
-type SendOutcome = { ok: true; message: { seq: number } } | { ok: false; error?: { code?: string } };
+type SendOutcome = { ok: true; message: { seq: number; createdAt: string } } | { ok: false; error?: { code?: string } };
 
 interface Client {
   spec: SocketSpec;
@@ -45,6 +45,7 @@ let armed = false;
 let load: { spec: LoadSpec; endUs: number; intervalUs: number; timer?: NodeJS.Timeout; pad: string } | undefined;
 let ackHist = new Histogram();
 let deliverHist = new Histogram();
+let persistStartHist = new Histogram();
 let counters = freshCounters();
 
 function freshCounters() {
@@ -161,6 +162,7 @@ function arm(bases: Record<string, number>): void {
   counters = freshCounters();
   ackHist = new Histogram();
   deliverHist = new Histogram();
+  persistStartHist = new Histogram();
   for (const client of clients.values()) {
     client.checks = new Map(client.spec.channels.map((c) => [c, new StreamCheck(bases[c] ?? 0)]));
     if (client.sender) client.sender.acks = new AckOrder();
@@ -186,6 +188,9 @@ function sendOne(sender: Sender, sentAtUs: number): void {
     if (outcome?.ok) {
       counters.acked++;
       ackHist.record(now - sentAtUs);
+      // createdAt is on the wall clock: the send time moved onto it (sub-ms) from the monotonic clock.
+      const sentWallMs = performance.timeOrigin + performance.now() - (nowUs() - sentAtUs) / 1000;
+      persistStartHist.record(Math.max(0, (Date.parse(outcome.message.createdAt) - sentWallMs) * 1000));
       sender.acks.record(n, outcome.message.seq);
     } else {
       counters.failed++;
@@ -249,6 +254,7 @@ function collect(finals: Record<string, number>): AgentResult {
     ...stats(),
     ack: ackHist.toJSON(),
     deliver: deliverHist.toJSON(),
+    persistStart: persistStartHist.toJSON(),
     errors: counters.errors,
     order,
     ackOrderViolations,

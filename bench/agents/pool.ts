@@ -28,6 +28,7 @@ export interface PoolResult {
   disconnects: number;
   ack: Histogram;
   deliver: Histogram;
+  persistStart: Histogram;
   errors: Record<string, number>;
   order: { violations: number; gaps: number; duplicates: number; ackOrder: number };
   lateSends: number;
@@ -173,6 +174,7 @@ export class AgentPool {
       disconnects: 0,
       ack: new Histogram(),
       deliver: new Histogram(),
+      persistStart: new Histogram(),
       errors: {},
       order: { ...noOrderErrors(), ackOrder: 0 },
       lateSends: 0,
@@ -188,6 +190,7 @@ export class AgentPool {
       merged.disconnects += r.disconnects;
       merged.ack.merge(r.ack);
       merged.deliver.merge(r.deliver);
+      merged.persistStart.merge(r.persistStart);
       for (const [code, n] of Object.entries(r.errors)) merged.errors[code] = (merged.errors[code] ?? 0) + n;
       merged.order = { ...addOrderCounts(merged.order, r.order), ackOrder: merged.order.ackOrder + r.ackOrderViolations };
       merged.lateSends += r.lateSends;

@@ -38,6 +38,12 @@ export interface AgentResult extends AgentStats {
   /** send → ack and send → deliver, µs, from the (scheduled) send time taken in the sending client. */
   ack: HistogramData;
   deliver: HistogramData;
+  /**
+   * send → the start of the worker's transaction that stored the message (its createdAt, PostgreSQL's
+   * now()), µs on the wall clock at ms resolution: the part of send → ack spent before persisting (the
+   * partition's previous batch, enqueue, pick-up).
+   */
+  persistStart: HistogramData;
   errors: Record<string, number>;
   order: OrderCounts;
   /** Acks whose seq is not above the seq of the same socket's previous send. */

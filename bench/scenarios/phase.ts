@@ -53,6 +53,8 @@ export interface PhaseResult {
   completedPerS: number;
   ack: LatencySummary;
   deliver: LatencySummary;
+  /** send → start of the transaction that stored it (see AgentResult.persistStart). */
+  persistStart: LatencySummary;
   order: { violations: number; gaps: number; duplicates: number; ackOrder: number };
   errors: Record<string, number>;
   disconnects: number;
@@ -178,6 +180,7 @@ function summarise(
     completedPerS: perS(Math.min(acked, persisted, deliveredMessages), windowS),
     ack: r.ack.summary(),
     deliver: r.deliver.summary(),
+    persistStart: r.persistStart.summary(),
     order: r.order,
     errors: r.errors,
     disconnects: r.disconnects,
