@@ -11,6 +11,8 @@ import {
   messageQueueName,
   partitionOf,
   replyChannel,
+  toSendOutcome,
+  type BatchOutcome,
   type BatchReply,
   type BatchResult,
   type MessageBatchJob,
@@ -183,7 +185,12 @@ export class SendQueue {
       this.deps.logger.error({ raw: raw.slice(0, 200) }, 'unparseable batch reply');
       return;
     }
-    for (const [id, outcome] of Object.entries(reply.outcomes ?? {})) this.settle(id, outcome);
+    for (const [id, outcome] of Object.entries(reply.outcomes ?? {})) this.settleReported(id, outcome);
+  }
+
+  private settleReported(id: string, outcome: BatchOutcome | undefined): void {
+    const p = this.pending.get(id);
+    if (p) this.settle(id, outcome ? toSendOutcome(p.send, outcome) : UNAVAILABLE);
   }
 
   private settle(id: string, outcome: SendOutcome): void {
@@ -228,7 +235,7 @@ export class SendQueue {
       return;
     }
     if (job.finishedOn && job.returnvalue?.outcomes) {
-      for (const p of group) this.settle(p.send.id, job.returnvalue.outcomes[p.send.id] ?? UNAVAILABLE);
+      for (const p of group) this.settleReported(p.send.id, job.returnvalue.outcomes[p.send.id]);
     } else if (job.finishedOn) {
       for (const p of group) this.settle(p.send.id, UNAVAILABLE);
     } else {

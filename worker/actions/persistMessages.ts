@@ -1,11 +1,11 @@
 import type { Knex } from 'knex';
 import { NotFoundError } from '../../shared/errors.js';
 import { toMessageDto, type MessageDto } from '../../shared/models/index.js';
-import type { SendOutcome, SendRequest } from '../../shared/queues.js';
+import type { BatchOutcome, SendRequest } from '../../shared/queues.js';
 
 export interface PersistResult {
   /** One outcome per send id. */
-  outcomes: Record<string, SendOutcome>;
+  outcomes: Record<string, BatchOutcome>;
   /**
    * The batch's own messages to publish, in seq order per channel: the ones stored now, or, when this
    * batch is run again after a crash, the ones its first run stored (that run may have died before
@@ -48,7 +48,7 @@ export async function persistMessages(knex: Knex, sends: SendRequest[]): Promise
       sends.map((s) => s.clientMsgId),
     ),
   );
-  const outcomes: Record<string, SendOutcome> = {};
+  const outcomes: Record<string, BatchOutcome> = {};
   const created: MessageDto[] = [];
   const storedByThisBatch: MessageDto[] = [];
   for (const row of result.rows) {
@@ -57,7 +57,9 @@ export async function persistMessages(knex: Knex, sends: SendRequest[]): Promise
       continue;
     }
     const message = toMessageDto(row.message);
-    outcomes[row.send_id] = { ok: true, message };
+    // The front node rebuilds its own send's message from seq and createdAt; a duplicate is another message.
+    outcomes[row.send_id] =
+      row.outcome === 'duplicate' ? { ok: true, message } : { ok: true, seq: message.seq, createdAt: message.createdAt };
     if (row.outcome === 'created') created.push(message);
     else if (row.outcome === 'stored') storedByThisBatch.push(message);
   }
