@@ -29,17 +29,17 @@ export interface WorkerNode {
 export function createWorkerNode(config: Config, options: { logger?: Logger } = {}): WorkerNode {
   const logger = options.logger ?? createLogger(config, 'worker');
   const knex = createDb(config);
+  // One connection for the Workers' commands and every publish: Redis runs a connection's commands in
+  // the order they were sent, so a batch's emits and reply are in Redis before the job can complete,
+  // without waiting for them (see processMessageBatch.ts). BullMQ adds its own blocking connection.
   const connection = createRedis(config, 'blocking', 'worker');
-  const publisher = createRedis(config, 'blocking', 'worker-emitter');
-  for (const client of [connection, publisher]) {
-    client.on('error', (err) => logger.warn({ err: err.message }, 'redis connection error'));
-  }
-  const emitter = new Emitter(publisher, { key: socketAdapterKey(config.redis.prefix) });
+  connection.on('error', (err) => logger.warn({ err: err.message }, 'redis connection error'));
+  const emitter = new Emitter(connection, { key: socketAdapterKey(config.redis.prefix) });
   let closing = false;
   const processor = createBatchProcessor({
     knex,
     emitter,
-    publisher,
+    publisher: connection,
     redisPrefix: config.redis.prefix,
     logger,
     isClosing: () => closing,
@@ -71,7 +71,7 @@ export function createWorkerNode(config: Config, options: { logger?: Logger } = 
         outcomes: Object.fromEntries((job.data?.sends ?? []).map((s) => [s.id, { ok: false, error }])),
       };
       if (typeof job.data?.node === 'string') {
-        publisher.publish(replyChannel(config.redis.prefix, job.data.node), JSON.stringify(reply)).catch(() => {});
+        connection.publish(replyChannel(config.redis.prefix, job.data.node), JSON.stringify(reply)).catch(() => {});
       }
     });
     worker.on('error', (err) => logger.warn({ err, queue: worker.name }, 'worker error'));
@@ -95,7 +95,7 @@ export function createWorkerNode(config: Config, options: { logger?: Logger } = 
       closing = true;
       await Promise.all(workers.map((w) => w.close()));
       await knex.destroy();
-      await Promise.all([connection, publisher].map((c) => c.quit().catch(() => c.disconnect())));
+      await connection.quit().catch(() => connection.disconnect());
       logger.info('worker stopped');
     },
   };

@@ -30,7 +30,10 @@ const jobSchema = Joi.object<MessageBatchJob>({
 export interface BatchProcessorDeps {
   knex: Knex;
   emitter: Emitter;
-  /** The emitter's connection: replies go on it too, after the emits, so Redis sees them in that order. */
+  /**
+   * The emitter's connection, which is also the BullMQ Workers' command connection: the reply goes
+   * after the emits, and the job's completion after both, in the order Redis runs them.
+   */
   publisher: Redis;
   redisPrefix: string;
   logger: Logger;
@@ -66,8 +69,12 @@ export function createBatchProcessor(deps: BatchProcessorDeps) {
     // One publish per batch; every front node hands each message to its local channel room in order.
     if (result.publish.length > 0) deps.emitter.serverSideEmit(MESSAGES_CREATED, result.publish);
     const reply: BatchReply = { jobId: job.id!, outcomes: result.outcomes };
-    // Awaited: the job completes (and the partition's next batch may start) only once Redis has the emits.
-    await deps.publisher.publish(replyChannel(deps.redisPrefix, data.node), JSON.stringify(reply));
+    // Not awaited: BullMQ completes the job on this same connection, after these commands, so Redis has
+    // the emits before the partition's next batch can start, without a round trip in between. If the
+    // connection drops first, the job is not completed either: it stalls and is run again.
+    deps.publisher
+      .publish(replyChannel(deps.redisPrefix, data.node), JSON.stringify(reply))
+      .catch((err: unknown) => deps.logger.warn({ err, jobId: job.id }, 'batch reply not published; the sender sweeps for it'));
     return { outcomes: result.outcomes };
   };
 }
