@@ -170,6 +170,7 @@ function sections(r: BenchResults): Section[] {
       const raw = rawAt(r, p.offeredRate);
       const label = `${p.pctOfThroughput !== undefined ? `${p.pctOfThroughput} % = ` : ''}${n(p.offeredRate)} msg/s offered`;
       rows.push({ figure: label, value: `${n(p.ackedPerS)} acked/s, ${n(p.deliveriesPerS)} deliveries/s${p.lateSends ? `, ${p.lateSends} late sends` : ''}` });
+      rows.push({ figure: '  scheduled→sent (load agent lag)', value: lat(p.sendLag) });
       rows.push({ figure: '  send→ack', value: lat(p.ack) });
       rows.push({ figure: '    ↳ send→persist start', value: lat(p.persistStart) });
       const isMid = p === mid;

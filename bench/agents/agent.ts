@@ -46,6 +46,7 @@ let load: { spec: LoadSpec; endUs: number; intervalUs: number; timer?: NodeJS.Ti
 let ackHist = new Histogram();
 let deliverHist = new Histogram();
 let persistStartHist = new Histogram();
+let sendLagHist = new Histogram();
 let counters = freshCounters();
 
 function freshCounters() {
@@ -163,6 +164,7 @@ function arm(bases: Record<string, number>): void {
   ackHist = new Histogram();
   deliverHist = new Histogram();
   persistStartHist = new Histogram();
+  sendLagHist = new Histogram();
   for (const client of clients.values()) {
     client.checks = new Map(client.spec.channels.map((c) => [c, new StreamCheck(bases[c] ?? 0)]));
     if (client.sender) client.sender.acks = new AckOrder();
@@ -211,6 +213,7 @@ function pump(sender: Sender, now: number): void {
   }
   while (sender.dueUs <= now && sender.dueUs < load.endUs && sender.inFlight < spec.window) {
     if (now - sender.dueUs > 1000) counters.lateSends++;
+    sendLagHist.record(now - sender.dueUs);
     sendOne(sender, sender.dueUs);
     sender.dueUs += load.intervalUs;
   }
@@ -255,6 +258,7 @@ function collect(finals: Record<string, number>): AgentResult {
     ack: ackHist.toJSON(),
     deliver: deliverHist.toJSON(),
     persistStart: persistStartHist.toJSON(),
+    sendLag: sendLagHist.toJSON(),
     errors: counters.errors,
     order,
     ackOrderViolations,

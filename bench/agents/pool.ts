@@ -29,6 +29,7 @@ export interface PoolResult {
   ack: Histogram;
   deliver: Histogram;
   persistStart: Histogram;
+  sendLag: Histogram;
   errors: Record<string, number>;
   order: { violations: number; gaps: number; duplicates: number; ackOrder: number };
   lateSends: number;
@@ -175,6 +176,7 @@ export class AgentPool {
       ack: new Histogram(),
       deliver: new Histogram(),
       persistStart: new Histogram(),
+      sendLag: new Histogram(),
       errors: {},
       order: { ...noOrderErrors(), ackOrder: 0 },
       lateSends: 0,
@@ -191,6 +193,7 @@ export class AgentPool {
       merged.ack.merge(r.ack);
       merged.deliver.merge(r.deliver);
       merged.persistStart.merge(r.persistStart);
+      merged.sendLag.merge(r.sendLag);
       for (const [code, n] of Object.entries(r.errors)) merged.errors[code] = (merged.errors[code] ?? 0) + n;
       merged.order = { ...addOrderCounts(merged.order, r.order), ackOrder: merged.order.ackOrder + r.ackOrderViolations };
       merged.lateSends += r.lateSends;

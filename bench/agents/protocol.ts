@@ -44,6 +44,8 @@ export interface AgentResult extends AgentStats {
    * partition's previous batch, enqueue, pick-up).
    */
   persistStart: HistogramData;
+  /** Open loop: how long after its scheduled time each send went out, µs (this agent's own lag). */
+  sendLag: HistogramData;
   errors: Record<string, number>;
   order: OrderCounts;
   /** Acks whose seq is not above the seq of the same socket's previous send. */

@@ -55,6 +55,8 @@ export interface PhaseResult {
   deliver: LatencySummary;
   /** send → start of the transaction that stored it (see AgentResult.persistStart). */
   persistStart: LatencySummary;
+  /** Open loop: scheduled send time → the agent actually sending (included in every latency above). */
+  sendLag: LatencySummary;
   order: { violations: number; gaps: number; duplicates: number; ackOrder: number };
   errors: Record<string, number>;
   disconnects: number;
@@ -181,6 +183,7 @@ function summarise(
     ack: r.ack.summary(),
     deliver: r.deliver.summary(),
     persistStart: r.persistStart.summary(),
+    sendLag: r.sendLag.summary(),
     order: r.order,
     errors: r.errors,
     disconnects: r.disconnects,
