@@ -5,9 +5,10 @@
  */
 import { io, type Socket } from 'socket.io-client';
 import { nowUs } from '../lib/clock.js';
+import { timedGet } from '../lib/http.js';
 import { Histogram } from '../lib/histogram.js';
 import { AckOrder, StreamCheck, addOrderCounts, noOrderErrors } from '../lib/orderCheck.js';
-import type { AgentCommand, AgentMessage, AgentRequest, AgentResult, AgentStats, LoadSpec, SocketSpec } from './protocol.js';
+import type { AgentCommand, AgentMessage, AgentRequest, AgentResult, AgentStats, LoadSpec, SocketSpec, TimedPage } from './protocol.js';
 
 interface IncomingMessage {
   channelId: string;
@@ -277,6 +278,16 @@ function closeAll(): void {
   clients.clear();
 }
 
+async function timedGets(urls: string[], token: string): Promise<TimedPage[]> {
+  const pages: TimedPage[] = [];
+  for (const url of urls) {
+    const res = await timedGet(url, token);
+    const messages: Array<{ seq: number }> = Array.isArray(res.body?.messages) ? res.body.messages : [];
+    pages.push({ status: res.status, us: res.us, seqs: messages.map((m) => m.seq) });
+  }
+  return pages;
+}
+
 async function handle(command: AgentCommand): Promise<unknown> {
   switch (command.type) {
     case 'connect':
@@ -295,6 +306,8 @@ async function handle(command: AgentCommand): Promise<unknown> {
       return collect(command.finals);
     case 'close':
       return closeAll();
+    case 'get':
+      return timedGets(command.urls, command.token);
   }
 }
 

@@ -4,7 +4,7 @@ import { fileURLToPath } from 'node:url';
 import { killOnExit } from '../../scripts/child-process.js';
 import { Histogram } from '../lib/histogram.js';
 import { addOrderCounts, noOrderErrors } from '../lib/orderCheck.js';
-import type { AgentCommand, AgentMessage, AgentResult, AgentStats, LoadSpec, SocketSpec } from './protocol.js';
+import type { AgentCommand, AgentMessage, AgentResult, AgentStats, LoadSpec, SocketSpec, TimedPage } from './protocol.js';
 
 const REPO_ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..', '..');
 const AGENT_ENTRY = path.join('bench', 'agents', 'agent.ts');
@@ -207,6 +207,11 @@ export class AgentPool {
   }
 
   /** Closes every socket (the agents stay up for the next phase). */
+  /** Timed GETs from one agent, one after the other: latencies taken away from the bench's own event loop. */
+  timedGets(urls: string[], token: string): Promise<TimedPage[]> {
+    return this.call<TimedPage[]>(this.agents[0], { type: 'get', urls, token });
+  }
+
   async disconnect(): Promise<void> {
     await this.all({ type: 'close' });
     for (const agent of this.agents) agent.keys.clear();

@@ -68,6 +68,8 @@ export type AgentCommand =
   | { type: 'load'; spec: LoadSpec }
   | { type: 'stop' }
   | { type: 'collect'; finals: Record<string, number> }
+  /** GETs the URLs one after the other with the token, each timed; replies with TimedPage[] in order. */
+  | { type: 'get'; urls: string[]; token: string }
   | { type: 'close' };
 
 export type AgentRequest = { id: number } & AgentCommand;
@@ -76,3 +78,11 @@ export type AgentMessage =
   | { type: 'reply'; id: number; ok: true; result: unknown }
   | { type: 'reply'; id: number; ok: false; error: string }
   | { type: 'stats'; stats: AgentStats };
+
+/** One timed GET of a history page (or any JSON): seqs are those of `messages` in the body, if any. */
+export interface TimedPage {
+  status: number;
+  /** Request start to the last byte of the body, µs. */
+  us: number;
+  seqs: number[];
+}

@@ -5,10 +5,10 @@
  * must hold, in order, none twice.
  */
 import pg from 'pg';
+import type { AgentPool } from '../agents/pool.js';
 import type { BenchContext } from '../context.js';
 import { nowUs } from '../lib/clock.js';
 import { Histogram, round, type LatencySummary } from '../lib/histogram.js';
-import { timedGet } from '../lib/http.js';
 import { noOrderErrors, type OrderCounts } from '../lib/orderCheck.js';
 import { note } from '../lib/progress.js';
 import { seedChannel, seedTeam, type Team } from '../seed.js';
@@ -90,13 +90,13 @@ function checkPage(seqs: number[], [from, to]: [number, number], order: OrderCou
   return ok;
 }
 
-async function measureFloor(team: Team, requests: number): Promise<HistoryResult['floor']> {
+async function measureFloor(pool: AgentPool, team: Team, requests: number): Promise<HistoryResult['floor']> {
   const time = async (url: string) => {
+    const pages = await pool.timedGets(Array.from({ length: WARM_UP_REQUESTS + requests }, () => url), team.owner.token);
     const hist = new Histogram();
-    for (let i = 0; i < WARM_UP_REQUESTS + requests; i++) {
-      const res = await timedGet(url, team.owner.token);
-      if (res.status !== 200) throw new Error(`GET ${url}: HTTP ${res.status}`);
-      if (i >= WARM_UP_REQUESTS) hist.record(res.us);
+    for (const [i, page] of pages.entries()) {
+      if (page.status !== 200) throw new Error(`GET ${url}: HTTP ${page.status}`);
+      if (i >= WARM_UP_REQUESTS) hist.record(page.us);
     }
     return hist.summary();
   };
@@ -110,27 +110,28 @@ interface Target {
 }
 
 /**
- * Times every page kind at every depth. The depths' requests alternate, one each in turn, so whatever
- * else the machine does meanwhile (a checkpoint, a timer, another process) falls on both alike: the
- * deep/shallow ratio compares depth, not moments.
+ * Times every page kind at every depth, from a load agent (not the bench's own event loop). The depths'
+ * requests alternate, one each in turn, so whatever else the machine does meanwhile (a checkpoint, a
+ * timer, another process) falls on both alike: the deep/shallow ratio compares depth, not moments.
  */
-async function measureDepths(team: Team, targets: Target[], requests: number, order: OrderCounts) {
+async function measureDepths(pool: AgentPool, team: Team, targets: Target[], requests: number, order: OrderCounts) {
   const pages = targets.map(() => ({}) as Record<PageKind, LatencySummary>);
   let errors = 0;
   for (const kind of PAGE_KINDS) {
-    const hists = targets.map(() => new Histogram());
     const cursors = targets.map(() => ({ after: 0 }));
+    const planned: Array<{ target: number; expected: [number, number]; timed: boolean; url: string }> = [];
     for (let i = 0; i < WARM_UP_REQUESTS + requests; i++) {
       for (const [t, { channelId, depth }] of targets.entries()) {
         const { query, expected } = request(kind, depth, i, cursors[t]);
-        const res = await timedGet(`${team.baseUrl}/api/v1/channels/${channelId}/messages?${query}`, team.owner.token);
-        if (res.status !== 200) {
-          errors++;
-          continue;
-        }
-        if (!checkPage(res.body.messages.map((m: { seq: number }) => m.seq), expected, order)) errors++;
-        if (i >= WARM_UP_REQUESTS) hists[t].record(res.us);
+        planned.push({ target: t, expected, timed: i >= WARM_UP_REQUESTS, url: `${team.baseUrl}/api/v1/channels/${channelId}/messages?${query}` });
       }
+    }
+    const results = await pool.timedGets(planned.map((p) => p.url), team.owner.token);
+    const hists = targets.map(() => new Histogram());
+    for (const [j, page] of results.entries()) {
+      const { target, expected, timed } = planned[j];
+      if (page.status !== 200 || !checkPage(page.seqs, expected, order)) errors++;
+      else if (timed) hists[target].record(page.us);
     }
     hists.forEach((hist, t) => (pages[t][kind] = hist.summary()));
   }
@@ -160,8 +161,9 @@ export async function runHistory(ctx: BenchContext): Promise<HistoryResult | nul
     await db.query('CHECKPOINT').catch(() => note('[history] CHECKPOINT not allowed; a checkpoint may overlap the timed requests'));
     note(`[history] seeded in ${(shallowS + deepS).toFixed(1)} s; ${options.historyRequests} timed requests per page kind and depth`);
     const order = noOrderErrors();
-    const floor = await measureFloor(team, options.historyRequests);
+    const floor = await measureFloor(ctx.pool, team, options.historyRequests);
     const { results: [shallowResult, deepResult], errors } = await measureDepths(
+      ctx.pool,
       team,
       [
         { channelId: shallow.id, depth: options.historyShallow, seedS: shallowS },
