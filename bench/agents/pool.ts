@@ -100,10 +100,20 @@ export class AgentPool {
     return Promise.all(this.agents.map((a) => this.call<T>(a, command)));
   }
 
-  /** Connects the sockets, spread over the agents, `concurrency` connects at a time per agent. */
-  async connect(sockets: SocketSpec[], concurrency = 25): Promise<void> {
+  /** Starts one more agent; its index is for connect()'s `on`. */
+  addAgent(): number {
+    this.agents.push(this.spawn());
+    return this.agents.length - 1;
+  }
+
+  /**
+   * Connects the sockets, spread over the agents (or only those listed in `on`), `concurrency` connects
+   * at a time per agent.
+   */
+  async connect(sockets: SocketSpec[], concurrency = 25, on?: number[]): Promise<void> {
     const share: SocketSpec[][] = this.agents.map(() => []);
-    sockets.forEach((spec, i) => share[i % this.agents.length].push(spec));
+    const targets = on ?? this.agents.map((_, i) => i);
+    sockets.forEach((spec, i) => share[targets[i % targets.length]].push(spec));
     await Promise.all(
       this.agents.map((agent, i) => {
         for (const spec of share[i]) agent.keys.add(spec.key);

@@ -73,7 +73,13 @@ export async function runFanout(ctx: BenchContext): Promise<FanoutResult> {
   await settle();
   const before = await Promise.all(procs.map((p) => sampleRss(p.pid)));
   note(`[fan-out] connecting ${sockets.length} sockets over ${urls.length} front nodes`);
-  await ctx.pool.connect(sockets);
+  // The sender gets an agent of its own, as the raw broadcast's publisher and tail sockets have the
+  // bench process: in an agent that also receives for hundreds of sockets, its acks would wait behind
+  // their frames, and its window would measure that agent's backlog instead of the pipeline.
+  const receiverAgents = ctx.pool.pids.map((_, i) => i);
+  const senderAgent = ctx.pool.addAgent();
+  await ctx.pool.connect(sockets.slice(1), 25, receiverAgents);
+  await ctx.pool.connect(sockets.slice(0, 1), 1, [senderAgent]);
   await settle();
   const after = await Promise.all(procs.map((p) => sampleRss(p.pid)));
   const memory = procs.map((p, i) => {
