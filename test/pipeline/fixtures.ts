@@ -30,7 +30,7 @@ export function startPipelineCluster(name: string, env: Record<string, string> =
   return startCluster({
     servers: 2,
     workers: 2,
-    // The send rate limit is tested elsewhere; here it would only turn bursts into RATE_LIMITED acks.
+    // The send rate limit has its own test (rate-limit.test.ts); here it would only turn bursts into RATE_LIMITED acks.
     env: { MESSAGE_RATE_PER_SECOND: '0', REDIS_PREFIX: clusterRedisPrefix(name), ...env },
   });
 }
