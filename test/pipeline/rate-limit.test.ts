@@ -66,3 +66,39 @@ describe('pipeline: the per-user send rate limit', function () {
     expect(outcome.ok, JSON.stringify(outcome)).to.equal(true);
   });
 });
+
+describe('pipeline: the send rate limit when front nodes lease points', function () {
+  this.timeout(60_000);
+
+  /** A burst of 100 per window: leases of 2 points (a fiftieth), so each node calls Redis every other send. */
+  const LEASED_RATE = 10;
+  const LEASED_BURST = LEASED_RATE * 10;
+  const LEASE = 2;
+  const NODES = 2;
+
+  let cluster: Cluster;
+
+  before(async () => {
+    cluster = await startPipelineCluster('rate-limit-lease', { MESSAGE_RATE_PER_SECOND: String(LEASED_RATE) });
+  });
+
+  after(async () => {
+    disconnectAll();
+    await cluster?.stop();
+    await closeDb();
+  });
+
+  it('When one user pipelines more sends than the burst on both nodes at once, then at most the burst is stored, at most nodes × (lease − 1) fewer', async () => {
+    const team = await seedTeam(cluster.urls[0], 1);
+    const [carol] = team.members;
+    const channel = await seedChannel(cluster.urls[0], team, [carol]);
+    const sockets = [await connect(cluster.urls[0], carol.token), await connect(cluster.urls[1], carol.token)];
+    const outcomes = await Promise.all(
+      range(LEASED_BURST + 20).map((i) => send(sockets[i % 2], { channelId: channel.id, body: `m${i}`, clientMsgId: `lease-${i}` })),
+    );
+    const accepted = outcomes.filter((o) => o.ok).length;
+    expect(accepted).to.be.within(LEASED_BURST - NODES * (LEASE - 1), LEASED_BURST);
+    for (const o of outcomes) if (!o.ok) expect(o.error.code).to.equal('RATE_LIMITED');
+    expect(await storedCount([channel.id])).to.equal(accepted);
+  });
+});
