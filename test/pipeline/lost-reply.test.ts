@@ -1,0 +1,79 @@
+import { expect } from 'chai';
+import { Redis } from 'ioredis';
+import { startCluster, type Cluster } from '../../scripts/cluster.js';
+import { connect, disconnectAll, range, send, sleep } from '../support/sockets.js';
+import { closeDb, clusterRedisPrefix, seedChannel, seedTeam, storedMessages } from './fixtures.js';
+
+describe('pipeline: a send whose reply is lost', function () {
+  this.timeout(60_000);
+
+  const prefix = clusterRedisPrefix('lost-reply');
+  let cluster: Cluster;
+  let redis: Redis;
+
+  before(async () => {
+    cluster = await startCluster({ servers: 1, workers: 1, env: { MESSAGE_RATE_PER_SECOND: '0', REDIS_PREFIX: prefix } });
+    redis = new Redis(process.env.REDIS_URL!);
+  });
+
+  after(async () => {
+    disconnectAll();
+    redis?.disconnect();
+    await cluster?.stop();
+    await closeDb();
+  });
+
+  /** Kills this cluster's reply subscriptions (and no one else's connection) whenever they are up. */
+  async function killReplySubscriptions(): Promise<number> {
+    const list = (await redis.client('LIST')) as string;
+    let killed = 0;
+    for (const line of list.split('\n')) {
+      if (!line.includes(` name=${prefix}:front-replies `)) continue;
+      const id = /(?:^|\s)id=(\d+)/.exec(line)?.[1];
+      if (id) killed += Number(await redis.client('KILL', 'ID', id));
+    }
+    return killed;
+  }
+
+  it('When the reply is published while the front node is not subscribed, then the send is still acked with its stored message', async () => {
+    const team = await seedTeam(cluster.urls[0], 1);
+    const [alice] = team.members;
+    const channel = await seedChannel(cluster.urls[0], team, [alice]);
+    const socket = await connect(cluster.urls[0], alice.token);
+
+    // Keep the reply subscription down: it comes back ~200 ms after each kill and is killed again within a
+    // few ms, so a reply is lost unless it is published in that gap. Each send is tried until one is
+    // answered the slow way, by the sweeper, which asks BullMQ about sends that stay quiet for 5 s.
+    let killing = true;
+    let kills = 0;
+    const killer = (async () => {
+      while (killing) {
+        kills += await killReplySubscriptions();
+        await sleep(5);
+      }
+    })();
+    let answeredBySweeper = false;
+    let attempts = 0;
+    try {
+      for (let attempt = 1; attempt <= 5 && !answeredBySweeper; attempt++) {
+        attempts = attempt;
+        const sentAt = Date.now();
+        const outcome = await send(socket, { channelId: channel.id, body: `reply lost ${attempt}`, clientMsgId: `lost-${attempt}` }, 30_000);
+        const elapsed = Date.now() - sentAt;
+        expect(outcome.ok, JSON.stringify(outcome)).to.equal(true);
+        if (!outcome.ok) return;
+        const stored = (await storedMessages(channel.id)).find((m) => m.id === outcome.message.id);
+        expect(stored, 'the acked message is stored').to.not.equal(undefined);
+        expect(outcome.message).to.include({ seq: stored!.seq, body: `reply lost ${attempt}`, clientMsgId: `lost-${attempt}`, channelId: channel.id });
+        answeredBySweeper = elapsed >= 4000;
+      }
+    } finally {
+      killing = false;
+      await killer;
+    }
+    expect(kills, 'reply subscriptions killed').to.be.greaterThan(0);
+    expect(answeredBySweeper, 'no reply was lost in 5 sends').to.equal(true);
+    // Each send stored once, none lost, whichever way it was answered.
+    expect((await storedMessages(channel.id)).map((m) => m.seq)).to.deep.equal(range(attempts));
+  });
+});
