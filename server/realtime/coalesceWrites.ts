@@ -9,8 +9,8 @@ interface WebSocketTransport {
 
 /**
  * Engine.IO writes every packet as its own WebSocket frame, and each frame is its own write syscall: a
- * batch of N messages for a channel cost each subscriber N syscalls, the largest share of a busy front
- * node's CPU. While Engine.IO flushes a socket's packets, its TCP connection is corked until the end of
+ * batch of N messages for a channel cost each subscriber N syscalls, the largest item of a busy front
+ * node's CPU profile. While Engine.IO flushes a socket's packets, its TCP connection is corked until the end of
  * the tick, so the frames of one flush (and anything else written in that tick) leave in one writev.
  * Nothing is delayed past the current tick; transports without a TCP socket at hand are left alone.
  */
