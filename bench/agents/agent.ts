@@ -192,7 +192,7 @@ function sendOne(sender: Sender, sentAtUs: number): void {
       counters.acked++;
       ackHist.record(now - sentAtUs);
       // createdAt is on the wall clock: the send time moved onto it (sub-ms) from the monotonic clock.
-      const sentWallMs = performance.timeOrigin + performance.now() - (nowUs() - sentAtUs) / 1000;
+      const sentWallMs = performance.timeOrigin + performance.now() - (now - sentAtUs) / 1000;
       persistStartHist.record(Math.max(0, (Date.parse(outcome.message.createdAt) - sentWallMs) * 1000));
       sender.acks.record(n, outcome.message.seq);
     } else {

@@ -216,12 +216,12 @@ export class AgentPool {
     return merged;
   }
 
-  /** Closes every socket (the agents stay up for the next phase). */
   /** Timed GETs from one agent, one after the other: latencies taken away from the bench's own event loop. */
   timedGets(urls: string[], token: string): Promise<TimedPage[]> {
     return this.call<TimedPage[]>(this.agents[0], { type: 'get', urls, token });
   }
 
+  /** Closes every socket (the agents stay up for the next phase). */
   async disconnect(): Promise<void> {
     await this.all({ type: 'close' });
     for (const agent of this.agents) agent.keys.clear();

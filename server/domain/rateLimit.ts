@@ -89,4 +89,3 @@ export function createRateLimit(redis: Redis, keyPrefix: string, points: number,
     },
   };
 }
-
