@@ -16,6 +16,9 @@ export function knexConfig(config: Config, overrides: Partial<Knex.Config> = {})
     connection: typeof config.db.connection === 'string' ? config.db.connection : { ...config.db.connection },
     pool: { min: 0, max: config.db.poolMax },
     acquireConnectionTimeout: 10_000,
+    // knex would write a failed statement's parameters (message bodies, password hashes) into the error
+    // message, and errors are logged.
+    compileSqlOnError: false,
     migrations: { directory: MIGRATIONS_DIR, loadExtensions: ['.ts'], tableName: 'knex_migrations' },
     ...overrides,
   };

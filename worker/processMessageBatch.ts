@@ -1,13 +1,12 @@
 import type { Emitter } from '@socket.io/redis-emitter';
 import { UnrecoverableError, type Job } from 'bullmq';
 import type { Redis } from 'ioredis';
-import Joi from 'joi';
 import type { Knex } from 'knex';
-import { isTransientDbError, isUniqueViolation } from '../shared/db.js';
 import { MESSAGES_CREATED } from '../shared/events.js';
 import type { Logger } from '../shared/logger.js';
-import { replyChannel, type BatchReply, type BatchResult, type MessageBatchJob } from '../shared/queues.js';
-import { persistMessages } from './actions/persistMessages.js';
+import { replyChannel, type BatchOutcome, type BatchReply, type BatchResult, type MessageBatchJob, type SendRequest } from '../shared/queues.js';
+import Joi, { UNSTORABLE_TEXT, unstorableTextError } from '../shared/validation.js';
+import { isRetriableDbError, persistMessages, sqlState } from './actions/persistMessages.js';
 
 const uuid = Joi.string().guid({ version: ['uuidv4', 'uuidv7'] });
 const jobSchema = Joi.object<MessageBatchJob>({
@@ -42,6 +41,35 @@ export interface BatchProcessorDeps {
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
+/** The send fields a client wrote; the others come from the front node itself. */
+const CLIENT_TEXT_FIELDS = new Set(['body', 'clientMsgId']);
+
+/**
+ * Validates a batch. A send whose body or clientMsgId cannot be stored (front nodes refuse them, but one
+ * that did not must not cost the rest of the batch) is answered VALIDATION_FAILED alone; anything else
+ * malformed fails the batch.
+ */
+function parseJob(raw: unknown): { data: MessageBatchJob; refused: Record<string, BatchOutcome> } {
+  const { value, error } = jobSchema.validate(raw, { abortEarly: false });
+  if (!error) return { data: value, refused: {} };
+  const unstorable = new Map<number, string>();
+  for (const d of error.details) {
+    const [list, index, field] = d.path;
+    const own = d.type === UNSTORABLE_TEXT && d.path.length === 3 && list === 'sends' && typeof index === 'number';
+    if (!own || !CLIENT_TEXT_FIELDS.has(String(field))) throw new UnrecoverableError(`malformed batch: ${error.message}`);
+    if (!unstorable.has(index)) unstorable.set(index, String(field));
+  }
+  const job = raw as MessageBatchJob;
+  const refused: Record<string, BatchOutcome> = {};
+  const sends: SendRequest[] = [];
+  job.sends.forEach((send, i) => {
+    const field = unstorable.get(i);
+    if (field === undefined) sends.push(send);
+    else refused[send.id] = { ok: false, error: unstorableTextError(field).toBody() };
+  });
+  return { data: { node: job.node, sends }, refused };
+}
+
 /**
  * The processor of every message partition queue. Retries on PostgreSQL outages happen here, in place,
  * while the job keeps its lock: the partition waits instead of letting later messages overtake. Only
@@ -49,32 +77,37 @@ const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
  */
 export function createBatchProcessor(deps: BatchProcessorDeps) {
   return async (job: Job<MessageBatchJob, BatchResult>): Promise<BatchResult> => {
-    const { value: data, error } = jobSchema.validate(job.data);
-    if (error) throw new UnrecoverableError(`malformed batch: ${error.message}`);
+    const { data, refused } = parseJob(job.data);
+    const logger = deps.logger.child({ jobId: job.id });
+    for (const id of Object.keys(refused)) logger.warn({ sendId: id }, 'send with text that cannot be stored refused');
 
     let result;
     for (let attempt = 1; ; attempt++) {
       try {
-        result = await persistMessages(deps.knex, data.sends);
+        // A send PostgreSQL refuses is answered alone; only the database's own failures are thrown here.
+        result = await persistMessages(deps.knex, data.sends, logger);
         break;
       } catch (err) {
         // A concurrent batch stored the same (user, clientMsgId): the retry finds it and answers with it.
-        const retriable = isTransientDbError(err) || isUniqueViolation(err);
-        if (!retriable || deps.isClosing()) throw err;
-        deps.logger.warn({ err, attempt, jobId: job.id }, 'persisting batch failed; retrying in place');
+        // Never the error itself in logs or in the failed job: knex writes the bodies into its message.
+        const pgCode = sqlState(err);
+        if (!isRetriableDbError(err)) throw new Error(`persisting batch failed unexpectedly (${pgCode ?? (err as Error)?.name})`);
+        if (deps.isClosing()) throw new Error(`persisting batch failed (${pgCode ?? (err as Error)?.name}); worker closing`);
+        logger.warn({ pgCode, errName: (err as Error)?.name, attempt }, 'persisting batch failed; retrying in place');
         await sleep(Math.min(100 * 2 ** Math.min(attempt, 5), 2000));
       }
     }
 
+    const outcomes = { ...refused, ...result.outcomes };
     // One publish per batch; every front node hands each message to its local channel room in order.
     if (result.publish.length > 0) deps.emitter.serverSideEmit(MESSAGES_CREATED, result.publish);
-    const reply: BatchReply = { jobId: job.id!, outcomes: result.outcomes };
+    const reply: BatchReply = { jobId: job.id!, outcomes };
     // Not awaited: BullMQ completes the job on this same connection, after these commands, so Redis has
     // the emits before the partition's next batch can start, without a round trip in between. If the
     // connection drops first, the job is not completed either: it stalls and is run again.
     deps.publisher
       .publish(replyChannel(deps.redisPrefix, data.node), JSON.stringify(reply))
       .catch((err: unknown) => deps.logger.warn({ err, jobId: job.id }, 'batch reply not published; the sender sweeps for it'));
-    return { outcomes: result.outcomes };
+    return { outcomes };
   };
 }

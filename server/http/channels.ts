@@ -1,5 +1,5 @@
 import { Router } from 'express';
-import Joi from 'joi';
+import Joi from '../../shared/validation.js';
 import { AppError } from '../../shared/errors.js';
 import {
   addChannelMember,

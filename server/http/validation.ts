@@ -1,4 +1,4 @@
-import Joi from 'joi';
+import Joi from '../../shared/validation.js';
 import { NotFoundError, ValidationError } from '../../shared/errors.js';
 import { UUID_PATTERN } from '../domain/messages.js';
 
