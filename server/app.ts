@@ -5,11 +5,18 @@ import type { Config } from '../shared/config.js';
 import { createDb } from '../shared/db.js';
 import { createLogger, type Logger } from '../shared/logger.js';
 import { createRedis } from '../shared/redis.js';
+import { userRoom } from '../shared/events.js';
 import { createTokenService } from './auth.js';
+import { messagesInRange } from './domain/messages.js';
 import { createRateLimit } from './domain/rateLimit.js';
+import type { ReadNotifier } from './domain/readState.js';
 import { createHttpApp } from './http/app.js';
+import { SendAdmission } from './messaging/admission.js';
 import { SendQueue } from './messaging/sendQueue.js';
-import { createSocketServer, type IoServer } from './realtime/socketServer.js';
+import { Delivery } from './realtime/delivery.js';
+import { ChannelSequencer } from './realtime/sequencer.js';
+import { attachIoServer, createIoServer, registerSocketHandlers, type IoServer } from './realtime/socketServer.js';
+import { createSubscriptions } from './realtime/subscriptions.js';
 
 export interface FrontNode {
   readonly nodeId: string;
@@ -20,7 +27,11 @@ export interface FrontNode {
   stop(): Promise<void>;
 }
 
-/** Composition root of a front node: Express for REST, Socket.IO for real time, BullMQ producer for sends. */
+/**
+ * Composition root of a front node: every collaborator is built here and handed to the pieces that use
+ * it. Express for REST, Socket.IO for real time (attached after Express, so it owns its path), the
+ * sequencer and delivery between the workers' publishes and the sockets, the BullMQ producer for sends.
+ */
 export function createFrontNode(config: Config, options: { logger?: Logger } = {}): FrontNode {
   const logger = options.logger ?? createLogger(config, 'server');
   const nodeId = randomUUID();
@@ -35,28 +46,30 @@ export function createFrontNode(config: Config, options: { logger?: Logger } = {
 
   const tokens = createTokenService(config);
   const sendQueue = new SendQueue({ config, connection: redis, subscriber: replySub, nodeId, logger });
+  const sendLimit = createRateLimit(redis, `${config.redis.prefix}:rl:send`, config.messages.ratePerSecond * 10, 10);
   const messaging = {
-    sendQueue,
-    rateLimit: createRateLimit(
-      redis,
-      `${config.redis.prefix}:rl:send`,
-      config.messages.ratePerSecond * 10,
-      10,
-    ),
+    admission: new SendAdmission({ rateLimit: sendLimit, sink: sendQueue }),
     maxBodyLength: config.messages.maxBodyLength,
   };
   const loginFailures = createRateLimit(redis, `${config.redis.prefix}:rl:login`, 10, 15 * 60);
 
-  const httpServer = createServer();
-  const { io, subscriptions, notifyRead, close: closeSockets } = createSocketServer({
-    httpServer,
-    config,
-    tokens,
-    pubClient: adapterPub,
-    subClient: adapterSub,
-    messaging,
+  const io = createIoServer({ redisPrefix: config.redis.prefix, pubClient: adapterPub, subClient: adapterSub });
+  const subscriptions = createSubscriptions(io, logger);
+  const notifyRead: ReadNotifier = (userId, read) => {
+    io.to(userRoom(userId)).emit('channel:read', read);
+  };
+  const delivery = new Delivery(io, {
+    replay: { after: (channelId, afterSeq, limit) => messagesInRange(channelId, afterSeq, null, limit) },
+    replayLimit: config.sync.replayLimit,
     logger,
   });
+  const sequencer = new ChannelSequencer({
+    source: { between: (channelId, afterSeq, beforeSeq) => messagesInRange(channelId, afterSeq, beforeSeq, 10_000) },
+    deliver: (messages) => delivery.deliver(messages),
+    logger,
+  });
+  io.on('messages:created', (messages) => sequencer.accept(messages));
+
   const app = createHttpApp({
     knex,
     redis,
@@ -68,7 +81,16 @@ export function createFrontNode(config: Config, options: { logger?: Logger } = {
     messaging,
     notifyRead,
   });
-  httpServer.on('request', app);
+  const httpServer = createServer(app);
+  attachIoServer(io, httpServer);
+  registerSocketHandlers(io, {
+    tokens,
+    subscribe: (socket) => subscriptions.subscribe(socket),
+    delivery,
+    messaging,
+    notifyRead,
+    logger,
+  });
 
   return {
     nodeId,
@@ -86,7 +108,8 @@ export function createFrontNode(config: Config, options: { logger?: Logger } = {
     },
     async stop() {
       // New connections stop first; sends already queued get their answers before the queue closes.
-      const socketsClosed = closeSockets();
+      sequencer.stop();
+      const socketsClosed = io.close();
       await sendQueue.stop();
       await socketsClosed;
       await knex.destroy();

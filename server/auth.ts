@@ -9,12 +9,14 @@ import { User } from '../shared/models/index.js';
 const ALGORITHM = 'HS256' as const;
 const USER_CACHE_MS = 30_000;
 const USER_CACHE_SIZE = 10_000;
+const MAX_TOKEN_LENGTH = 4096;
 
 export interface TokenService {
   sign(userId: string): string;
-  /** The user a valid, unexpired token names, or UnauthorizedError. */
+  /** The user a valid, unexpired bearer token names (a socket's `auth.token`), or UnauthorizedError. */
   authenticate(token: unknown): Promise<User>;
-  passport: passport.PassportStatic;
+  /** The same check for an HTTP request's `Authorization: Bearer` header. */
+  authenticateRequest(req: object): Promise<User>;
 }
 
 export function createTokenService(config: Config): TokenService {
@@ -49,6 +51,18 @@ export function createTokenService(config: Config): TokenService {
     ),
   );
 
+  /** The one verification path, REST and sockets alike: passport-jwt, algorithm pinned. */
+  function verify(req: object): Promise<User> {
+    return new Promise((resolve, reject) => {
+      const authenticate = instance.authenticate('jwt', { session: false }, (err: unknown, user: User | false) => {
+        if (err) reject(err);
+        else if (!user) reject(new UnauthorizedError());
+        else resolve(user);
+      }) as (req: object, res: object, next: (err?: unknown) => void) => void;
+      authenticate(req, {}, reject);
+    });
+  }
+
   return {
     sign(userId) {
       return jwt.sign({}, secret, {
@@ -58,15 +72,9 @@ export function createTokenService(config: Config): TokenService {
       });
     },
     async authenticate(token) {
-      if (typeof token !== 'string' || token.length === 0 || token.length > 4096) throw new UnauthorizedError();
-      let payload: jwt.JwtPayload | string;
-      try {
-        payload = jwt.verify(token, secret, { algorithms: [ALGORITHM] });
-      } catch {
-        throw new UnauthorizedError();
-      }
-      return userFor(typeof payload === 'string' ? undefined : payload.sub);
+      if (typeof token !== 'string' || token.length === 0 || token.length > MAX_TOKEN_LENGTH) throw new UnauthorizedError();
+      return verify({ headers: { authorization: `Bearer ${token}` } });
     },
-    passport: instance as unknown as passport.PassportStatic,
+    authenticateRequest: verify,
   };
 }

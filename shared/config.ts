@@ -45,8 +45,6 @@ export interface Config {
     readonly keepCompleted: number;
   };
   readonly sync: {
-    /** How long a new socket's live messages wait for its first `sync`, so replay comes before live. */
-    readonly holdMs: number;
     /** Most messages one `sync` replays per channel; the client calls again while `hasMore`. */
     readonly replayLimit: number;
   };
@@ -91,7 +89,6 @@ const schema = Joi.object({
   QUEUE_STALLED_INTERVAL_MS: Joi.number().integer().min(500).default(2500),
   QUEUE_MAX_BATCH: Joi.number().integer().min(1).max(1000).default(200),
   QUEUE_KEEP_COMPLETED: Joi.number().integer().min(100).max(1_000_000).default(1000),
-  SYNC_HOLD_MS: Joi.number().integer().min(0).max(10_000).default(500),
   SYNC_REPLAY_LIMIT: Joi.number().integer().min(1).max(10_000).default(1000),
 }).unknown(true);
 
@@ -164,7 +161,7 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
       maxBatch: v.QUEUE_MAX_BATCH,
       keepCompleted: v.QUEUE_KEEP_COMPLETED,
     },
-    sync: { holdMs: v.SYNC_HOLD_MS, replayLimit: v.SYNC_REPLAY_LIMIT },
+    sync: { replayLimit: v.SYNC_REPLAY_LIMIT },
   };
   return deepFreeze(config);
 }

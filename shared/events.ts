@@ -22,6 +22,10 @@ export interface SyncPayload {
 
 export type SyncChannelAck = { replayed: number; latestSeq: number; hasMore: boolean } | { error: ErrorBody };
 export type SyncAck = { ok: true; channels: Record<string, SyncChannelAck> } | { ok: false; error: ErrorBody };
+/** After a handshake that declared `auth.resume`: what each channel's replay did, as `sync` acks it. */
+export interface SyncDone {
+  channels: Record<string, SyncChannelAck>;
+}
 
 export interface ReadPayload {
   channelId: string;
@@ -41,6 +45,7 @@ export interface ClientToServerEvents {
 export interface ServerToClientEvents {
   'message:new': (message: MessageDto) => void;
   'channel:read': (read: ReadPayload) => void;
+  'sync:done': (done: SyncDone) => void;
 }
 
 /** A membership change every front node applies to the local sockets of `userId` before acknowledging. */
@@ -60,4 +65,6 @@ export interface InterServerEvents {
 
 export interface SocketData {
   userId: string;
+  /** The handshake's `auth.resume`: channelId → last seq the client has. */
+  resume?: Record<string, number>;
 }

@@ -1,10 +1,9 @@
 import { randomUUID } from 'node:crypto';
-import Joi from 'joi';
+import Joi from '../../shared/validation.js';
 import { AppError, NotFoundError, ValidationError, ForbiddenError } from '../../shared/errors.js';
 import { Message, toMessageDto, type MessageDto } from '../../shared/models/index.js';
 import type { SendOutcome } from '../../shared/queues.js';
-import type { SendQueue } from '../messaging/sendQueue.js';
-import type { RateLimit } from './rateLimit.js';
+import type { SendAdmission } from '../messaging/admission.js';
 
 export const CLIENT_MSG_ID = Joi.string().pattern(/^[A-Za-z0-9_-]{1,64}$/).messages({
   'string.pattern.base': '"clientMsgId" must be 1-64 characters of A-Z, a-z, 0-9, _ and -',
@@ -18,8 +17,7 @@ export interface SendInput {
 }
 
 export interface MessagingDeps {
-  sendQueue: SendQueue;
-  rateLimit: RateLimit;
+  admission: SendAdmission;
   maxBodyLength: number;
 }
 
@@ -42,8 +40,7 @@ export async function sendMessage(deps: MessagingDeps, userId: string, input: Se
     const body = normaliseBody(input.body, deps.maxBodyLength);
     // Opaque ids that cannot exist never reach the queue, and look like any other unknown channel.
     if (!UUID_PATTERN.test(input.channelId)) throw new NotFoundError('Channel');
-    await deps.rateLimit.consume(userId);
-    return await deps.sendQueue.submit({
+    return await deps.admission.admit({
       id: randomUUID(),
       // One spelling per channel: the partition is a hash of it.
       channelId: input.channelId.toLowerCase(),

@@ -1,5 +1,5 @@
 import { Router, type Request, type RequestHandler } from 'express';
-import Joi from 'joi';
+import Joi from '../../shared/validation.js';
 import { UnauthorizedError } from '../../shared/errors.js';
 import type { User } from '../../shared/models/index.js';
 import type { TokenService } from '../auth.js';
@@ -20,13 +20,11 @@ const loginSchema = Joi.object({
 });
 
 export function requireAuth(tokens: TokenService): RequestHandler {
-  return (req, res, next) => {
-    tokens.passport.authenticate('jwt', { session: false }, (err: unknown, user: User | false) => {
-      if (err) return next(err);
-      if (!user) return next(new UnauthorizedError());
+  return (req, _res, next) => {
+    tokens.authenticateRequest(req).then((user) => {
       req.user = user;
       next();
-    })(req, res, next);
+    }, next);
   };
 }
 

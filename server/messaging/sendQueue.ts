@@ -1,4 +1,5 @@
-import { Job, Queue } from 'bullmq';
+import { randomUUID } from 'node:crypto';
+import { Queue } from 'bullmq';
 import type { Redis } from 'ioredis';
 import type { Config } from '../../shared/config.js';
 import { ServiceUnavailableError } from '../../shared/errors.js';
@@ -28,12 +29,22 @@ interface Batch {
 
 interface Pending {
   send: SendRequest;
+  /** The node's submission order: a send re-queued after Redis lost its batch goes back to its place. */
+  order: number;
   partition: number;
   resolve: (outcome: SendOutcome) => void;
   batch?: Batch;
   jobId?: string;
   /** When the front node last learnt something about this send; the sweeper looks at quiet ones. */
   checkedAt: number;
+}
+
+/** The part of a BullMQ Queue this producer uses; unit tests pass a fake that answers as they script it. */
+export interface PartitionQueue {
+  add(name: string, data: MessageBatchJob, opts: { jobId: string }): Promise<{ id?: string }>;
+  getJob(jobId: string): Promise<{ data?: MessageBatchJob; finishedOn?: number; returnvalue?: BatchResult | null } | undefined>;
+  waitUntilReady(): Promise<unknown>;
+  close(): Promise<void>;
 }
 
 const UNAVAILABLE: SendOutcome = { ok: false, error: new ServiceUnavailableError().toBody() };
@@ -56,14 +67,15 @@ const MAX_UNANSWERED_BATCHES = 1;
  * quiet too long, and re-queues those whose job Redis lost (their ids make that harmless).
  */
 export class SendQueue {
-  private readonly queues: Queue<MessageBatchJob, BatchResult>[];
-  private readonly buffers: SendRequest[][];
+  private readonly queues: PartitionQueue[];
+  private readonly buffers: Pending[][];
   private readonly adding: boolean[];
   private readonly unanswered: number[];
   private readonly pending = new Map<string, Pending>();
   private sweepTimer?: NodeJS.Timeout;
   private sweeping = false;
   private closing = false;
+  private submitted = 0;
 
   constructor(
     private readonly deps: {
@@ -76,19 +88,21 @@ export class SendQueue {
       logger: Logger;
       /** How long a send may stay without news before the sweeper asks BullMQ about it. */
       quietMs?: number;
+      /** The partition queues; BullMQ's by default. */
+      createQueue?: (partition: number) => PartitionQueue;
     },
   ) {
     const { partitions } = deps.config.queue;
-    this.queues = Array.from(
-      { length: partitions },
-      (_, p) =>
+    const createQueue =
+      deps.createQueue ??
+      ((p: number) =>
         new Queue<MessageBatchJob, BatchResult>(messageQueueName(p), {
           connection: deps.connection,
           prefix: bullPrefix(deps.config.redis.prefix),
           streams: PARTITION_QUEUE_STREAMS,
           defaultJobOptions: batchJobOptions(deps.config.queue.keepCompleted),
-        }),
-    );
+        }));
+    this.queues = Array.from({ length: partitions }, (_, p) => createQueue(p));
     this.buffers = Array.from({ length: partitions }, () => []);
     this.adding = Array.from({ length: partitions }, () => false);
     this.unanswered = Array.from({ length: partitions }, () => 0);
@@ -110,8 +124,9 @@ export class SendQueue {
     if (this.closing) return Promise.resolve(UNAVAILABLE);
     const partition = partitionOf(send.channelId, this.queues.length);
     return new Promise<SendOutcome>((resolve) => {
-      this.pending.set(send.id, { send, partition, resolve, checkedAt: Date.now() });
-      this.buffers[partition].push(send);
+      const p: Pending = { send, order: this.submitted++, partition, resolve, checkedAt: Date.now() };
+      this.pending.set(send.id, p);
+      this.buffers[partition].push(p);
       this.flush(partition);
     });
   }
@@ -129,25 +144,23 @@ export class SendQueue {
   private flush(partition: number): void {
     if (this.adding[partition] || this.unanswered[partition] >= MAX_UNANSWERED_BATCHES) return;
     if (this.buffers[partition].length === 0) return;
-    const sends = this.buffers[partition].splice(0, this.deps.config.queue.maxBatch);
+    const members = this.buffers[partition].splice(0, this.deps.config.queue.maxBatch);
+    const sends = members.map((p) => p.send);
     const batch: Batch = { partition, unsettled: 0 };
-    for (const s of sends) {
-      const p = this.pending.get(s.id);
-      if (p) {
-        p.batch = batch;
-        batch.unsettled++;
-      }
+    for (const p of members) {
+      p.batch = batch;
+      batch.unsettled++;
     }
+    // An id that cannot repeat: BullMQ's own counter starts again at 1 on an emptied Redis, and the
+    // sweeper would then take an unrelated new job for one that was lost.
+    const jobId = randomUUID();
     this.adding[partition] = true;
     this.unanswered[partition]++;
     this.queues[partition]
-      .add(MESSAGE_BATCH_JOB, { node: this.deps.nodeId, sends })
+      .add(MESSAGE_BATCH_JOB, { node: this.deps.nodeId, sends }, { jobId })
       .then(
-        (job) => {
-          for (const s of sends) {
-            const p = this.pending.get(s.id);
-            if (p) p.jobId = job.id;
-          }
+        () => {
+          for (const p of members) if (this.pending.get(p.send.id) === p) p.jobId = jobId;
         },
         (err: unknown) => {
           // Not knowing whether Redis stored the job, the honest answer is "retry": the client's retry
@@ -222,15 +235,22 @@ export class SendQueue {
 
   private async recheck(group: Pending[], now: number): Promise<void> {
     const { partition, jobId } = group[0];
-    const job = await Job.fromId<MessageBatchJob, BatchResult>(this.queues[partition], jobId!);
-    if (!job) {
+    const job = await this.queues[partition].getJob(jobId!);
+    if (!job || job.data?.node !== this.deps.nodeId) {
       this.deps.logger.warn({ jobId, partition, sends: group.length }, 'batch job lost by Redis; re-queueing its sends');
-      for (const p of group) {
-        this.detach(p);
+      // Every send of the lost batch, not only the quiet ones: they go back together, in order.
+      const lost = [...this.pending.values()].filter((p) => p.partition === partition && p.jobId === jobId);
+      const batches = lost.map((p) => p.batch);
+      for (const p of lost) {
+        p.batch = undefined;
         p.jobId = undefined;
         p.checkedAt = now;
-        this.buffers[partition].push(p.send);
+        this.buffers[partition].push(p);
       }
+      // Back in submission order, ahead of later sends that were waiting, before the partition's slot
+      // frees: a channel's messages from this node are stored in the order they were sent.
+      this.buffers[partition].sort((a, b) => a.order - b.order);
+      for (const batch of batches) if (batch && --batch.unsettled === 0) this.release(batch);
       this.flush(partition);
       return;
     }

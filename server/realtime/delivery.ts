@@ -1,18 +1,20 @@
 import type { Logger } from '../../shared/logger.js';
 import { channelRoom } from '../../shared/events.js';
 import type { MessageDto } from '../../shared/models/index.js';
+import { SeqSet } from './seqSet.js';
 import type { IoServer, IoSocket } from './types.js';
 
 /**
- * Live delivery of `message:new` on one front node, and the seam between replay and live for `sync`.
+ * Live delivery of `message:new` on one front node, and the seam between replay and live for resumes.
  *
- * Workers publish each committed batch once; every front node hands each message to its local channel
- * room in seq order, serialised once for all receivers. Two kinds of sockets are held out of that fast
- * path and served one by one:
- *  - a socket that just connected, for a short hold, so a reconnecting client's `sync` can come first and
- *    nothing live overtakes the messages it missed;
- *  - a socket with a `sync` in progress for a channel: live messages of that channel are buffered behind
- *    the replay, then only those with a seq beyond it are sent.
+ * Workers publish each committed batch once; the sequencer hands each channel's messages here in seq
+ * order, and each goes to its local channel room, serialised once for all receivers. A socket joins that
+ * fast path the moment it connects: nothing is held for sockets that do not resume.
+ *
+ * A socket that resumes a channel (in its handshake, or with `sync`) is held out of the fast path for
+ * that channel only, while its replay runs: live messages wait behind the replay, then those it did not
+ * cover follow. Every seq sent to a socket is remembered per channel, so nothing is sent to it twice,
+ * whichever of live delivery and replay got there first.
  */
 export interface ReplaySource {
   /** Up to `limit` messages of the channel with seq > afterSeq, ascending. */
@@ -20,41 +22,53 @@ export interface ReplaySource {
 }
 
 export interface SyncChannelResult {
+  /** Messages this replay sent (those the socket already had are not counted or sent again). */
   replayed: number;
   latestSeq: number;
   hasMore: boolean;
 }
 
-interface Hold {
-  buffer: MessageDto[];
-  timer: NodeJS.Timeout;
-}
-
 /**
- * How one socket's live messages of one channel are handled around a `sync`:
+ * How one socket's live messages of one channel are handled around a replay:
  *  - buffer: the replay runs; live messages wait behind it;
- *  - paused: the replay was cut at its limit; live messages are dropped until the next sync;
- *  - floor: the replay is done; live messages up to `floor` are late copies of replayed ones and are
+ *  - paused: the replay was cut at its limit; live messages are dropped until the next sync, which
+ *    replays them from PostgreSQL without a gap;
+ *  - floor: the replay is done; live messages up to `floor` are late copies of what was sent and are
  *    dropped, and the first one beyond it returns the socket to the shared fast path.
  */
 type Gate = { mode: 'buffer'; buffer: MessageDto[] } | { mode: 'paused' } | { mode: 'floor'; floor: number };
 
-const MAX_HELD_MESSAGES = 2000;
-
 export class Delivery {
-  private readonly holds = new Map<string, Hold>();
+  /** Per connected socket, per channel, the seqs it has been sent. */
+  private readonly sent = new Map<string, Map<string, SeqSet>>();
   private readonly gates = new Map<string, Map<string, Gate>>();
 
   constructor(
     private readonly io: IoServer,
-    private readonly deps: { replay: ReplaySource; holdMs: number; replayLimit: number; logger: Logger },
+    private readonly deps: { replay: ReplaySource; replayLimit: number; logger: Logger },
   ) {}
+
+  /** A socket that just connected: from now on its live messages are counted. */
+  register(socket: IoSocket): void {
+    this.sent.set(socket.id, new Map());
+  }
+
+  forget(socket: IoSocket): void {
+    this.sent.delete(socket.id);
+    for (const [channelId, gates] of this.gates) {
+      gates.delete(socket.id);
+      if (gates.size === 0) this.gates.delete(channelId);
+    }
+  }
 
   /** Messages of one committed batch, each channel's in seq order. */
   deliver(messages: MessageDto[]): void {
+    const rooms = this.io.of('/').adapter.rooms;
     for (const message of messages) {
       const room = channelRoom(message.channelId);
-      const except: string[] = [];
+      const members = rooms.get(room);
+      if (!members) continue;
+      let except: Set<string> | undefined;
       const gates = this.gates.get(message.channelId);
       if (gates) {
         for (const [socketId, gate] of gates) {
@@ -62,57 +76,24 @@ export class Delivery {
             this.dropGate(message.channelId, socketId);
             continue;
           }
-          except.push(socketId);
-          if (gate.mode === 'buffer') gate.buffer.push(message);
+          (except ??= new Set()).add(socketId);
+          // Only what the socket would have got live: a gate never lets a channel's messages reach a
+          // socket that is not in its room.
+          if (gate.mode === 'buffer' && members.has(socketId)) gate.buffer.push(message);
         }
       }
-      for (const [socketId, hold] of this.holds) {
-        const socket = this.io.of('/').sockets.get(socketId);
-        if (!socket?.rooms.has(room) || gates?.has(socketId)) continue;
-        except.push(socketId);
-        hold.buffer.push(message);
-        if (hold.buffer.length > MAX_HELD_MESSAGES) this.release(socket);
-      }
       const target = this.io.local.to(room);
-      (except.length > 0 ? target.except(except) : target).emit('message:new', message);
-    }
-  }
-
-  /** A new socket: live messages wait for its first `sync` or any other event, at most holdMs. */
-  hold(socket: IoSocket): void {
-    if (this.deps.holdMs <= 0) return;
-    const timer = setTimeout(() => this.release(socket), this.deps.holdMs);
-    timer.unref();
-    this.holds.set(socket.id, { buffer: [], timer });
-  }
-
-  /** Ends the socket's hold: what was held goes out now, in order, except channels about to be replayed. */
-  release(socket: IoSocket, replaying: Set<string> = new Set()): void {
-    const hold = this.holds.get(socket.id);
-    if (!hold) return;
-    this.holds.delete(socket.id);
-    clearTimeout(hold.timer);
-    for (const message of hold.buffer) {
-      const gate = this.gates.get(message.channelId)?.get(socket.id);
-      if (gate?.mode === 'buffer' && replaying.has(message.channelId)) gate.buffer.push(message);
-      else socket.emit('message:new', message);
-    }
-  }
-
-  forget(socket: IoSocket): void {
-    const hold = this.holds.get(socket.id);
-    if (hold) clearTimeout(hold.timer);
-    this.holds.delete(socket.id);
-    for (const [channelId, gates] of this.gates) {
-      gates.delete(socket.id);
-      if (gates.size === 0) this.gates.delete(channelId);
+      (except ? target.except([...except]) : target).emit('message:new', message);
+      for (const socketId of members) {
+        if (!except?.has(socketId)) this.seqsOf(socketId, message.channelId)?.add(message.seq);
+      }
     }
   }
 
   /**
-   * Replays, for each channel, the messages after the client's lastSeq, then lets live delivery resume
-   * exactly where the replay ended. `isMember` says which channels the user may read; the others are
-   * left untouched and reported as not found by the caller.
+   * Replays, for each channel, the messages after the client's lastSeq that this socket has not been
+   * sent yet, then lets live delivery resume exactly where the replay ended. `isMember` says which
+   * channels the user may read; the others are left untouched and reported as not found by the caller.
    */
   async sync(
     socket: IoSocket,
@@ -122,7 +103,6 @@ export class Delivery {
     const channelIds = [...lastSeqs.keys()];
     // Gates first, synchronously: every live message from here on is caught for the seam.
     for (const channelId of channelIds) this.openGate(channelId, socket.id);
-    this.release(socket, new Set(channelIds));
 
     const results = new Map<string, SyncChannelResult>();
     let members: Set<string>;
@@ -137,12 +117,10 @@ export class Delivery {
         this.dropGate(channelId, socket.id);
         continue;
       }
-      // Subscribed now even if the connect-time subscription has not landed yet.
-      socket.join(channelRoom(channelId));
       try {
         results.set(channelId, await this.replayChannel(socket, channelId, lastSeqs.get(channelId)!));
       } catch (err) {
-        this.closeGate(channelId, socket, null);
+        for (const id of channelIds.slice(channelIds.indexOf(channelId))) this.closeGate(id, socket, null);
         throw err;
       }
     }
@@ -154,16 +132,32 @@ export class Delivery {
     const rows = await this.deps.replay.after(channelId, lastSeq, limit + 1);
     const hasMore = rows.length > limit;
     const page = rows.slice(0, limit);
-    for (const message of page) socket.emit('message:new', message);
+    let replayed = 0;
+    for (const message of page) if (this.send(socket, message)) replayed++;
     const replayedUpTo = page.length > 0 ? page[page.length - 1].seq : lastSeq;
     if (hasMore) {
-      // The client is still behind: live messages of this channel would open a gap, so they are
-      // dropped until its next sync picks up from replayedUpTo.
       this.replaceGate(channelId, socket.id, { mode: 'paused' });
-      return { replayed: page.length, latestSeq: replayedUpTo, hasMore };
+      return { replayed, latestSeq: replayedUpTo, hasMore };
     }
     const latestSeq = this.closeGate(channelId, socket, replayedUpTo);
-    return { replayed: page.length, latestSeq, hasMore };
+    return { replayed, latestSeq, hasMore };
+  }
+
+  /** Sends one message to one socket unless it was sent it already; says whether it did. */
+  private send(socket: IoSocket, message: MessageDto): boolean {
+    const seqs = this.seqsOf(socket.id, message.channelId);
+    if (!seqs || seqs.has(message.seq)) return false;
+    seqs.add(message.seq);
+    socket.emit('message:new', message);
+    return true;
+  }
+
+  private seqsOf(socketId: string, channelId: string): SeqSet | undefined {
+    const channels = this.sent.get(socketId);
+    if (!channels) return undefined;
+    let seqs = channels.get(channelId);
+    if (!seqs) channels.set(channelId, (seqs = new SeqSet()));
+    return seqs;
   }
 
   private openGate(channelId: string, socketId: string): void {
@@ -186,16 +180,16 @@ export class Delivery {
   }
 
   /**
-   * Sends what the gate caught beyond `afterSeq` and leaves a floor there, so late live copies of what
-   * was just sent are dropped; returns the last seq sent. With `afterSeq` null (the replay failed),
-   * sends everything caught and removes the gate.
+   * Sends what the gate caught beyond `afterSeq` and leaves a floor at the last seq sent, so late live
+   * copies are dropped; returns that seq. With `afterSeq` null (the replay failed), sends everything
+   * caught and removes the gate: the socket is back on live delivery and the client may sync again.
    */
   private closeGate(channelId: string, socket: IoSocket, afterSeq: number | null): number {
     const gate = this.gates.get(channelId)?.get(socket.id);
     let last = afterSeq ?? 0;
     for (const message of gate?.mode === 'buffer' ? gate.buffer : []) {
       if (afterSeq !== null && message.seq <= last) continue;
-      socket.emit('message:new', message);
+      this.send(socket, message);
       last = Math.max(last, message.seq);
     }
     if (afterSeq === null) this.dropGate(channelId, socket.id);

@@ -1,28 +1,18 @@
 import type { Server as HttpServer } from 'node:http';
 import { createAdapter } from '@socket.io/redis-adapter';
 import type { Redis } from 'ioredis';
-import Joi from 'joi';
 import { Server } from 'socket.io';
-import type { Config } from '../../shared/config.js';
-import {
-  AppError,
-  InternalError,
-  NotFoundError,
-  ServiceUnavailableError,
-  ValidationError,
-  toAppError,
-} from '../../shared/errors.js';
-import { socketAdapterKey, userRoom, type SyncAck, type SyncChannelAck } from '../../shared/events.js';
+import { NotFoundError, ValidationError } from '../../shared/errors.js';
+import { socketAdapterKey, type SyncAck, type SyncChannelAck, type SyncDone } from '../../shared/events.js';
 import type { Logger } from '../../shared/logger.js';
 import { ChannelMember } from '../../shared/models/index.js';
+import Joi from '../../shared/validation.js';
 import type { TokenService } from '../auth.js';
-import { CLIENT_MSG_ID, UUID_PATTERN, messagesInRange, sendMessage, type MessagingDeps } from '../domain/messages.js';
+import { toClientError } from '../errors.js';
+import { CLIENT_MSG_ID, UUID_PATTERN, sendMessage, type MessagingDeps } from '../domain/messages.js';
 import { markRead, type ReadNotifier } from '../domain/readState.js';
-import type { Subscriptions } from '../domain/subscriptions.js';
 import { coalesceWrites } from './coalesceWrites.js';
-import { Delivery } from './delivery.js';
-import { createSubscriptions } from './subscriptions.js';
-import { ChannelSequencer } from './sequencer.js';
+import type { Delivery } from './delivery.js';
 import type { IoServer, IoSocket } from './types.js';
 
 export type { IoServer, IoSocket };
@@ -30,158 +20,163 @@ export type { IoServer, IoSocket };
 /** Socket.IO frames larger than this close the offending socket; a message body is at most a few KB. */
 export const MAX_SOCKET_FRAME_BYTES = 64 * 1024;
 
+/**
+ * The Socket.IO server of a front node, not yet attached: the composition root attaches it to the HTTP
+ * server after Express, so Socket.IO answers its own path and hands every other request to Express.
+ */
+export function createIoServer(deps: { redisPrefix: string; pubClient: Redis; subClient: Redis }): IoServer {
+  return new Server({
+    maxHttpBufferSize: MAX_SOCKET_FRAME_BYTES,
+    // Compressing each frame costs more CPU than small chat messages save on the wire.
+    perMessageDeflate: false,
+    adapter: createAdapter(deps.pubClient, deps.subClient, { key: socketAdapterKey(deps.redisPrefix), requestsTimeout: 5000 }),
+  });
+}
+
+export function attachIoServer(io: IoServer, httpServer: HttpServer): void {
+  io.attach(httpServer);
+  coalesceWrites(io);
+}
+
+const MAX_RESUME_CHANNELS = 1000;
+/** channelId → the last seq the client has; the handshake's `auth.resume` and `sync`'s `channels`. */
+const lastSeqs = Joi.object()
+  .pattern(Joi.string().max(64), Joi.number().integer().min(0).required())
+  .max(MAX_RESUME_CHANNELS);
+
 const sendSchema = Joi.object({
   channelId: Joi.string().max(64).required(),
   body: Joi.string().required(),
   clientMsgId: CLIENT_MSG_ID.required(),
 });
-const MAX_SYNC_CHANNELS = 1000;
-const syncSchema = Joi.object({
-  channels: Joi.object()
-    .pattern(Joi.string().max(64), Joi.number().integer().min(0).required())
-    .max(MAX_SYNC_CHANNELS)
-    .required(),
-});
+const syncSchema = Joi.object({ channels: lastSeqs.required() });
 const readSchema = Joi.object({
   channelId: Joi.string().max(64).required(),
   seq: Joi.number().integer().min(0).required(),
 });
+const handshakeSchema = Joi.object({ token: Joi.any(), resume: lastSeqs }).unknown(false);
 
-function validationAck(error: Joi.ValidationError) {
-  return { ok: false as const, error: new ValidationError(error.message, [{ field: error.details[0].path.join('.') }]).toBody() };
+function validate<T>(schema: Joi.Schema<T>, payload: unknown): T {
+  const { value, error } = schema.validate(payload);
+  if (error) throw new ValidationError(error.message, [{ field: error.details[0].path.join('.') }]);
+  return value;
 }
 
-export function createSocketServer(deps: {
-  httpServer: HttpServer;
-  config: Config;
+export interface SocketHandlerDeps {
   tokens: TokenService;
-  pubClient: Redis;
-  subClient: Redis;
+  /** Joins a socket, still in its handshake, to its user's rooms; resolves once it is in all of them. */
+  subscribe(socket: IoSocket): Promise<void>;
+  delivery: Delivery;
   messaging: MessagingDeps;
+  notifyRead: ReadNotifier;
   logger: Logger;
-}): { io: IoServer; subscriptions: Subscriptions; notifyRead: ReadNotifier; close(): Promise<void> } {
-  const { logger } = deps;
-  const io: IoServer = new Server(deps.httpServer, {
-    maxHttpBufferSize: MAX_SOCKET_FRAME_BYTES,
-    // Compressing each frame costs more CPU than small chat messages save on the wire.
-    perMessageDeflate: false,
-    adapter: createAdapter(deps.pubClient, deps.subClient, { key: socketAdapterKey(deps.config.redis.prefix), requestsTimeout: 5000 }),
-  });
+}
 
-  coalesceWrites(io);
-  const subscriptions = createSubscriptions(io, logger);
+/** The socket layer: authenticates handshakes and handles the client's events, nothing else. */
+export function registerSocketHandlers(io: IoServer, deps: SocketHandlerDeps): void {
+  const { logger, delivery } = deps;
 
-  const delivery = new Delivery(io, {
-    replay: { after: (channelId, afterSeq, limit) => messagesInRange(channelId, afterSeq, null, limit) },
-    holdMs: deps.config.sync.holdMs,
-    replayLimit: deps.config.sync.replayLimit,
-    logger,
-  });
-  const sequencer = new ChannelSequencer({
-    source: { between: (channelId, afterSeq, beforeSeq) => messagesInRange(channelId, afterSeq, beforeSeq, 10_000) },
-    deliver: (messages) => delivery.deliver(messages),
-    logger,
-  });
-  io.on('messages:created', (messages) => sequencer.accept(messages));
-
-  const notifyRead: ReadNotifier = (userId, read) => {
-    io.to(userRoom(userId)).emit('channel:read', read);
-  };
+  /**
+   * Every client event goes through here: payload validated, errors mapped as for REST, the ack answered
+   * once. Without an ack callback the event still runs when `ackOptional`, else it is ignored (nobody
+   * would learn its outcome).
+   */
+  function handle<T>(
+    socket: IoSocket,
+    event: string,
+    schema: Joi.Schema<T>,
+    run: (value: T) => Promise<object>,
+    { ackOptional = false } = {},
+  ): void {
+    socket.on(event as 'message:send', async (payload: unknown, ack: unknown) => {
+      const reply = typeof ack === 'function' ? (ack as (response: object) => void) : undefined;
+      if (!reply && !ackOptional) return;
+      try {
+        reply?.(await run(validate(schema, payload)));
+      } catch (err) {
+        reply?.({ ok: false, error: toClientError(err, logger, { event, userId: socket.data.userId }).toBody() });
+      }
+    });
+  }
 
   io.use((socket, next) => {
+    const auth: unknown = socket.handshake.auth;
     deps.tokens
-      .authenticate(socket.handshake.auth?.token)
+      .authenticate((auth as { token?: unknown } | undefined)?.token)
       .then((user) => {
+        const { resume } = validate(handshakeSchema, auth);
         socket.data.userId = user.id;
-        return subscriptions.subscribe(socket);
+        socket.data.resume = resume;
+        return deps.subscribe(socket);
       })
       .then(
         () => next(),
         (err: unknown) => {
-          if (!(err instanceof AppError)) logger.warn({ err }, 'socket handshake failed unexpectedly');
-          // The contract's message for a refused token; anything else is the server's fault, not the token's.
-          next(new Error(err instanceof AppError ? err.code : 'SERVICE_UNAVAILABLE'));
+          // connect_error's message is the contract's code.
+          next(new Error(toClientError(err, logger, { event: 'handshake' }).code));
         },
       );
   });
 
   io.on('connection', (socket) => {
     const userId = socket.data.userId;
-    delivery.hold(socket);
-    // A client that starts with anything but `sync` is not catching up: its live messages flow at once.
-    socket.onAny((event) => {
-      if (event !== 'sync') delivery.release(socket);
-    });
+    // Synchronously with the connect: the socket's live messages are counted from its first one, and a
+    // resume's gates close before any live message of those channels can reach it.
+    delivery.register(socket);
     socket.on('disconnect', () => delivery.forget(socket));
 
-    socket.on('message:send', async (payload, ack) => {
-      if (typeof ack !== 'function') return;
-      try {
-        const { value, error } = sendSchema.validate(payload);
-        if (error) return ack(validationAck(error));
-        ack(await sendMessage(deps.messaging, userId, value));
-      } catch (err) {
-        logger.error({ err, userId }, 'message:send failed unexpectedly');
-        ack({ ok: false, error: new InternalError().toBody() });
-      }
-    });
-
-    // One sync at a time per socket: a second one continues from where the first left the gates.
+    // One replay at a time per socket: a later one continues from where the earlier left the gates.
     let syncs: Promise<unknown> = Promise.resolve();
-    socket.on('sync', (payload, ack) => {
-      if (typeof ack !== 'function') return;
-      const { value, error } = syncSchema.validate(payload);
-      if (error) {
-        delivery.release(socket);
-        return ack(validationAck(error));
-      }
-      syncs = syncs.then(() => runSync(socket, value.channels).then(ack));
-    });
+    const replay = (requested: Record<string, number>) => {
+      const done = syncs.then(() => runSync(socket, requested));
+      syncs = done.catch(() => {});
+      return done;
+    };
 
-    socket.on('channel:read', async (payload, ack) => {
-      const reply = typeof ack === 'function' ? ack : () => {};
-      try {
-        const { value, error } = readSchema.validate(payload);
-        if (error) return reply(validationAck(error));
+    const resume = socket.data.resume;
+    if (resume) {
+      void replay(resume).then(
+        (channels) => socket.emit('sync:done', { channels } satisfies SyncDone),
+        (err: unknown) => {
+          const error = toClientError(err, logger, { event: 'handshake resume', userId }).toBody();
+          socket.emit('sync:done', { channels: Object.fromEntries(Object.keys(resume).map((id) => [id, { error }])) });
+        },
+      );
+    }
+
+    handle(socket, 'message:send', sendSchema, (value) => sendMessage(deps.messaging, userId, value));
+
+    handle(socket, 'sync', syncSchema, async (value): Promise<SyncAck> => ({ ok: true, channels: await replay(value.channels) }));
+
+    handle(
+      socket,
+      'channel:read',
+      readSchema,
+      async (value) => {
         if (!UUID_PATTERN.test(value.channelId)) throw new NotFoundError('Channel');
-        reply({ ok: true, ...(await markRead(notifyRead, userId, value.channelId.toLowerCase(), value.seq)) });
-      } catch (err) {
-        if (!(err instanceof AppError)) logger.error({ err, userId }, 'channel:read failed unexpectedly');
-        reply({ ok: false, error: toAppError(err).toBody() });
-      }
-    });
+        return { ok: true, ...(await markRead(deps.notifyRead, userId, value.channelId.toLowerCase(), value.seq)) };
+      },
+      { ackOptional: true },
+    );
   });
 
-  async function runSync(socket: IoSocket, requested: Record<string, number>): Promise<SyncAck> {
+  /** Replays what follows each mark; unknown, foreign and malformed channel ids are NOT_FOUND in place. */
+  async function runSync(socket: IoSocket, requested: Record<string, number>): Promise<Record<string, SyncChannelAck>> {
     const userId = socket.data.userId;
     const channels: Record<string, SyncChannelAck> = {};
-    const lastSeqs = new Map<string, number>();
+    const marks = new Map<string, number>();
     for (const [channelId, lastSeq] of Object.entries(requested)) {
-      if (UUID_PATTERN.test(channelId)) lastSeqs.set(channelId.toLowerCase(), lastSeq);
+      if (UUID_PATTERN.test(channelId)) marks.set(channelId.toLowerCase(), lastSeq);
       else channels[channelId] = { error: new NotFoundError('Channel').toBody() };
     }
-    try {
-      const results = await delivery.sync(socket, lastSeqs, async (ids) => {
-        const rows = await ChannelMember.query().where('user_id', userId).whereIn('channel_id', ids).select('channel_id');
-        return new Set(rows.map((r) => r.channelId));
-      });
-      for (const channelId of lastSeqs.keys()) {
-        channels[channelId] = results.get(channelId) ?? { error: new NotFoundError('Channel').toBody() };
-      }
-      return { ok: true, channels };
-    } catch (err) {
-      logger.warn({ err, userId }, 'sync failed');
-      return { ok: false, error: (err instanceof AppError ? err : new ServiceUnavailableError()).toBody() };
+    const results = await delivery.sync(socket, marks, async (ids) => {
+      const rows = await ChannelMember.query().where('user_id', userId).whereIn('channel_id', ids).select('channel_id');
+      return new Set(rows.map((r) => r.channelId));
+    });
+    for (const channelId of marks.keys()) {
+      channels[channelId] = results.get(channelId) ?? { error: new NotFoundError('Channel').toBody() };
     }
+    return channels;
   }
-
-  return {
-    io,
-    subscriptions,
-    notifyRead,
-    close: async () => {
-      sequencer.stop();
-      await io.close();
-    },
-  };
 }
+

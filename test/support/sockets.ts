@@ -7,10 +7,33 @@ export type ClientSocket = Socket;
 
 const open = new Set<ClientSocket>();
 
-function options(token: unknown) {
+/**
+ * How a test socket reaches the server:
+ * - `websocket`: WebSocket only, no HTTP long-polling (what the tests used to use everywhere);
+ * - `polling`: HTTP long-polling only, what browsers behind proxies that block WebSocket use all the time;
+ * - `default`: socket.io-client's own defaults, as in the README: long-polling first, then the upgrade to
+ *   WebSocket. This is what most users run.
+ */
+export const TRANSPORTS = ['websocket', 'polling', 'default'] as const;
+export type Transport = (typeof TRANSPORTS)[number];
+
+export interface ConnectOptions {
+  /** Default `websocket`. */
+  transport?: Transport;
+  /** How long to wait for `connect` (or `connect_error`); default 10 s. */
+  timeoutMs?: number;
+}
+
+function settings(options: ConnectOptions | number | undefined): { transport: Transport; timeoutMs: number } {
+  const o = typeof options === 'number' ? { timeoutMs: options } : (options ?? {});
+  return { transport: o.transport ?? 'websocket', timeoutMs: o.timeoutMs ?? 10_000 };
+}
+
+function options(auth: Record<string, unknown>, transport: Transport) {
   return {
-    auth: token === undefined ? {} : { token },
-    transports: ['websocket'],
+    auth,
+    // `default` passes no `transports` at all: exactly what a client with socket.io-client's defaults sends.
+    ...(transport === 'default' ? {} : { transports: [transport] }),
     forceNew: true,
     // A dropped socket stays dropped: a test must see a disconnect, not a silent reconnect.
     reconnection: false,
@@ -18,14 +41,18 @@ function options(token: unknown) {
   };
 }
 
-/** Connects over websocket; resolves once connected, rejects with the connect_error. Tracked for disconnectAll(). */
-export function connect(url: string, token: string, timeoutMs = 10_000): Promise<ClientSocket> {
-  const socket = io(url, options(token));
+/**
+ * Connects (over `options.transport`, websocket by default); resolves once connected, rejects with the
+ * connect_error. Tracked for disconnectAll(). A number as third argument is the timeout, as before.
+ */
+export function connect(url: string, token: string, connectOptions: ConnectOptions | number = {}): Promise<ClientSocket> {
+  const { transport, timeoutMs } = settings(connectOptions);
+  const socket = io(url, options({ token }, transport));
   open.add(socket);
   return new Promise((resolve, reject) => {
     const timer = setTimeout(() => {
       socket.close();
-      reject(new Error(`socket to ${url} did not connect within ${timeoutMs} ms`));
+      reject(new Error(`socket (${transport}) to ${url} did not connect within ${timeoutMs} ms`));
     }, timeoutMs);
     socket.once('connect', () => {
       clearTimeout(timer);
@@ -39,14 +66,18 @@ export function connect(url: string, token: string, timeoutMs = 10_000): Promise
   });
 }
 
-/** Connects with `auth` as given and resolves with the connect_error; rejects if the socket connects instead. */
-export function connectError(url: string, auth: Record<string, unknown>, timeoutMs = 10_000): Promise<Error> {
-  const socket = io(url, { ...options(undefined), auth });
+/**
+ * Connects with `auth` as given (over `options.transport`, websocket by default) and resolves with the
+ * connect_error; rejects if the socket connects instead.
+ */
+export function connectError(url: string, auth: Record<string, unknown>, connectOptions: ConnectOptions | number = {}): Promise<Error> {
+  const { transport, timeoutMs } = settings(connectOptions);
+  const socket = io(url, options(auth, transport));
   open.add(socket);
   return new Promise((resolve, reject) => {
     const timer = setTimeout(() => {
       socket.close();
-      reject(new Error(`socket to ${url} neither connected nor failed within ${timeoutMs} ms`));
+      reject(new Error(`socket (${transport}) to ${url} neither connected nor failed within ${timeoutMs} ms`));
     }, timeoutMs);
     socket.once('connect', () => {
       clearTimeout(timer);

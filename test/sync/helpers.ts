@@ -5,24 +5,30 @@
 import { expect } from 'chai';
 import { io } from 'socket.io-client';
 import type { Cluster } from '../../scripts/cluster.js';
-import type { SyncAck, SyncChannelAck } from '../../shared/events.js';
+import type { SyncAck, SyncChannelAck, SyncDone } from '../../shared/events.js';
 import type { MessageDto } from '../../shared/models/Message.js';
 import type { SendOutcome } from '../../shared/queues.js';
-import type { ClientSocket } from '../support/sockets.js';
+import type { ClientSocket, Transport } from '../support/sockets.js';
 import { sleep, waitFor } from '../support/sockets.js';
 
-export type { SyncAck, SyncChannelAck };
+export type { SyncAck, SyncChannelAck, SyncDone };
 
 const tracked = new Set<ClientSocket>();
 
 /**
  * A socket that starts connecting at once (so `connect` handlers registered right after the call see the
- * first connect). Tracked for closeSockets(); never reconnects by itself.
+ * first connect). Tracked for closeSockets(); never reconnects by itself. `auth` may be a function, as
+ * socket.io-client allows: it is called at each connection attempt.
  */
-export function openSocket(url: string, token: string): ClientSocket {
+export function openSocket(
+  url: string,
+  token: string,
+  { transport = 'websocket', auth }: { transport?: Transport; auth?: (cb: (data: object) => void) => void } = {},
+): ClientSocket {
   const socket = io(url, {
-    auth: { token },
-    transports: ['websocket'],
+    auth: auth ?? { token },
+    // `default`: socket.io-client's own defaults (long-polling, then the WebSocket upgrade).
+    ...(transport === 'default' ? {} : { transports: [transport] }),
     forceNew: true,
     reconnection: false,
     timeout: 10_000,
@@ -47,8 +53,8 @@ export function whenConnected(socket: ClientSocket, timeoutMs = 10_000): Promise
   });
 }
 
-export async function connectSocket(url: string, token: string): Promise<ClientSocket> {
-  const socket = openSocket(url, token);
+export async function connectSocket(url: string, token: string, transport: Transport = 'websocket'): Promise<ClientSocket> {
+  const socket = openSocket(url, token, { transport });
   await whenConnected(socket);
   return socket;
 }
@@ -64,6 +70,8 @@ export function liveUrls(cluster: Cluster): string[] {
 }
 
 export interface SyncCall {
+  /** `sync:done` for the handshake's resume, `sync` for the calls after it. */
+  kind: 'handshake' | 'sync';
   request: Record<string, number>;
   ack: SyncAck;
   /** Per requested channel, the highest seq this session had received when the ack arrived. */
@@ -75,7 +83,7 @@ export interface Session {
   readonly index: number;
   readonly url: string;
   readonly socket: ClientSocket;
-  /** Per channel, the client's highest seq when this session's first sync went out. */
+  /** Per channel, the client's highest seq when this session's first resume (handshake or sync) went out. */
   from: Record<string, number>;
   /** Per channel, every message:new of this session in arrival order. */
   readonly received: Map<string, MessageDto[]>;
@@ -88,19 +96,38 @@ export interface Session {
 }
 
 /**
- * A client following the reconnect algorithm: it keeps per channel the highest seq received; on every
- * connect its first emit is `sync` with those, and it calls `sync` again for each channel whose ack says
- * `hasMore`, from that ack's latestSeq.
+ * How a SyncClient resumes after connecting (docs/API.md, "Reconnecting without losing messages"):
+ * - `handshake`: it declares its marks in `auth.resume` (auth is a function, so every connect sends the
+ *   current ones); the node replays before any live message of those channels and reports in `sync:done`;
+ *   replay and live are in seq order, each once.
+ * - `sync`: it emits `sync` first thing after `connect`; each message once, but a live message may come
+ *   before the replay of older ones.
+ */
+export type ResumeMode = 'handshake' | 'sync';
+
+/**
+ * A client following the reconnect algorithm: it keeps per channel the highest seq received, resumes
+ * from those on every connect (`mode`), and calls `sync` again for each channel whose answer says
+ * `hasMore`, from that answer's latestSeq. With `sendOnResume`, it also sends (and resends) its own
+ * messages the moment it has asked to resume, as a client with a queue of un-acked sends does.
  */
 export class SyncClient {
   readonly lastSeq: Record<string, number> = {};
   readonly sessions: Session[] = [];
+  /** Its own sends acked ok, by clientMsgId. */
+  readonly ownAcked = new Map<string, MessageDto>();
+  private ownSent = 0;
 
   constructor(
     private readonly token: string,
     readonly channelIds: string[],
+    readonly options: { mode?: ResumeMode; transport?: Transport; sendOnResume?: number; tag?: string } = {},
   ) {
     for (const id of channelIds) this.lastSeq[id] = 0;
+  }
+
+  get mode(): ResumeMode {
+    return this.options.mode ?? 'handshake';
   }
 
   get current(): Session | undefined {
@@ -110,10 +137,22 @@ export class SyncClient {
   /** Opens a new session on `url` (closing the current one first); resolves once connected. */
   async connect(url: string): Promise<Session> {
     this.disconnect();
-    const socket = openSocket(url, this.token);
+    let session!: Session;
+    const socket = openSocket(url, this.token, {
+      transport: this.options.transport,
+      auth:
+        this.mode === 'handshake'
+          ? (cb) => {
+              // Read at the connection attempt: nothing reaches this socket before it.
+              session.from = { ...this.lastSeq };
+              session.timeline.push(`resume(${this.describe(session.from)})`);
+              cb({ token: this.token, resume: { ...session.from } });
+            }
+          : undefined,
+    });
     let resolveSynced!: () => void;
     let rejectSynced!: (err: unknown) => void;
-    const session: Session = {
+    session = {
       index: this.sessions.length,
       url,
       socket,
@@ -131,6 +170,11 @@ export class SyncClient {
     // Unhandled until someone awaits it; a rejection must not crash the process before that.
     session.synced.catch(() => {});
     this.sessions.push(session);
+    const settle = (work: Promise<void>) =>
+      work.then(resolveSynced, (err) => {
+        if (session.closed) resolveSynced();
+        else rejectSynced(err);
+      });
     socket.on('message:new', (m: MessageDto) => {
       if (session.closed) return;
       const list = session.received.get(m.channelId);
@@ -144,38 +188,80 @@ export class SyncClient {
       session.closed = true;
       resolveSynced();
     });
-    socket.on('connect', () => {
-      // The very first thing on connect: sync from what the client has.
-      session.from = { ...this.lastSeq };
-      this.syncLoop(session, { ...this.lastSeq }).then(resolveSynced, (err) => {
-        if (session.closed) resolveSynced();
-        else rejectSynced(err);
+    if (this.mode === 'handshake') {
+      socket.once('sync:done', (done: SyncDone) => {
+        session.calls.push({ kind: 'handshake', request: session.from, ack: { ok: true, channels: done.channels }, maxAtAck: this.maxAt(session, session.from) });
+        session.timeline.push(`sync:done(${this.describe(done.channels)})`);
+        settle(this.continueSync(session, session.from, { ok: true, channels: done.channels }));
       });
-    });
+      socket.on('connect', () => this.sendOwn(session));
+    } else {
+      socket.on('connect', () => {
+        // The very first thing on connect: sync from what the client has, then its own sends at once.
+        session.from = { ...this.lastSeq };
+        settle(this.syncLoop(session, { ...this.lastSeq }));
+        this.sendOwn(session);
+      });
+    }
     await whenConnected(socket);
     return session;
   }
 
+  private describe(o: Record<string, unknown>): string {
+    return Object.entries(o)
+      .map(([id, v]) => `ch${this.channelIds.indexOf(id)}=${JSON.stringify(v)}`)
+      .join(',');
+  }
+
+  private maxAt(session: Session, request: Record<string, number>): Record<string, number> {
+    const maxAtAck: Record<string, number> = {};
+    for (const id of Object.keys(request)) {
+      maxAtAck[id] = (session.received.get(id) ?? []).reduce((max, m) => Math.max(max, m.seq), request[id]);
+    }
+    return maxAtAck;
+  }
+
+  /** Its own sends, each with a fresh clientMsgId, emitted without waiting (the ack is recorded). */
+  private sendOwn(session: Session): void {
+    const count = this.options.sendOnResume ?? 0;
+    for (let i = 0; i < count; i++) {
+      const channelId = this.channelIds[this.ownSent % this.channelIds.length];
+      const clientMsgId = `${this.options.tag ?? 'client'}-${this.ownSent++}`;
+      session.socket
+        .timeout(20_000)
+        .emitWithAck('message:send', { channelId, body: clientMsgId, clientMsgId })
+        .then(
+          (outcome: SendOutcome) => {
+            if (outcome.ok) this.ownAcked.set(clientMsgId, outcome.message);
+          },
+          () => {},
+        );
+    }
+  }
+
   private async syncLoop(session: Session, first: Record<string, number>): Promise<void> {
-    let pending = first;
-    const short = (id: string) => `ch${this.channelIds.indexOf(id)}`;
-    const describe = (o: Record<string, unknown>) => Object.entries(o).map(([id, v]) => `${short(id)}=${JSON.stringify(v)}`).join(',');
-    while (Object.keys(pending).length > 0) {
-      session.timeline.push(`sync(${describe(pending)})`);
-      const request = pending;
-      // The ack callback runs as the ack arrives, before any later packet: what it records is exact.
-      const ack = await new Promise<SyncAck>((resolve, reject) => {
-        session.socket.timeout(20_000).emit('sync', { channels: request }, (err: Error | null, ack: SyncAck) => {
-          if (err) return reject(err);
-          const maxAtAck: Record<string, number> = {};
-          for (const id of Object.keys(request)) {
-            maxAtAck[id] = (session.received.get(id) ?? []).reduce((max, m) => Math.max(max, m.seq), request[id]);
-          }
-          session.calls.push({ request, ack, maxAtAck });
-          session.timeline.push(ack.ok ? `ack(${describe(ack.channels)})` : `ack(${JSON.stringify(ack)})`);
-          resolve(ack);
-        });
+    session.timeline.push(`sync(${this.describe(first)})`);
+    const ack = await this.syncCall(session, first);
+    await this.continueSync(session, first, ack);
+  }
+
+  /** One `sync` call; the ack callback runs as the ack arrives, before any later packet: what it records is exact. */
+  private syncCall(session: Session, request: Record<string, number>): Promise<SyncAck> {
+    return new Promise<SyncAck>((resolve, reject) => {
+      session.socket.timeout(20_000).emit('sync', { channels: request }, (err: Error | null, ack: SyncAck) => {
+        if (err) return reject(err);
+        session.calls.push({ kind: 'sync', request, ack, maxAtAck: this.maxAt(session, request) });
+        session.timeline.push(ack.ok ? `ack(${this.describe(ack.channels)})` : `ack(${JSON.stringify(ack)})`);
+        resolve(ack);
       });
+    });
+  }
+
+  /** While an answer says `hasMore`, `sync` again from its latestSeq. */
+  private async continueSync(session: Session, request: Record<string, number>, first: SyncAck): Promise<void> {
+    let pending = request;
+    let ack = first;
+    for (;;) {
       if (!ack.ok) throw new Error(`sync refused: ${JSON.stringify(ack)}`);
       const next: Record<string, number> = {};
       for (const id of Object.keys(pending)) {
@@ -184,6 +270,9 @@ export class SyncClient {
         if (result.hasMore) next[id] = result.latestSeq;
       }
       pending = next;
+      if (Object.keys(pending).length === 0) return;
+      session.timeline.push(`sync(${this.describe(pending)})`);
+      ack = await this.syncCall(session, pending);
     }
   }
 
@@ -226,6 +315,27 @@ export function expectTail(received: MessageDto[], history: MessageDto[], from: 
 }
 
 /**
+ * For a client that resumes with `sync` after connecting: `received` holds each message of the history
+ * after `from` exactly once (all of them when `complete`; for a session cut short, a set with nothing
+ * outside the history and no duplicate), and the replayed ones, those below the first live one, in order.
+ */
+export function expectExactlyOnce(received: MessageDto[], history: MessageDto[], from: number, mode: 'complete' | 'prefix', what: string): void {
+  const seqs = received.map((m) => m.seq);
+  const duplicates = seqs.filter((s, i) => seqs.indexOf(s) !== i);
+  expect(duplicates, `${what}: received twice (arrival order ${seqs.join(' ')})`).to.deep.equal([]);
+  const bySeq = new Map(history.map((m) => [m.seq, m]));
+  for (const m of received) {
+    expect(m.seq, `${what}: seq ${m.seq} is not after the resume mark`).to.be.above(from);
+    expect(bySeq.get(m.seq)?.id, `${what}: seq ${m.seq} is the stored message`).to.equal(m.id);
+    expect(bySeq.get(m.seq)?.body, `${what}: seq ${m.seq} body`).to.equal(m.body);
+  }
+  if (mode === 'complete') {
+    const want = history.filter((m) => m.seq > from).map((m) => m.seq);
+    expect([...seqs].sort((a, b) => a - b), `${what}: every message after the mark (arrival order ${seqs.join(' ')})`).to.deep.equal(want);
+  }
+}
+
+/**
  * Checks the acks of a session against what it received: `replayed` never exceeds the limit, `hasMore`
  * only with a full page, and everything up to `latestSeq` had arrived before the ack (replay before ack).
  */
@@ -241,8 +351,9 @@ export function expectSaneAcks(session: Session, replayLimit: number, what: stri
       expect(r.replayed, label).to.be.within(0, replayLimit);
       expect(r.latestSeq, label).to.be.at.least(lastSeq + r.replayed);
       if (r.hasMore) {
-        expect(r.replayed, label).to.equal(replayLimit);
-        expect(r.latestSeq, label).to.equal(lastSeq + r.replayed);
+        // A full page; what this socket already had live is in it but not sent again, nor counted.
+        expect(r.latestSeq, label).to.equal(lastSeq + replayLimit);
+        if (call.kind === 'handshake') expect(r.replayed, label).to.equal(replayLimit);
       }
       expect(call.maxAtAck[id], `${label}: the ack came before messages up to latestSeq`).to.be.at.least(r.latestSeq);
     }
