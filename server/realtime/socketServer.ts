@@ -91,11 +91,14 @@ export function registerSocketHandlers(io: IoServer, deps: SocketHandlerDeps): v
     socket.on(event as 'message:send', async (payload: unknown, ack: unknown) => {
       const reply = typeof ack === 'function' ? (ack as (response: object) => void) : undefined;
       if (!reply && !ackOptional) return;
+      let response: object;
       try {
-        reply?.(await run(validate(schema, payload)));
+        response = await run(validate(schema, payload));
       } catch (err) {
-        reply?.({ ok: false, error: toClientError(err, logger, { event, userId: socket.data.userId }).toBody() });
+        // Mapped (and so logged) whether or not anyone hears of it.
+        response = { ok: false, error: toClientError(err, logger, { event, userId: socket.data.userId }).toBody() };
       }
+      reply?.(response);
     });
   }
 
