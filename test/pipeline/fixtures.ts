@@ -2,6 +2,7 @@
  * Shared set-up of the pipeline tests: a real cluster (2 front nodes, 2 workers), seeding through REST,
  * and direct reads of the messages table to check what was really stored.
  */
+import { expect } from 'chai';
 import pg from 'pg';
 import { startCluster, type Cluster } from '../../scripts/cluster.js';
 import type { MessageDto } from '../../shared/models/Message.js';
@@ -16,6 +17,7 @@ import {
   type RegisteredUser,
   type WorkspaceDto,
 } from '../support/api.js';
+import { connect, range, send, type Transport } from '../support/sockets.js';
 
 /**
  * The Redis prefix of a test file's cluster: under the run's prefix (so the run's clean-up removes it), and
@@ -25,14 +27,31 @@ export function clusterRedisPrefix(name: string): string {
   return `${process.env.REDIS_PREFIX}.${name}`;
 }
 
-/** One per test file: start takes several seconds on a small machine, so a file's tests share it. */
+/**
+ * One per test file: start takes several seconds on a small machine, so a file's tests share it.
+ *
+ * The cluster runs the product's defaults, the send rate limit included (MESSAGE_RATE_PER_SECOND 50: a
+ * burst of 500 sends per user per 10 s, leased from Redis 10 points at a time): what users run is what
+ * the tests run. A test that must exceed one user's budget passes MESSAGE_RATE_PER_SECOND in `env`
+ * itself, and says why.
+ */
 export function startPipelineCluster(name: string, env: Record<string, string> = {}): Promise<Cluster> {
   return startCluster({
     servers: 2,
     workers: 2,
-    // The send rate limit has its own test (rate-limit.test.ts); here it would only turn bursts into RATE_LIMITED acks.
-    env: { MESSAGE_RATE_PER_SECOND: '0', REDIS_PREFIX: clusterRedisPrefix(name), ...env },
+    env: { REDIS_PREFIX: clusterRedisPrefix(name), ...env },
   });
+}
+
+/**
+ * The cluster's processes that are gone although the test did not stop them, each with its last output
+ * (the stack trace of a crash): for failure messages and after() hooks. Empty while all are alive.
+ */
+export function deadProcesses(cluster: Cluster | undefined): string[] {
+  if (!cluster) return [];
+  return [...cluster.servers, ...cluster.workers]
+    .filter((p) => !p.alive)
+    .map((p) => `${p.kind} pid ${p.pid}${p.url ? ` (${p.url})` : ''} is gone; its last output:\n${p.output.toString() || '(none)'}`);
 }
 
 let pool: pg.Pool | undefined;
@@ -134,4 +153,38 @@ export async function seedChannel(
 /** Strictly increasing. */
 export function isIncreasing(values: number[]): boolean {
   return values.every((v, i) => i === 0 || v > values[i - 1]);
+}
+
+/**
+ * One user pipelines `burst + extra` sends into a fresh channel from one socket over `transport`, all
+ * emitted at once without waiting for acks, so the budget runs out in the middle of the stream. One
+ * front node: at most `lease − 1` points are lost to the lease (docs/PIPELINE.md).
+ *
+ * A socket's sends are taken in the order they were sent: the ones within the budget are exactly the
+ * first ones, the rest are RATE_LIMITED, and the refusals do not reorder the accepted ones (acked seqs
+ * and stored rows in emission order).
+ */
+export async function expectBudgetRunsOutMidStream(url: string, burst: number, lease: number, transport: Transport): Promise<void> {
+  const extra = 30;
+  const team = await seedTeam(url, 1);
+  const [dave] = team.members;
+  const channel = await seedChannel(url, team, [dave]);
+  const socket = await connect(url, dave.token, { transport });
+  const tag = `mid-${transport}`;
+  const outcomes = await Promise.all(
+    range(burst + extra, 0).map((k) => send(socket, { channelId: channel.id, body: `${tag} #${k}`, clientMsgId: `${tag}-${k}` }, 30_000)),
+  );
+  const verdicts = outcomes.map((o) => (o.ok ? 'ok' : o.error.code));
+  const accepted = verdicts.filter((v) => v === 'ok').length;
+  expect(accepted, `accepted sends of ${burst + extra}: ${verdicts.join(',')}`).to.be.within(burst - (lease - 1), burst);
+  const firstRefused = verdicts.indexOf('RATE_LIMITED');
+  expect(
+    verdicts,
+    `the first ${accepted} sends (in emission order) are accepted, every later one RATE_LIMITED; the first refusal is #${firstRefused}`,
+  ).to.deep.equal([...Array(accepted).fill('ok'), ...Array(burst + extra - accepted).fill('RATE_LIMITED')]);
+
+  const seqs = outcomes.flatMap((o) => (o.ok ? [o.message.seq] : []));
+  expect(seqs, 'acked seqs in emission order').to.deep.equal(range(accepted));
+  const stored = await storedMessages(channel.id);
+  expect(stored.map((m) => m.clientMsgId), 'stored rows by seq, in emission order').to.deep.equal(range(accepted, 0).map((k) => `${tag}-${k}`));
 }

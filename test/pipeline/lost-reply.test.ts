@@ -12,7 +12,7 @@ describe('pipeline: a send whose reply is lost', function () {
   let redis: Redis;
 
   before(async () => {
-    cluster = await startCluster({ servers: 1, workers: 1, env: { MESSAGE_RATE_PER_SECOND: '0', REDIS_PREFIX: prefix } });
+    cluster = await startCluster({ servers: 1, workers: 1, env: { REDIS_PREFIX: prefix } });
     redis = new Redis(process.env.REDIS_URL!);
   });
 

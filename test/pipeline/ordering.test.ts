@@ -3,10 +3,12 @@ import type { Cluster } from '../../scripts/cluster.js';
 import type { MessageDto } from '../../shared/models/Message.js';
 import type { SendOutcome } from '../../shared/queues.js';
 import type { ChannelDto, RegisteredUser } from '../support/api.js';
-import { Collector, connect, disconnectAll, range, send, sleep, waitFor, type ClientSocket } from '../support/sockets.js';
+import { Collector, TRANSPORTS, connect, disconnectAll, range, send, sleep, waitFor, type ClientSocket, type Transport } from '../support/sockets.js';
 import {
   channelLastSeq,
   closeDb,
+  deadProcesses,
+  expectBudgetRunsOutMidStream,
   fullHistory,
   isIncreasing,
   seedChannel,
@@ -18,10 +20,47 @@ import {
 
 const SENDERS = 6;
 const PER_CHANNEL = 20;
+/** The default MESSAGE_RATE_PER_SECOND (50): a burst of 500 per user per 10 s, leased 10 points at a time. */
+const DEFAULT_BURST = 500;
+const DEFAULT_LEASE = 10;
 
+/**
+ * Every scenario runs once per transport a client may use (WebSocket only, long-polling only, and
+ * socket.io-client's defaults: polling, then the upgrade), against one cluster running the product's
+ * defaults, the send rate limit included: a user's sends are leased from Redis 10 points at a time, so a
+ * pipelined stream crosses a lease boundary every 10th send.
+ */
 describe('pipeline: ordering under concurrent senders', function () {
   this.timeout(90_000);
 
+  let cluster: Cluster;
+
+  before(async () => {
+    cluster = await startPipelineCluster('ordering');
+  });
+
+  after(async () => {
+    disconnectAll();
+    await cluster?.stop();
+    await closeDb();
+  });
+
+  for (const transport of TRANSPORTS) {
+    describe(`over ${transport}`, () => concurrentSenders(() => cluster, transport));
+    describe(`over ${transport}: one socket pipelining into one channel`, () => pipelinedSocket(() => cluster, transport));
+  }
+
+  // Last (mocha runs a suite's own tests before its child suites): a process that died explains every
+  // failure before it, and this shows its last output.
+  describe('afterwards', () => {
+    it('When every scenario ran over every transport, then every front node and worker process is still running', () => {
+      expect(deadProcesses(cluster).join('\n\n')).to.equal('');
+    });
+  });
+});
+
+/** Six users pipelining into three overlapping channels; the checks see acks, history, rows and every socket. */
+function concurrentSenders(getCluster: () => Cluster, transport: Transport): void {
   let cluster: Cluster;
   let team: Team;
   let senders: RegisteredUser[];
@@ -37,7 +76,7 @@ describe('pipeline: ordering under concurrent senders', function () {
   let results: Array<Array<{ channel: number; clientMsgId: string; body: string; outcome: SendOutcome }>>;
 
   before(async function () {
-    cluster = await startPipelineCluster('ordering');
+    cluster = getCluster();
     const [a] = cluster.urls;
     team = await seedTeam(a, SENDERS + 1);
     senders = team.members.slice(0, SENDERS);
@@ -53,17 +92,17 @@ describe('pipeline: ordering under concurrent senders', function () {
     sendSockets = [];
     for (const [i, user] of senders.entries()) {
       const node = i % 2;
-      const mine = await connect(cluster.urls[node], user.token);
-      const other = await connect(cluster.urls[1 - node], user.token);
+      const mine = await connect(cluster.urls[node], user.token, { transport });
+      const other = await connect(cluster.urls[1 - node], user.token, { transport });
       sendSockets.push(mine);
       collectors.push({ user, node, collector: new Collector(mine) });
       collectors.push({ user, node: 1 - node, collector: new Collector(other) });
     }
     for (const node of [0, 1]) {
-      collectors.push({ user: 'owner', node, collector: new Collector(await connect(cluster.urls[node], team.owner.token)) });
+      collectors.push({ user: 'owner', node, collector: new Collector(await connect(cluster.urls[node], team.owner.token, { transport })) });
     }
     outsiderCollectors = [];
-    for (const node of [0, 1]) outsiderCollectors.push(new Collector(await connect(cluster.urls[node], outsider.token)));
+    for (const node of [0, 1]) outsiderCollectors.push(new Collector(await connect(cluster.urls[node], outsider.token, { transport })));
     // A new socket joins its channel rooms right after its connect completes; give that a moment.
     await sleep(300);
 
@@ -82,11 +121,7 @@ describe('pipeline: ordering under concurrent senders', function () {
     );
   });
 
-  after(async () => {
-    disconnectAll();
-    await cluster?.stop();
-    await closeDb();
-  });
+  after(() => disconnectAll());
 
   const expectedCount = (c: number) => channelMembers[c].length * PER_CHANNEL;
   const acked = (c: number): MessageDto[] =>
@@ -173,4 +208,91 @@ describe('pipeline: ordering under concurrent senders', function () {
   it('When a workspace member is in none of the channels, then their sockets receive nothing', () => {
     for (const collector of outsiderCollectors) expect(collector.all).to.have.length(0);
   });
-});
+}
+
+/** Where `seqs` (in emission order) stops increasing, for a readable failure; '' when it never does. */
+function disorder(seqs: number[]): string {
+  const i = seqs.findIndex((v, k) => k > 0 && !(v > seqs[k - 1]));
+  return i < 0 ? '' : `send #${i - 1} got seq ${seqs[i - 1]}, send #${i} got seq ${seqs[i]} (all: ${seqs.join(',')})`;
+}
+
+/**
+ * The scenario of issue #9: one socket pipelines its sends into one channel (all 200 emitted at once, or
+ * 16 in flight at a time), the rate limit at its default, so the stream crosses a lease boundary every
+ * 10th send. Only this user sends into the channel: its seqs must be exactly 1..N in emission order.
+ */
+function pipelinedSocket(getCluster: () => Cluster, transport: Transport): void {
+  const SENDS = 200;
+  const WINDOW = 16;
+
+  let cluster: Cluster;
+  let team: Team;
+
+  before(async () => {
+    cluster = getCluster();
+    team = await seedTeam(cluster.urls[0], 2);
+  });
+
+  after(() => disconnectAll());
+
+  /**
+   * `user` sends SENDS messages into a fresh channel over `transport`, `inFlight` at a time (emitted in
+   * order, each as soon as one of the in-flight ones is acked); resolves with the outcomes in emission order.
+   */
+  async function stream(user: RegisteredUser, tag: string, inFlight: number) {
+    const channel = await seedChannel(cluster.urls[0], team, [user]);
+    const socket = await connect(cluster.urls[0], user.token, { transport });
+    const own = new Collector(socket);
+    const watcher = new Collector(await connect(cluster.urls[1], team.owner.token, { transport }));
+    await sleep(300);
+    const outcomes: SendOutcome[] = new Array(SENDS);
+    let next = 0;
+    // Each lane emits the next send as soon as its previous one is acked: emission order is `next` order.
+    const lane = async () => {
+      while (next < SENDS) {
+        const k = next++;
+        outcomes[k] = await send(socket, { channelId: channel.id, body: `${tag} #${k}`, clientMsgId: `${tag}-${k}` }, 30_000);
+      }
+    };
+    await Promise.all(Array.from({ length: Math.min(inFlight, SENDS) }, lane));
+    return { channel, outcomes, own, watcher };
+  }
+
+  async function expectInEmissionOrder(result: Awaited<ReturnType<typeof stream>>, tag: string): Promise<void> {
+    const { channel, outcomes, own, watcher } = result;
+    const refused = outcomes.map((o, k) => (o.ok ? '' : `#${k}: ${JSON.stringify(o.error)}`)).filter(Boolean);
+    expect(refused, 'sends refused (the default budget is 500 per user per 10 s)').to.deep.equal([]);
+    const acked = outcomes.map((o) => (o.ok ? o.message : expect.fail('refused')));
+    const seqs = acked.map((m) => m.seq);
+    expect(disorder(seqs), 'acked seqs in emission order').to.equal('');
+    expect(seqs, 'acked seqs in emission order').to.deep.equal(range(SENDS));
+    for (const [k, m] of acked.entries()) expect(m, `ack of send #${k}`).to.include({ body: `${tag} #${k}`, clientMsgId: `${tag}-${k}` });
+
+    const stored = await storedMessages(channel.id);
+    expect(stored.map((m) => m.clientMsgId), 'stored rows by seq are in emission order').to.deep.equal(range(SENDS, 0).map((k) => `${tag}-${k}`));
+    expect(stored.map((m) => m.id)).to.deep.equal(acked.map((m) => m.id));
+
+    for (const [who, collector] of [
+      ['the sending socket', own],
+      ['the owner on the other node', watcher],
+    ] as const) {
+      await waitFor(() => collector.count(channel.id) >= SENDS, 15_000, () => `${who}: ${collector.count(channel.id)} of ${SENDS}`);
+      await sleep(200);
+      expect(collector.of(channel.id).map((m) => m.id), `${who} receives them once each, in emission order`).to.deep.equal(acked.map((m) => m.id));
+    }
+  }
+
+  it(`When one socket emits ${SENDS} sends into one channel without waiting for any ack, then every send is acked ok, seqs increase in emission order and rows are stored in that order`, async () => {
+    const tag = `all-${transport}`;
+    await expectInEmissionOrder(await stream(team.members[0], tag, SENDS), tag);
+  });
+
+  it(`When one socket keeps ${WINDOW} sends in flight into one channel, ${SENDS} in all, then every send is acked ok, seqs increase in emission order and rows are stored in that order`, async () => {
+    const tag = `win-${transport}`;
+    await expectInEmissionOrder(await stream(team.members[1], tag, WINDOW), tag);
+  });
+
+  it(`When one socket pipelines past the default budget (${DEFAULT_BURST} sends per 10 s, leased ${DEFAULT_LEASE} at a time), then exactly the first ${DEFAULT_BURST} are accepted in emission order and the rest are RATE_LIMITED`, async () => {
+    await expectBudgetRunsOutMidStream(cluster.urls[0], DEFAULT_BURST, DEFAULT_LEASE, transport);
+  });
+}

@@ -1,8 +1,8 @@
 import { expect } from 'chai';
 import type { Cluster } from '../../scripts/cluster.js';
 import { request, type ChannelDto, type RegisteredUser } from '../support/api.js';
-import { connect, disconnectAll, range, send, type ClientSocket } from '../support/sockets.js';
-import { closeDb, seedChannel, seedTeam, startPipelineCluster, storedCount } from './fixtures.js';
+import { TRANSPORTS, connect, disconnectAll, range, send, type ClientSocket } from '../support/sockets.js';
+import { closeDb, expectBudgetRunsOutMidStream, seedChannel, seedTeam, startPipelineCluster, storedCount } from './fixtures.js';
 
 /** MESSAGE_RATE_PER_SECOND=2: a burst of 20 sends per 10 s window. */
 const RATE = 2;
@@ -65,6 +65,12 @@ describe('pipeline: the per-user send rate limit', function () {
     const outcome = await send(bobSocket, { channelId: channel.id, body: 'from bob', clientMsgId: 'rl-bob' });
     expect(outcome.ok, JSON.stringify(outcome)).to.equal(true);
   });
+
+  for (const transport of TRANSPORTS) {
+    it(`When one ${transport} socket pipelines past the budget of ${BURST} (points leased one at a time), then exactly the first ${BURST} sends are accepted, the rest RATE_LIMITED, and the accepted ones are stored in emission order`, async () => {
+      await expectBudgetRunsOutMidStream(cluster.urls[1], BURST, 1, transport);
+    });
+  }
 });
 
 describe('pipeline: the send rate limit when front nodes lease points', function () {
@@ -101,4 +107,10 @@ describe('pipeline: the send rate limit when front nodes lease points', function
     for (const o of outcomes) if (!o.ok) expect(o.error.code).to.equal('RATE_LIMITED');
     expect(await storedCount([channel.id])).to.equal(accepted);
   });
+
+  for (const transport of TRANSPORTS) {
+    it(`When one ${transport} socket pipelines past the budget of ${LEASED_BURST} (leases of ${LEASE}), then the first sends are accepted, the rest RATE_LIMITED, and the accepted ones are stored in emission order`, async () => {
+      await expectBudgetRunsOutMidStream(cluster.urls[0], LEASED_BURST, LEASE, transport);
+    });
+  }
 });

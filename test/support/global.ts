@@ -6,6 +6,7 @@
  * in hooks or tests, not at module top level. Child processes that specs spawn inherit it.
  */
 import { randomBytes } from 'node:crypto';
+import { existsSync, readFileSync } from 'node:fs';
 import dotenv from 'dotenv';
 import { loadConfig } from '../../shared/config.js';
 import { dropDatabase, migrateLatest, withDatabase } from '../../scripts/db-admin.js';
@@ -14,8 +15,17 @@ import { ensureServices, type Services } from '../../scripts/services.js';
 
 // A LOG_LEVEL in .env is meant for running the app; only one given for this very run applies to tests.
 const requestedLogLevel = process.env.LOG_LEVEL;
-// .env still says which servers to use (DB_PASSWORD etc.).
-dotenv.config({ quiet: true });
+// .env still says which servers to use (DB_PASSWORD etc.), and nothing else: the tests run the product's
+// defaults, whatever a developer set there for running it (a rate limit, a batch size …).
+const SERVER_KEYS = /^(DATABASE_URL|DB_(HOST|PORT|USER|USERNAME|PASSWORD|NAME)|REDIS_(URL|HOST|PORT))$/;
+if (existsSync('.env')) {
+  for (const [key, value] of Object.entries(dotenv.parse(readFileSync('.env')))) {
+    if (SERVER_KEYS.test(key) && process.env[key] === undefined) process.env[key] = value;
+  }
+}
+// The processes the tests start load .env too (dotenv/config): not for them.
+process.env.DOTENV_CONFIG_PATH = '/dev/null';
+process.env.DOTENV_CONFIG_QUIET = 'true';
 
 interface Run {
   /** Its config names the run's database. */

@@ -38,7 +38,7 @@ describe('sync: read state across devices and nodes', function () {
   let mark = 0;
 
   before(async () => {
-    cluster = await startCluster({ servers: 2, workers: 1, env: { MESSAGE_RATE_PER_SECOND: '0' } });
+    cluster = await startCluster({ servers: 2, workers: 1 });
     const [a, b] = cluster.urls;
     team = await seedTeam(a, 3);
     [user, other, outsider] = team.members;

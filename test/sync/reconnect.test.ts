@@ -68,9 +68,10 @@ describe('sync: reconnecting to any front node loses and doubles nothing', funct
     cluster = await startCluster({
       servers: 2,
       workers: 2,
-      // The rate limit is off on purpose: alice and bob send non-stop (3 in flight each) through 12 random runs,
-      // a 170-message backlog and a node replacement, several hundred sends per user per 10 s, more than the
-      // default budget of 500; this file tests sync, the limit has its own (rate-limit.test.ts).
+      // The rate limit is off on purpose: alice and bob send non-stop (3 in flight each) through every random
+      // reconnect run, a 170-message backlog and a node replacement, thousands of sends per user per 10 s, far
+      // over the default budget of 500 (with it on, over a thousand sends are RATE_LIMITED); this file tests
+      // sync, the limit has its own tests (rate-limit.test.ts, ordering.test.ts).
       env: { MESSAGE_RATE_PER_SECOND: '0', SYNC_REPLAY_LIMIT: String(REPLAY_LIMIT) },
     });
     const [a] = cluster.urls;

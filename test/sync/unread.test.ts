@@ -71,7 +71,7 @@ describe('sync: unread counts across workspaces', function () {
   let sendCount = 0;
 
   before(async () => {
-    cluster = await startCluster({ servers: 1, workers: 1, env: { MESSAGE_RATE_PER_SECOND: '0' } });
+    cluster = await startCluster({ servers: 1, workers: 1 });
     [url] = cluster.urls;
     owners = [await registerUser(url), await registerUser(url)];
     users = [await registerUser(url), await registerUser(url), await registerUser(url)];
