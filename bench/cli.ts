@@ -1,6 +1,6 @@
 import { parseArgs } from 'node:util';
 
-export const SCENARIOS = ['baselines', 'throughput', 'latency', 'fanout', 'history'] as const;
+export const SCENARIOS = ['baselines', 'throughput', 'latency', 'order', 'fanout', 'history'] as const;
 export type Scenario = (typeof SCENARIOS)[number];
 
 export interface BenchOptions {
@@ -12,6 +12,8 @@ export interface BenchOptions {
   channels: number;
   /** Users per channel that send (on their first socket); every socket of the channel receives. */
   senders: number;
+  /** Receive-only users per channel whose sockets resume in the handshake (the others connect silently). */
+  resuming: number;
   socketsPerUser: number;
   /** Most unacked sends per sender socket. */
   window: number;
@@ -20,6 +22,8 @@ export interface BenchOptions {
   ratesPct: number[];
   /** Absolute offered rates (msg/s), used instead of ratesPct when given. */
   rates: number[];
+  /** Window of the order check's senders (at the default send rate limit). */
+  orderWindow: number;
   fanoutSockets: number;
   fanoutUsers: number;
   fanoutNodes: number;
@@ -46,14 +50,19 @@ const HELP = `Usage: npm run bench -- [options]
 
 Starts PostgreSQL/Redis if needed (as npm start does), its own database and Redis prefix, the product's
 front nodes and workers, and load agents (child processes with real socket.io clients); runs the baselines
-and scenarios, prints a table with every figure, its ratio to the baselines and the targets.
+and scenarios, prints a table with every figure, its ratio to the baselines and the targets. The product
+runs with its defaults, except the per-user send rate limit of throughput, latency and fan-out, whose
+senders exceed it (raised to 100,000/s); the order check keeps the default. No receiver ever emits.
 
 Load shape
-  --servers N            front nodes for throughput and latency               (default 1)
+  --servers N            front nodes for throughput, latency, order check     (default 1)
   --workers N            worker processes                                     (default 1)
   --users N              users for throughput/latency, one channel each        (default 192)
   --channels N           channels; users are spread evenly over them          (default 32)
   --senders N            sending users per channel; the others only receive   (default 1)
+  --resuming N           receive-only users per channel whose sockets resume in the handshake
+                         (auth.resume); the other receivers connect with a token only. No receiver
+                         ever emits anything                                  (default 1)
   --sockets-per-user N   sockets each user opens (all receive)                (default 1)
   --window N             in-flight window: most unacked sends per sender      (default 8)
   --duration S           seconds of load per phase                            (default 10)
@@ -61,6 +70,9 @@ Load shape
   --rate R,R,...         latency phases' offered rates in msg/s (instead of --rates)
   --body-bytes N         message body size                                    (default 100)
   --client-procs N       load agent processes                                 (default 2)
+Order check (at the product's default send rate limit)
+  --order-window N       in-flight window of its senders, closed loop within the per-user budget
+                                                                              (default 16)
 Fan-out
   --fanout-sockets N     sockets in the one fan-out channel                   (default 1000)
   --fanout-users N       users owning them                                    (default = sockets)
@@ -76,7 +88,8 @@ Run
   --smoke                every scenario at tiny scale (CI): fails only on bench errors and order errors
   --url URL[,URL]        target running front nodes instead of starting them
   --database-url URL     with --url: the product's database (history seeding); history is skipped without
-  --env KEY=VALUE        extra environment for the product's processes (repeatable), e.g. QUEUE_MAX_BATCH=50
+  --env KEY=VALUE        extra environment for the product's processes (repeatable), e.g. QUEUE_MAX_BATCH=50;
+                         MESSAGE_RATE_PER_SECOND here applies to every phase, also those that raise it
   --pg-set KEY=VALUE     a PostgreSQL setting for the bench database only (repeatable), e.g.
                          synchronous_commit=off: measures a lever without touching other databases
   --cpu-prof DIR         CPU-profile the front nodes and workers during each load phase into DIR;
@@ -129,6 +142,8 @@ export function parseOptions(argv: string[]): BenchOptions | null {
       users: { type: 'string' },
       channels: { type: 'string' },
       senders: { type: 'string' },
+      resuming: { type: 'string' },
+      'order-window': { type: 'string' },
       'sockets-per-user': { type: 'string' },
       window: { type: 'string' },
       duration: { type: 'string' },
@@ -182,6 +197,8 @@ export function parseOptions(argv: string[]): BenchOptions | null {
     users: int('users', v.users, d.users, 2),
     channels: int('channels', v.channels, d.channels, 1),
     senders: int('senders', v.senders, d.senders, 1),
+    resuming: int('resuming', v.resuming, d.resuming, 0),
+    orderWindow: int('order-window', v['order-window'], d.orderWindow, 1),
     socketsPerUser: int('sockets-per-user', v['sockets-per-user'], d.socketsPerUser, 1),
     window: int('window', v.window, d.window, 1),
     durationS: int('duration', v.duration, d.durationS, 0.1),
@@ -221,6 +238,8 @@ function defaults() {
     users: 192,
     channels: 32,
     senders: 1,
+    resuming: 1,
+    orderWindow: 16,
     socketsPerUser: 1,
     window: 8,
     durationS: 10,

@@ -2,6 +2,7 @@
  * The run's table: every figure with its ratio to the part limits measured in the same run, and the
  * targets, as terminal text or Markdown (docs/PERFORMANCE.md).
  */
+import { RECEIVER_KINDS, type ReceiverKind } from './agents/protocol.js';
 import type { LatencySummary } from './lib/histogram.js';
 import type { BenchResults, TargetCheck } from './results.js';
 import type { PhaseResult } from './scenarios/phase.js';
@@ -39,11 +40,47 @@ function cpuText(cpu: Record<string, number> | undefined): string | undefined {
     .join(', ');
 }
 
+const KIND_LABEL: Record<ReceiverKind, string> = {
+  silent: 'silent receivers (token only)',
+  resuming: 'resuming receivers (auth.resume)',
+  sender: "senders' own sockets",
+};
+
+/**
+ * send→deliver by kind of receiving socket, under the all-sockets row: silent receivers against the raw
+ * emitter's p99 (when given), the other kinds against the silent receivers'.
+ */
+function kindRows(p: Pick<PhaseResult, 'deliverBy'>, indent: string, raw?: LatencySummary): Row[] {
+  const silent = p.deliverBy?.silent;
+  return RECEIVER_KINDS.flatMap((k) => {
+    const s = p.deliverBy?.[k];
+    if (!s) return [];
+    const ratio = k === 'silent' ? (raw ? `p99 ${x(s.p99, raw.p99)} raw` : undefined) : silent ? `p99 ${x(s.p99, silent.p99)} silent` : undefined;
+    return [{ figure: `${indent}↳ ${KIND_LABEL[k]}`, value: lat(s), ratio }];
+  });
+}
+
+const refused = (p: Pick<PhaseResult, 'failed' | 'errors'>) =>
+  p.failed > 0 ? `, ${n(p.failed)} refused (${Object.entries(p.errors).map(([code, count]) => `${code} ${count}`).join(', ')})` : '';
+
+/** The send rate limit each phase ran with. */
+export function rateLimitLine(r: BenchResults): string {
+  const l = r.product.sendRateLimit;
+  if (!l) return "Send rate limit: the targets' own (--url)";
+  const fmt = (v: number) => (v === 0 ? 'off' : `${n(v)}/s per user (${n(v * 10)} sends per 10 s)`);
+  if (l.overBudget === l.default) return `Send rate limit (MESSAGE_RATE_PER_SECOND): ${fmt(l.default)} in every phase (--env)`;
+  return (
+    `Send rate limit (MESSAGE_RATE_PER_SECOND): the product's default, ${fmt(l.default)}, for the order check; ` +
+    `raised to ${fmt(l.overBudget)} for throughput, latency and fan-out, whose senders exceed one user's default budget (the limiter runs, never refuses)`
+  );
+}
+
 /** Every phase's order counts, summed. */
 export function totalOrderErrors(r: BenchResults): number {
   const phases: Array<{ order: PhaseResult['order'] }> = [
     ...(r.throughput ? [r.throughput] : []),
     ...(r.latency ?? []),
+    ...(r.order ? [r.order.phase] : []),
     ...(r.fanout ? [r.fanout.phase] : []),
     ...(r.baselines.rawFanout ? [r.baselines.rawFanout] : []),
     ...(r.baselines.rawLatency ?? []),
@@ -144,7 +181,7 @@ function sections(r: BenchResults): Section[] {
     const l = r.layout!;
     const rows: Row[] = [
       targetRow('acked + persisted + delivered', `${n(tp.completedPerS)} msg/s`, bull ? `${x(tp.completedPerS, bull.jobsPerS)} no-op BullMQ` : undefined, 'throughput'),
-      { figure: 'acked', value: `${n(tp.ackedPerS)} msg/s` },
+      { figure: 'acked', value: `${n(tp.ackedPerS)} msg/s${refused(tp)}` },
       {
         figure: 'persisted',
         value: `${n(tp.persistedPerS)} rows/s`,
@@ -154,11 +191,12 @@ function sections(r: BenchResults): Section[] {
       { figure: 'send→ack', value: lat(tp.ack) },
       { figure: '↳ send→persist start', value: lat(tp.persistStart) },
       { figure: 'send→deliver', value: lat(tp.deliver) },
+      ...kindRows(tp, ''),
     ];
     if (tp.batches) rows.push(batchRow(tp.batches));
     rows.push({ figure: 'CPU (100 % = one core)', value: cpuText(tp.cpu) ?? '–' });
     out.push({
-      title: `Throughput: closed loop, ${l.channels} channels × (${l.sendersPerChannel} sender + ${l.receiversPerChannel} receivers), window ${l.window}`,
+      title: `Throughput: closed loop, ${l.channels} channels × (${l.sendersPerChannel} sender + ${l.receiversPerChannel} receivers: ${receiversText(l)}), window ${l.window}`,
       rows,
     });
   }
@@ -169,7 +207,7 @@ function sections(r: BenchResults): Section[] {
     for (const p of r.latency) {
       const raw = rawAt(r, p.offeredRate);
       const label = `${p.pctOfThroughput !== undefined ? `${p.pctOfThroughput} % = ` : ''}${n(p.offeredRate)} msg/s offered`;
-      rows.push({ figure: label, value: `${n(p.ackedPerS)} acked/s, ${n(p.deliveriesPerS)} deliveries/s${p.lateSends ? `, ${p.lateSends} late sends` : ''}` });
+      rows.push({ figure: label, value: `${n(p.ackedPerS)} acked/s, ${n(p.deliveriesPerS)} deliveries/s${p.lateSends ? `, ${p.lateSends} late sends` : ''}${refused(p)}` });
       rows.push({ figure: '  scheduled→sent (load agent lag)', value: lat(p.sendLag) });
       rows.push({ figure: '  send→ack', value: lat(p.ack) });
       rows.push({ figure: '    ↳ send→persist start', value: lat(p.persistStart) });
@@ -181,11 +219,32 @@ function sections(r: BenchResults): Section[] {
         target: isMid ? 'p50 ≤ 10 ms, p99 ≤ 2× raw' : undefined,
         ok: isMid ? [target('send→deliver p50 @50 %')?.ok, target('send→deliver p99 @50 % vs raw')?.ok].every((v) => v !== false) : undefined,
       });
+      rows.push(...kindRows(p, '    ', raw?.deliver));
       if (raw) rows.push({ figure: '  raw emitter broadcast, same rate', value: lat(raw.deliver) });
       if (p.batches) rows.push({ ...batchRow(p.batches), figure: '  batches' });
       rows.push({ figure: '  CPU', value: cpuText(p.cpu) ?? '–' });
     }
     out.push({ title: 'Latency under load: open loop, times from the scheduled send, taken in the clients', rows });
+  }
+
+  const o = r.order;
+  if (o) {
+    const p = o.phase;
+    const limit = o.ratePerSecond === null ? "the targets' own (--url)" : o.ratePerSecond === 0 ? 'off (--env)' : `${n(o.ratePerSecond)}/s per user (${n(o.ratePerSecond * 10)} sends per 10 s)`;
+    const rows: Row[] = [
+      { figure: 'send rate limit (MESSAGE_RATE_PER_SECOND)', value: limit },
+      { figure: 'sent / acked', value: `${n(p.sent)} / ${n(p.acked)}${refused(p)}`, target: 'none refused', ok: p.failed === 0 },
+      { figure: 'acked + persisted + delivered', value: `${n(p.completedPerS)} msg/s` },
+      { figure: 'send→ack', value: lat(p.ack) },
+      { figure: 'send→deliver', value: lat(p.deliver) },
+      ...kindRows(p, ''),
+    ];
+    out.push({
+      title:
+        `Order check at the default send rate limit: ${o.channels} channels × (${o.sendersPerChannel} senders + ${o.receiversPerChannel} receivers, ${o.resumingPerChannel} resuming), ` +
+        `${o.nodes} front node${o.nodes === 1 ? '' : 's'} of its own, closed loop, window ${o.window}, ≤ ${n(o.sendsPerSender)} sends per sender`,
+      rows,
+    });
   }
 
   const fan = r.fanout;
@@ -195,6 +254,7 @@ function sections(r: BenchResults): Section[] {
       { figure: 'send→deliver', value: lat(fan.phase.deliver), ratio: rawFan ? `p99 ${x(fan.phase.deliver.p99, rawFan.deliver.p99)} raw` : undefined },
       { figure: 'send→ack', value: lat(fan.phase.ack) },
     ];
+    if (fan.phase.failed > 0) rows.push({ figure: 'refused sends', value: refused(fan.phase).slice(2), ok: false });
     if (fan.kbPerIdleSocket !== null) {
       rows.push(
         targetRow(
@@ -248,12 +308,18 @@ function sections(r: BenchResults): Section[] {
   };
   add('throughput', r.throughput?.order);
   for (const p of r.latency ?? []) add(p.label, p.order);
+  add('order @ default send rate limit', r.order?.phase.order);
   add('fan-out', r.fanout?.phase.order);
   add('history pages', r.history?.order);
   add('raw broadcast (baseline)', b.rawFanout?.order);
   for (const p of b.rawLatency ?? []) add(p.label, p.order);
   if (order.length) out.push({ title: 'Order at the receivers: violations / gaps / duplicates (target 0)', rows: order });
   return out;
+}
+
+function receiversText(l: NonNullable<BenchResults['layout']>): string {
+  const resuming = l.resumingPerChannel ?? 0;
+  return `${l.receiversPerChannel - resuming} silent, ${resuming} resuming in the handshake; none emits`;
 }
 
 function batchRow(bp: NonNullable<BenchResults['throughput']>['batches'] & object): Row {
@@ -278,7 +344,7 @@ export function machineLine(r: BenchResults): string {
 }
 
 export function renderText(r: BenchResults): string {
-  const lines: string[] = [machineLine(r)];
+  const lines: string[] = [machineLine(r), rateLimitLine(r)];
   for (const s of sections(r)) {
     lines.push('', s.title);
     const w = Math.max(...s.rows.map((row) => row.figure.length));
@@ -297,7 +363,7 @@ export function renderText(r: BenchResults): string {
 
 export function renderMarkdown(r: BenchResults): string {
   const esc = (s: string | undefined) => (s ?? '').replace(/\|/g, '\\|');
-  const lines: string[] = [];
+  const lines: string[] = [`${rateLimitLine(r)}.`, ''];
   for (const s of sections(r)) {
     lines.push(`**${s.title}**`, '', '| Figure | Value | Ratio | Target | Met |', '| --- | --- | --- | --- | --- |');
     for (const row of s.rows) {

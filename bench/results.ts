@@ -5,6 +5,7 @@ import type { PersistProfile } from './profile/persistBatch.js';
 import type { FanoutResult } from './scenarios/fanout.js';
 import type { HistoryResult } from './scenarios/history.js';
 import type { LatencyPoint } from './scenarios/latency.js';
+import type { OrderResult } from './scenarios/order.js';
 import type { PhaseResult } from './scenarios/phase.js';
 
 export interface Machine {
@@ -38,8 +39,32 @@ export interface BenchResults {
   command: string;
   machine: Machine;
   /** The product's settings the run used. */
-  product: { servers: number; workers: number; partitions: number; maxBatch: number; dbPoolMax: number; env: Record<string, string>; pgSettings: Record<string, string>; target: string };
-  layout?: { users: number; channels: number; sendersPerChannel: number; socketsPerUser: number; receiversPerChannel: number; window: number };
+  product: {
+    servers: number;
+    workers: number;
+    partitions: number;
+    maxBatch: number;
+    dbPoolMax: number;
+    env: Record<string, string>;
+    pgSettings: Record<string, string>;
+    target: string;
+    /**
+     * MESSAGE_RATE_PER_SECOND per user (0 = off; a user may send 10 × that per 10 s): `default` for the
+     * order check, history and the workers, `overBudget` for the front nodes of throughput, latency and
+     * fan-out, whose senders exceed the default budget. Null with --url (the targets' own).
+     */
+    sendRateLimit: { default: number; overBudget: number } | null;
+  };
+  layout?: {
+    users: number;
+    channels: number;
+    sendersPerChannel: number;
+    socketsPerUser: number;
+    receiversPerChannel: number;
+    /** Of the receivers, sockets that resume in the handshake (the others connect silently). */
+    resumingPerChannel: number;
+    window: number;
+  };
   baselines: {
     postgres?: PgInsertResult;
     bullmq?: NoopBullmqResult;
@@ -48,6 +73,8 @@ export interface BenchResults {
   };
   throughput?: PhaseResult & { batches?: BatchProfile };
   latency?: Array<LatencyPoint & { batches?: BatchProfile }>;
+  /** Order check at the product's default send rate limit. */
+  order?: OrderResult;
   fanout?: FanoutResult;
   history?: HistoryResult;
   /** The worker's persistMessages() alone: on an empty table, and on the product's after history seeding. */

@@ -19,6 +19,7 @@ import type { BenchResults } from './results.js';
 import { runFanout } from './scenarios/fanout.js';
 import { runHistory } from './scenarios/history.js';
 import { runLatency } from './scenarios/latency.js';
+import { runOrder } from './scenarios/order.js';
 import type { PhaseResult } from './scenarios/phase.js';
 import { prepareChannels, runThroughput } from './scenarios/throughput.js';
 
@@ -30,6 +31,8 @@ export async function run(options: BenchOptions, env: BenchEnv, pool: AgentPool,
   const startedAt = new Date();
   const t0 = performance.now();
   const productConfig = loadConfig({ ...process.env, ...env.productEnv });
+  const overBudgetRate = loadConfig({ ...process.env, ...env.productEnv, ...env.overBudgetEnv }).messages.ratePerSecond;
+  const managed = options.urls.length === 0;
   const has = (s: Parameters<BenchOptions['scenarios']['has']>[0]) => options.scenarios.has(s);
   const durationMs = options.durationS * 1000;
   const baselineMs = options.baselineDurationS * 1000;
@@ -61,6 +64,7 @@ export async function run(options: BenchOptions, env: BenchEnv, pool: AgentPool,
       env: options.productEnv,
       pgSettings: options.pgSettings,
       target: options.urls.length ? options.urls.join(', ') : 'started by the bench',
+      sendRateLimit: managed ? { default: productConfig.messages.ratePerSecond, overBudget: overBudgetRate } : null,
     },
     baselines: {},
     orderErrors: 0,
@@ -93,7 +97,6 @@ export async function run(options: BenchOptions, env: BenchEnv, pool: AgentPool,
     }
   }
 
-  const managed = options.urls.length === 0;
   const persistSizes = options.smoke ? [1, 10] : [1, 10, 50, 200];
   const persistMs = options.smoke ? 300 : 1500;
   if (has('baselines') && managed) {
@@ -101,9 +104,13 @@ export async function run(options: BenchOptions, env: BenchEnv, pool: AgentPool,
     results.persistProfile = [await persistProfileFresh({ config: env.config, sizes: persistSizes, durationMs: persistMs })];
   }
   if (managed) {
+    // The workers and every process not started below run the product's defaults; these front nodes (for
+    // throughput and latency, whose senders exceed one user's send budget) get the limit raised.
     note(`[cluster] starting ${options.servers} front node(s) and ${options.workers} worker(s)`);
-    cluster = await startCluster({ servers: options.servers, workers: options.workers, env: env.productEnv });
+    cluster = await startCluster({ servers: 0, workers: options.workers, env: env.productEnv });
     setCluster(cluster);
+    const started = cluster;
+    await Promise.all(Array.from({ length: options.servers }, () => started.addServer(env.overBudgetEnv)));
   }
   const c = cluster;
   let phaseCounter = 0;
@@ -137,6 +144,7 @@ export async function run(options: BenchOptions, env: BenchEnv, pool: AgentPool,
       sendersPerChannel: options.senders,
       socketsPerUser: options.socketsPerUser,
       receiversPerChannel: (perChannel - options.senders) * options.socketsPerUser,
+      resumingPerChannel: l.resuming * options.socketsPerUser,
       window: options.window,
     };
     if (has('throughput')) {
@@ -164,6 +172,14 @@ export async function run(options: BenchOptions, env: BenchEnv, pool: AgentPool,
         durationMs,
       });
     }
+  }
+  if (has('order')) {
+    let urls = ctx.urls().slice(0, options.servers);
+    if (c) {
+      note(`[cluster] starting ${options.servers} front node(s) at the default send rate limit for the order check`);
+      urls = (await Promise.all(Array.from({ length: options.servers }, () => c.addServer()))).map((p) => p.url!);
+    }
+    results.order = await runOrder(ctx, urls, managed ? productConfig.messages.ratePerSecond : null, productConfig.messages.ratePerSecond);
   }
   if (has('fanout')) results.fanout = await runFanout(ctx);
   if (has('history')) results.history = (await runHistory(ctx)) ?? undefined;

@@ -8,7 +8,18 @@ import { nowUs } from '../lib/clock.js';
 import { timedGet } from '../lib/http.js';
 import { Histogram } from '../lib/histogram.js';
 import { AckOrder, StreamCheck, addOrderCounts, noOrderErrors } from '../lib/orderCheck.js';
-import type { AgentCommand, AgentMessage, AgentRequest, AgentResult, AgentStats, LoadSpec, SocketSpec, TimedPage } from './protocol.js';
+import {
+  RECEIVER_KINDS,
+  type AgentCommand,
+  type AgentMessage,
+  type AgentRequest,
+  type AgentResult,
+  type AgentStats,
+  type LoadSpec,
+  type ReceiverKind,
+  type SocketSpec,
+  type TimedPage,
+} from './protocol.js';
 
 interface IncomingMessage {
   channelId: string;
@@ -17,9 +28,11 @@ interface IncomingMessage {
 }
 
 type SendOutcome = { ok: true; message: { seq: number; createdAt: string } } | { ok: false; error?: { code?: string } };
+type SyncDone = { channels?: Record<string, { replayed?: number; latestSeq?: number; hasMore?: boolean; error?: unknown }> };
 
 interface Client {
   spec: SocketSpec;
+  kind: ReceiverKind;
   socket: Socket;
   /** Before arm: the highest seq seen per channel (warm-up). */
   seen: Map<string, number>;
@@ -34,21 +47,30 @@ interface Sender {
   index: number;
   inFlight: number;
   next: number;
+  /** Sends of the current load (maxSendsPerSender). */
+  loadSent: number;
   /** Open loop: when the next send is due (µs). */
   dueUs: number;
   acks: AckOrder;
 }
 
 const STATS_INTERVAL_MS = 500;
+/** How long a resuming socket may take from its handshake to `sync:done`. */
+const SYNC_DONE_TIMEOUT_MS = 30_000;
 
 const clients = new Map<string, Client>();
 let armed = false;
 let load: { spec: LoadSpec; endUs: number; intervalUs: number; timer?: NodeJS.Timeout; pad: string } | undefined;
 let ackHist = new Histogram();
 let deliverHist = new Histogram();
+let deliverBy = freshDeliverBy();
 let persistStartHist = new Histogram();
 let sendLagHist = new Histogram();
 let counters = freshCounters();
+
+function freshDeliverBy(): Record<ReceiverKind, Histogram> {
+  return Object.fromEntries(RECEIVER_KINDS.map((k) => [k, new Histogram()])) as Record<ReceiverKind, Histogram>;
+}
 
 function freshCounters() {
   return {
@@ -66,7 +88,9 @@ function freshCounters() {
 }
 
 function post(message: AgentMessage): void {
-  process.send?.(message);
+  // The bench may close the channel at any time (stop()): a message racing that is dropped, not an
+  // EPIPE crash (an unhandled 'error' without a callback).
+  if (process.connected) process.send?.(message, undefined, undefined, () => {});
 }
 
 function stats(): AgentStats {
@@ -87,9 +111,16 @@ function onMessage(client: Client, message: IncomingMessage): void {
   counters.delivered++;
   counters.lastDeliverUs = now;
   const sentAt = Number.parseInt(message.body, 10);
-  if (Number.isFinite(sentAt)) deliverHist.record(now - sentAt);
+  if (Number.isFinite(sentAt)) {
+    deliverHist.record(now - sentAt);
+    deliverBy[client.kind].record(now - sentAt);
+  }
 }
 
+/**
+ * Opens one socket. It never emits anything but its sends: a resuming socket declares its marks in the
+ * handshake and is counted connected once the front node's `sync:done` says every replay is complete.
+ */
 function connectOne(spec: SocketSpec): Promise<void> {
   const socket = io(spec.url, {
     auth: spec.auth,
@@ -98,23 +129,49 @@ function connectOne(spec: SocketSpec): Promise<void> {
     reconnection: false,
     timeout: 30_000,
   });
-  const client: Client = { spec, socket, seen: new Map(), checks: new Map() };
+  const resume = spec.auth.resume as Record<string, number> | undefined;
+  const kind: ReceiverKind = spec.send ? 'sender' : resume ? 'resuming' : 'silent';
+  const client: Client = { spec, kind, socket, seen: new Map(), checks: new Map() };
   if (spec.send) {
-    client.sender = { client, channelId: spec.send.channelId, index: spec.send.index, inFlight: 0, next: 0, dueUs: 0, acks: new AckOrder() };
+    client.sender = { client, channelId: spec.send.channelId, index: spec.send.index, inFlight: 0, next: 0, loadSent: 0, dueUs: 0, acks: new AckOrder() };
   }
   socket.on('message:new', (message: IncomingMessage) => onMessage(client, message));
   return new Promise((resolve, reject) => {
-    socket.once('connect', () => {
+    let connected = false;
+    let synced = resume === undefined;
+    let timer: NodeJS.Timeout | undefined;
+    const fail = (why: string) => {
+      clearTimeout(timer);
+      socket.close();
+      reject(new Error(`socket ${spec.key} to ${spec.url}: ${why}`));
+    };
+    const ready = () => {
+      if (!connected || !synced) return;
+      clearTimeout(timer);
       clients.set(spec.key, client);
+      resolve();
+    };
+    socket.once('connect', () => {
+      connected = true;
       socket.on('disconnect', (reason) => {
         if (reason !== 'io client disconnect') counters.disconnects++;
       });
-      resolve();
+      if (!synced) timer = setTimeout(() => fail(`no sync:done ${SYNC_DONE_TIMEOUT_MS / 1000} s after the handshake`), SYNC_DONE_TIMEOUT_MS);
+      ready();
     });
-    socket.once('connect_error', (err) => {
-      socket.close();
-      reject(new Error(`socket ${spec.key} to ${spec.url}: ${err.message}`));
-    });
+    if (resume) {
+      socket.once('sync:done', (done: SyncDone) => {
+        // A silent client cannot ask for more (that takes a `sync`): every replay must be complete.
+        const bad = Object.keys(resume).filter((id) => {
+          const channel = done?.channels?.[id];
+          return !channel || channel.error !== undefined || channel.hasMore !== false;
+        });
+        if (bad.length > 0) return fail(`handshake resume of ${bad.join(', ')} not complete: ${JSON.stringify(done)}`);
+        synced = true;
+        ready();
+      });
+    }
+    socket.once('connect_error', (err) => fail(err.message));
   });
 }
 
@@ -164,6 +221,7 @@ function arm(bases: Record<string, number>): void {
   counters = freshCounters();
   ackHist = new Histogram();
   deliverHist = new Histogram();
+  deliverBy = freshDeliverBy();
   persistStartHist = new Histogram();
   sendLagHist = new Histogram();
   for (const client of clients.values()) {
@@ -176,6 +234,7 @@ function arm(bases: Record<string, number>): void {
 function sendOne(sender: Sender, sentAtUs: number): void {
   const spec = load!.spec;
   const n = sender.next++;
+  sender.loadSent++;
   sender.inFlight++;
   counters.sent++;
   if (counters.firstSendUs === 0) counters.firstSendUs = sentAtUs;
@@ -208,11 +267,12 @@ function sendOne(sender: Sender, sentAtUs: number): void {
 function pump(sender: Sender, now: number): void {
   if (!load || now >= load.endUs) return;
   const { spec } = load;
+  const more = () => spec.maxSendsPerSender === undefined || sender.loadSent < spec.maxSendsPerSender;
   if (spec.mode === 'closed') {
-    while (sender.inFlight < spec.window) sendOne(sender, nowUs());
+    while (sender.inFlight < spec.window && more()) sendOne(sender, nowUs());
     return;
   }
-  while (sender.dueUs <= now && sender.dueUs < load.endUs && sender.inFlight < spec.window) {
+  while (sender.dueUs <= now && sender.dueUs < load.endUs && sender.inFlight < spec.window && more()) {
     if (now - sender.dueUs > 1000) counters.lateSends++;
     sendLagHist.record(now - sender.dueUs);
     sendOne(sender, sender.dueUs);
@@ -225,6 +285,7 @@ function startLoad(spec: LoadSpec): void {
   const senders = [...clients.values()].flatMap((c) => (c.sender ? [c.sender] : []));
   const intervalUs = spec.mode === 'open' ? 1e6 / (spec.ratePerSender ?? 1) : 0;
   load = { spec, endUs: start + spec.durationMs * 1000, intervalUs, pad: 'x'.repeat(Math.max(0, spec.bodyBytes - 40)) };
+  for (const sender of senders) sender.loadSent = 0;
   if (spec.mode === 'closed') {
     for (const sender of senders) pump(sender, start);
     return;
@@ -258,6 +319,7 @@ function collect(finals: Record<string, number>): AgentResult {
     ...stats(),
     ack: ackHist.toJSON(),
     deliver: deliverHist.toJSON(),
+    deliverBy: Object.fromEntries(RECEIVER_KINDS.map((k) => [k, deliverBy[k].toJSON()])) as AgentResult['deliverBy'],
     persistStart: persistStartHist.toJSON(),
     sendLag: sendLagHist.toJSON(),
     errors: counters.errors,

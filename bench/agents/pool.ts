@@ -4,7 +4,7 @@ import { fileURLToPath } from 'node:url';
 import { killOnExit } from '../../scripts/child-process.js';
 import { Histogram } from '../lib/histogram.js';
 import { addOrderCounts, noOrderErrors } from '../lib/orderCheck.js';
-import type { AgentCommand, AgentMessage, AgentResult, AgentStats, LoadSpec, SocketSpec, TimedPage } from './protocol.js';
+import { RECEIVER_KINDS, type AgentCommand, type AgentMessage, type AgentResult, type AgentStats, type LoadSpec, type ReceiverKind, type SocketSpec, type TimedPage } from './protocol.js';
 
 const REPO_ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..', '..');
 const AGENT_ENTRY = path.join('bench', 'agents', 'agent.ts');
@@ -28,6 +28,7 @@ export interface PoolResult {
   disconnects: number;
   ack: Histogram;
   deliver: Histogram;
+  deliverBy: Record<ReceiverKind, Histogram>;
   persistStart: Histogram;
   sendLag: Histogram;
   errors: Record<string, number>;
@@ -185,6 +186,7 @@ export class AgentPool {
       disconnects: 0,
       ack: new Histogram(),
       deliver: new Histogram(),
+      deliverBy: Object.fromEntries(RECEIVER_KINDS.map((k) => [k, new Histogram()])) as Record<ReceiverKind, Histogram>,
       persistStart: new Histogram(),
       sendLag: new Histogram(),
       errors: {},
@@ -202,6 +204,7 @@ export class AgentPool {
       merged.disconnects += r.disconnects;
       merged.ack.merge(r.ack);
       merged.deliver.merge(r.deliver);
+      for (const k of RECEIVER_KINDS) merged.deliverBy[k].merge(r.deliverBy[k]);
       merged.persistStart.merge(r.persistStart);
       merged.sendLag.merge(r.sendLag);
       for (const [code, n] of Object.entries(r.errors)) merged.errors[code] = (merged.errors[code] ?? 0) + n;

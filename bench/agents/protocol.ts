@@ -1,12 +1,26 @@
 import type { HistogramData } from '../lib/histogram.js';
 import type { OrderCounts } from '../lib/orderCheck.js';
 
+/**
+ * What a socket does besides receiving, for the send→deliver breakdown. No receiver ever emits anything
+ * (no `sync`, no read marks), as a dashboard or a bot:
+ *  - silent: connects with just its token and gets live messages at once;
+ *  - resuming: declares its marks in the handshake (`auth.resume`), so the front node replays what follows
+ *    them, emits `sync:done`, then live; the agent counts it connected at `sync:done`;
+ *  - sender: the socket of a sending user, which also receives its channel (its own messages included).
+ */
+export const RECEIVER_KINDS = ['silent', 'resuming', 'sender'] as const;
+export type ReceiverKind = (typeof RECEIVER_KINDS)[number];
+
 /** One client socket a load agent opens. */
 export interface SocketSpec {
   /** Unique within the run. */
   key: string;
   url: string;
-  /** Socket.IO handshake auth: {token} for the product, {rooms} for the plain baseline servers. */
+  /**
+   * Socket.IO handshake auth: {token} or {token, resume: {channelId: lastSeq}} for the product, {rooms}
+   * for the plain baseline servers.
+   */
   auth: Record<string, unknown>;
   /** Channels whose `message:new` this socket receives; each is checked for order, gaps and duplicates. */
   channels: string[];
@@ -23,6 +37,8 @@ export interface LoadSpec {
   bodyBytes: number;
   /** Makes this phase's clientMsgIds unique: the product deduplicates (user, clientMsgId) forever. */
   phase: string;
+  /** Closed loop: each sender stops after this many sends (to stay within a per-user rate-limit budget). */
+  maxSendsPerSender?: number;
 }
 
 export interface AgentStats {
@@ -38,6 +54,8 @@ export interface AgentResult extends AgentStats {
   /** send → ack and send → deliver, µs, from the (scheduled) send time taken in the sending client. */
   ack: HistogramData;
   deliver: HistogramData;
+  /** send → deliver split by what the receiving socket is (see ReceiverKind). */
+  deliverBy: Record<ReceiverKind, HistogramData>;
   /**
    * send → the start of the worker's transaction that stored the message (its createdAt, PostgreSQL's
    * now()), µs on the wall clock at ms resolution: the part of send → ack spent before persisting (the

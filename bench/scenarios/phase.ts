@@ -4,6 +4,7 @@
  * and every delivery, collect what the clients measured.
  */
 import type { AgentPool, PoolResult } from '../agents/pool.js';
+import { RECEIVER_KINDS, type ReceiverKind } from '../agents/protocol.js';
 import { sleep } from '../lib/clock.js';
 import type { LatencySummary } from '../lib/histogram.js';
 import { round } from '../lib/histogram.js';
@@ -53,6 +54,8 @@ export interface PhaseResult {
   completedPerS: number;
   ack: LatencySummary;
   deliver: LatencySummary;
+  /** send → deliver by kind of receiving socket (kinds the phase had; see ReceiverKind). */
+  deliverBy: Partial<Record<ReceiverKind, LatencySummary>>;
   /** send → start of the transaction that stored it (see AgentResult.persistStart). */
   persistStart: LatencySummary;
   /** Open loop: scheduled send time → the agent actually sending (included in every latency above). */
@@ -182,6 +185,7 @@ function summarise(
     completedPerS: perS(Math.min(acked, persisted, deliveredMessages), windowS),
     ack: r.ack.summary(),
     deliver: r.deliver.summary(),
+    deliverBy: Object.fromEntries(RECEIVER_KINDS.filter((k) => r.deliverBy[k].count > 0).map((k) => [k, r.deliverBy[k].summary()])),
     persistStart: r.persistStart.summary(),
     sendLag: r.sendLag.summary(),
     order: r.order,

@@ -17,15 +17,25 @@ export interface Layout {
   /** One sender socket key per channel, for warm-up messages. */
   probeKeys: string[];
   senders: number;
+  /** Receive-only users per channel whose sockets resume in the handshake; the others' are silent. */
+  resuming: number;
 }
 
 let nextSenderIndex = 0;
 
 /**
  * Every member opens `socketsPerUser` sockets, spread over `urls` in turn; the first `senders` members of each
- * channel send on their first socket. Every socket receives its channel.
+ * channel send on their first socket. Every socket receives its channel, and no receiver ever emits: the
+ * next `resuming` members' sockets declare the channel's mark in the handshake (`auth.resume`: replay, then
+ * `sync:done`, then live), at most all receivers but one; the rest connect with their token only.
+ * The channels are fresh (seq 0) when their sockets connect.
  */
-export function layout(team: Team, channels: SeededChannel[], o: { urls: string[]; senders: number; socketsPerUser: number; tag: string }): Layout {
+export function layout(
+  team: Team,
+  channels: SeededChannel[],
+  o: { urls: string[]; senders: number; socketsPerUser: number; resuming: number; tag: string },
+): Layout {
+  const resuming = Math.max(0, Math.min(o.resuming, ...channels.map((c) => c.members.length - o.senders - 1)));
   const sockets: SocketSpec[] = [];
   const receivers: Record<string, number> = {};
   const probeKeys: string[] = [];
@@ -35,7 +45,9 @@ export function layout(team: Team, channels: SeededChannel[], o: { urls: string[
     channel.members.forEach((member: RegisteredUser, m) => {
       for (let k = 0; k < o.socketsPerUser; k++) {
         const key = `${o.tag}-${member.user.id}-${k}`;
-        const spec: SocketSpec = { key, url: o.urls[sockets.length % o.urls.length], auth: { token: member.token }, channels: [channel.id] };
+        const resumes = m >= o.senders && m < o.senders + resuming;
+        const auth = resumes ? { token: member.token, resume: { [channel.id]: 0 } } : { token: member.token };
+        const spec: SocketSpec = { key, url: o.urls[sockets.length % o.urls.length], auth, channels: [channel.id] };
         if (k === 0 && m < o.senders) {
           spec.send = { channelId: channel.id, index: nextSenderIndex++ };
           senders++;
@@ -45,7 +57,7 @@ export function layout(team: Team, channels: SeededChannel[], o: { urls: string[
       }
     });
   }
-  return { team, channels, sockets, receivers, probeKeys, senders };
+  return { team, channels, sockets, receivers, probeKeys, senders, resuming };
 }
 
 export function productTarget(ctx: BenchContext, l: Layout, label: string, load: Omit<LoadSpec, 'phase'>): PhaseTarget {

@@ -16,7 +16,7 @@ export async function prepareChannels(ctx: BenchContext): Promise<Layout> {
   const team = await seedTeam(urls[0]);
   const users = await seedUsers(team, options.users);
   const channels = await seedChannels(team, users, options.channels);
-  const l = layout(team, channels, { urls, senders: options.senders, socketsPerUser: options.socketsPerUser, tag: 'tp' });
+  const l = layout(team, channels, { urls, senders: options.senders, socketsPerUser: options.socketsPerUser, resuming: options.resuming, tag: 'tp' });
   note(`[seed] ${users.length} users, ${channels.length} channels in ${((Date.now() - started) / 1000).toFixed(1)} s; connecting ${l.sockets.length} sockets`);
   await ctx.pool.connect(l.sockets);
   return l;
