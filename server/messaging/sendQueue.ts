@@ -136,6 +136,9 @@ export class SendQueue {
     this.closing = true;
     const deadline = Date.now() + graceMs;
     while (this.pending.size > 0 && Date.now() < deadline) await new Promise((r) => setTimeout(r, 50));
+    // Sends still waiting must not go out once their senders were told to retry: answering the batch in
+    // flight frees its partition, which would enqueue them.
+    for (const buffer of this.buffers) buffer.length = 0;
     for (const id of [...this.pending.keys()]) this.settle(id, UNAVAILABLE);
     clearInterval(this.sweepTimer);
     await Promise.all(this.queues.map((q) => q.close()));

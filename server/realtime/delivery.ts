@@ -161,6 +161,8 @@ export class Delivery {
   }
 
   private openGate(channelId: string, socketId: string): void {
+    // A sync queued behind another may start after its socket disconnected: nothing to gate then.
+    if (!this.sent.has(socketId)) return;
     let gates = this.gates.get(channelId);
     if (!gates) this.gates.set(channelId, (gates = new Map()));
     // A paused gate (partial replay) starts buffering again: this sync continues from its lastSeq.

@@ -1,0 +1,489 @@
+/**
+ * Unit tests of Delivery (server/realtime/delivery.ts), the seam between a socket's replay and live
+ * delivery, and of SeqSet (server/realtime/seqSet.ts), its memory of what each socket was sent.
+ *
+ * The Socket.IO server is a fake with exactly what Delivery touches: `io.of('/').adapter.rooms` (room →
+ * socket ids) and `io.local.to(room).except(ids).emit(event, message)`, which reaches every socket in the
+ * room but the excepted ones, like Socket.IO's (a socket id is a room of its own socket). Sockets are
+ * `{id, emit}` recording what they received. One test at the end checks the fake against a real Socket.IO
+ * server and client. The replay source is a fake whose promises the test settles, so live messages can be
+ * interleaved with a pending replay.
+ */
+import { createServer } from 'node:http';
+import type { AddressInfo } from 'node:net';
+import { expect } from 'chai';
+import fc from 'fast-check';
+import { Server } from 'socket.io';
+import { io as connectClient } from 'socket.io-client';
+import type { Logger } from '../../shared/logger.js';
+import type { MessageDto } from '../../shared/models/Message.js';
+import { Delivery, type ReplaySource, type SyncChannelResult } from '../../server/realtime/delivery.js';
+import { SeqSet } from '../../server/realtime/seqSet.js';
+import type { IoServer, IoSocket } from '../../server/realtime/types.js';
+
+function msg(seq: number, channelId = 'c1'): MessageDto {
+  return {
+    id: `${channelId}-${seq}`,
+    channelId,
+    seq,
+    userId: 'u1',
+    body: `message ${seq}`,
+    clientMsgId: null,
+    createdAt: new Date(1_700_000_000_000 + seq).toISOString(),
+  };
+}
+
+const range = (from: number, to: number) => Array.from({ length: Math.max(0, to - from + 1) }, (_, i) => from + i);
+const msgs = (seqs: number[], channelId = 'c1') => seqs.map((s) => msg(s, channelId));
+
+class FakeSocket {
+  readonly received: MessageDto[] = [];
+  constructor(readonly id: string) {}
+  emit(event: string, message: MessageDto): boolean {
+    expect(event).to.equal('message:new');
+    this.received.push(message);
+    return true;
+  }
+  /** Seqs received for `channelId`, in order. */
+  seqs(channelId = 'c1'): number[] {
+    return this.received.filter((m) => m.channelId === channelId).map((m) => m.seq);
+  }
+}
+
+class FakeIo {
+  readonly rooms = new Map<string, Set<string>>();
+  readonly sockets = new Map<string, FakeSocket>();
+  /** Every room broadcast: one serialisation for all its receivers. */
+  readonly broadcasts: Array<{ room: string; except: string[]; seq: number }> = [];
+
+  of(nsp: string) {
+    expect(nsp).to.equal('/');
+    return { adapter: { rooms: this.rooms } };
+  }
+
+  get local() {
+    return {
+      to: (room: string) => {
+        const emitTo = (except: string[]) => ({
+          emit: (event: string, message: MessageDto) => {
+            this.broadcasts.push({ room, except, seq: message.seq });
+            for (const id of this.rooms.get(room) ?? []) {
+              if (except.some((r) => r === id || this.rooms.get(r)?.has(id))) continue;
+              this.sockets.get(id)!.emit(event, message);
+            }
+            return true;
+          },
+        });
+        return { ...emitTo([]), except: (ids: string | string[]) => emitTo(Array.isArray(ids) ? ids : [ids]) };
+      },
+    };
+  }
+
+  /** A connected socket in the given channels' rooms (and its own). */
+  connect(id: string, channelIds: string[] = ['c1']): FakeSocket {
+    const socket = new FakeSocket(id);
+    this.sockets.set(id, socket);
+    for (const room of [id, ...channelIds.map((c) => `channel:${c}`)]) this.join(id, room);
+    return socket;
+  }
+
+  join(id: string, room: string): void {
+    if (!this.rooms.has(room)) this.rooms.set(room, new Set());
+    this.rooms.get(room)!.add(id);
+  }
+}
+
+interface ReplayCall {
+  readonly channelId: string;
+  readonly afterSeq: number;
+  readonly limit: number;
+  settled: boolean;
+  resolve(messages: MessageDto[]): void;
+  reject(err: unknown): void;
+}
+
+/** A replay source whose answers the test gives, when it chooses. */
+class FakeReplay implements ReplaySource {
+  readonly calls: ReplayCall[] = [];
+  after(channelId: string, afterSeq: number, limit: number): Promise<MessageDto[]> {
+    return new Promise((resolve, reject) => {
+      const call: ReplayCall = {
+        channelId,
+        afterSeq,
+        limit,
+        settled: false,
+        resolve: (m) => {
+          call.settled = true;
+          resolve(m);
+        },
+        reject: (e) => {
+          call.settled = true;
+          reject(e);
+        },
+      };
+      this.calls.push(call);
+    });
+  }
+  /** The one pending call; fails the test if there is not exactly one. */
+  only(): ReplayCall {
+    const pending = this.calls.filter((c) => !c.settled);
+    expect(pending, 'pending replays').to.have.length(1);
+    return pending[0];
+  }
+}
+
+const flush = async () => {
+  for (let i = 0; i < 3; i++) await new Promise<void>((r) => setImmediate(r));
+};
+
+function setup(replayLimit = 1000) {
+  const io = new FakeIo();
+  const replay = new FakeReplay();
+  const delivery = new Delivery(io as unknown as IoServer, {
+    replay,
+    replayLimit,
+    logger: { warn() {}, error() {}, info() {}, debug() {} } as unknown as Logger,
+  });
+  const internals = delivery as unknown as { gates: Map<string, Map<string, { mode: string }>>; sent: Map<string, unknown> };
+  /** The socket's gate mode for the channel, if it has one. */
+  const gate = (socket: FakeSocket, channelId = 'c1') => internals.gates.get(channelId)?.get(socket.id)?.mode;
+  const connect = (id: string, channelIds?: string[]) => {
+    const socket = io.connect(id, channelIds);
+    delivery.register(socket as unknown as IoSocket);
+    return socket;
+  };
+  /** Starts a sync; the result (or error) lands in the returned object. */
+  const sync = (
+    socket: FakeSocket,
+    lastSeqs: Record<string, number>,
+    isMember: (ids: string[]) => Promise<Set<string>> = async (ids) => new Set(ids),
+  ) => {
+    const out: { done: boolean; results?: Map<string, SyncChannelResult>; error?: unknown } = { done: false };
+    delivery
+      .sync(socket as unknown as IoSocket, new Map(Object.entries(lastSeqs)), isMember)
+      .then((results) => Object.assign(out, { done: true, results }), (error) => Object.assign(out, { done: true, error }));
+    return out;
+  };
+  return { io, replay, delivery, internals, gate, connect, sync };
+}
+
+describe('unit: SeqSet', () => {
+  it('When seqs are added in order, then they form one range and has() answers for each', () => {
+    const s = new SeqSet();
+    for (const seq of range(1, 5)) s.add(seq);
+    expect(s.toRanges()).to.deep.equal([[1, 5]]);
+    for (const seq of range(1, 5)) expect(s.has(seq)).to.equal(true);
+    expect(s.has(0)).to.equal(false);
+    expect(s.has(6)).to.equal(false);
+  });
+
+  it('When seqs are added out of order, then ranges stay sorted and disjoint, and a seq filling a hole merges its neighbours', () => {
+    const s = new SeqSet();
+    for (const seq of [10, 5, 1, 7]) s.add(seq);
+    expect(s.toRanges()).to.deep.equal([[1, 1], [5, 5], [7, 7], [10, 10]]);
+    expect([0, 1, 2, 4, 5, 6, 7, 8, 9, 10, 11].map((x) => s.has(x))).to.deep.equal([
+      false, true, false, false, true, false, true, false, false, true, false,
+    ]);
+    s.add(6); // joins both sides
+    expect(s.toRanges()).to.deep.equal([[1, 1], [5, 7], [10, 10]]);
+    s.add(9); // joins the right only
+    expect(s.toRanges()).to.deep.equal([[1, 1], [5, 7], [9, 10]]);
+    s.add(2); // joins the left only, in an older range
+    expect(s.toRanges()).to.deep.equal([[1, 2], [5, 7], [9, 10]]);
+    s.add(8);
+    s.add(4);
+    s.add(3);
+    expect(s.toRanges()).to.deep.equal([[1, 10]]);
+  });
+
+  it('When a seq is added again, then nothing changes', () => {
+    const s = new SeqSet();
+    for (const seq of [3, 4, 5, 9]) s.add(seq);
+    for (const seq of [3, 4, 5, 9, 4]) s.add(seq);
+    expect(s.toRanges()).to.deep.equal([[3, 5], [9, 9]]);
+  });
+
+  it('When any sequence of seqs is added, then has() agrees with a plain set and the ranges are sorted, disjoint and non-adjacent (property)', () => {
+    fc.assert(
+      fc.property(fc.array(fc.integer({ min: 1, max: 60 }), { maxLength: 80 }), (seqs) => {
+        const s = new SeqSet();
+        const model = new Set<number>();
+        for (const seq of seqs) {
+          s.add(seq);
+          model.add(seq);
+        }
+        for (let x = 0; x <= 61; x++) expect(s.has(x), `has(${x}) after ${seqs}`).to.equal(model.has(x));
+        const ranges = s.toRanges();
+        for (let i = 0; i < ranges.length; i++) {
+          expect(ranges[i][0]).to.be.at.most(ranges[i][1]);
+          if (i > 0) expect(ranges[i][0], `ranges ${JSON.stringify(ranges)}`).to.be.greaterThan(ranges[i - 1][1] + 1);
+        }
+      }),
+      { numRuns: 500 },
+    );
+  });
+});
+
+describe('unit: Delivery', () => {
+  describe('live delivery', () => {
+    it('When messages of a channel are delivered, then each socket in its room gets each once, in order, with one broadcast per message, and sockets outside it get nothing', () => {
+      const { io, delivery, connect } = setup();
+      const a = connect('a');
+      const b = connect('b');
+      const outside = connect('x', ['c2']);
+      delivery.deliver(msgs([1, 2, 3]));
+      delivery.deliver(msgs([4]));
+      delivery.deliver(msgs([1], 'nobody-here'));
+      expect(a.seqs()).to.deep.equal([1, 2, 3, 4]);
+      expect(b.seqs()).to.deep.equal([1, 2, 3, 4]);
+      expect(outside.received).to.deep.equal([]);
+      expect(io.broadcasts.map((x) => x.seq)).to.deep.equal([1, 2, 3, 4]);
+      expect(io.broadcasts.every((x) => x.except.length === 0)).to.equal(true);
+    });
+  });
+
+  describe('sync', () => {
+    it('When live messages arrive while the replay is pending, then they are held and sent after it, only those beyond it, in seq order, each once', async () => {
+      const { delivery, replay, connect, sync, gate } = setup();
+      const s = connect('s');
+      const other = connect('other');
+      const run = sync(s, { c1: 3 });
+      await flush();
+      const call = replay.only();
+      expect(call).to.include({ channelId: 'c1', afterSeq: 3, limit: 1001 });
+
+      delivery.deliver(msgs([6]));
+      delivery.deliver(msgs([7, 8]));
+      expect(s.received, 'held behind the replay').to.deep.equal([]);
+      expect(other.seqs(), 'other sockets are not held').to.deep.equal([6, 7, 8]);
+      expect(gate(s)).to.equal('buffer');
+
+      call.resolve(msgs([4, 5, 6, 7])); // the replay read 6 and 7 too
+      await flush();
+      expect(run.results?.get('c1')).to.deep.equal({ replayed: 4, latestSeq: 8, hasMore: false });
+      expect(s.seqs()).to.deep.equal([4, 5, 6, 7, 8]);
+      expect(gate(s)).to.equal('floor');
+    });
+
+    it('When late live copies at or below the floor arrive after the gate closed, then they are dropped, and the first message beyond it returns the socket to the fast path', async () => {
+      const { io, delivery, replay, connect, sync, gate, internals } = setup();
+      const s = connect('s');
+      const run = sync(s, { c1: 0 });
+      await flush();
+      replay.only().resolve(msgs([1, 2, 3, 4]));
+      await flush();
+      expect(run.results?.get('c1')).to.deep.equal({ replayed: 4, latestSeq: 4, hasMore: false });
+
+      // The sequencer's copies of what the replay read from PostgreSQL first.
+      delivery.deliver(msgs([3, 4]));
+      expect(s.seqs()).to.deep.equal([1, 2, 3, 4]);
+      expect(gate(s)).to.equal('floor');
+      delivery.deliver(msgs([5]));
+      delivery.deliver(msgs([6]));
+      expect(s.seqs()).to.deep.equal([1, 2, 3, 4, 5, 6]);
+      expect(gate(s)).to.equal(undefined);
+      expect(internals.gates.size, 'no empty per-channel map is left').to.equal(0);
+      expect(io.broadcasts.slice(-1)[0].except, 'back on the shared broadcast').to.deep.equal([]);
+    });
+
+    it('When a socket syncs after it got messages live, then they are not sent again or counted in replayed, while latestSeq covers the whole page', async () => {
+      const { delivery, replay, connect, sync } = setup();
+      const s = connect('s');
+      delivery.deliver(msgs([1, 2, 3, 4, 5]));
+      const run = sync(s, { c1: 2 });
+      await flush();
+      replay.only().resolve(msgs([3, 4, 5, 6]));
+      await flush();
+      expect(run.results?.get('c1')).to.deep.equal({ replayed: 1, latestSeq: 6, hasMore: false });
+      expect(s.seqs()).to.deep.equal([1, 2, 3, 4, 5, 6]);
+    });
+
+    it('When the replay is empty but live messages arrived while it ran, then they are sent and latestSeq is the last of them', async () => {
+      const { delivery, replay, connect, sync } = setup();
+      const s = connect('s');
+      const run = sync(s, { c1: 5 });
+      await flush();
+      delivery.deliver(msgs([4, 5, 6])); // the client already had 4 and 5 (from another node)
+      replay.only().resolve([]);
+      await flush();
+      expect(s.seqs()).to.deep.equal([6]);
+      expect(run.results?.get('c1')).to.deep.equal({ replayed: 0, latestSeq: 6, hasMore: false });
+    });
+
+    it('When the replay hits its limit (hasMore), then live messages of that channel are dropped until the next sync, which continues without gap or duplicate', async () => {
+      const { delivery, replay, connect, sync, gate } = setup(3);
+      const s = connect('s', ['c1', 'c2']);
+      const other = connect('other');
+      const first = sync(s, { c1: 0 });
+      await flush();
+      const call = replay.only();
+      expect(call.limit, 'one more than the limit, to know whether there is more').to.equal(4);
+      call.resolve(msgs([1, 2, 3, 4]));
+      await flush();
+      expect(first.results?.get('c1')).to.deep.equal({ replayed: 3, latestSeq: 3, hasMore: true });
+      expect(s.seqs()).to.deep.equal([1, 2, 3]);
+      expect(gate(s)).to.equal('paused');
+
+      delivery.deliver(msgs([6]));
+      delivery.deliver(msgs([1], 'c2'));
+      expect(s.seqs(), 'dropped while paused').to.deep.equal([1, 2, 3]);
+      expect(other.seqs()).to.deep.equal([6]);
+      expect(s.seqs('c2'), 'other channels are not paused').to.deep.equal([1]);
+
+      const second = sync(s, { c1: 3 });
+      await flush();
+      const next = replay.only();
+      expect(next).to.include({ channelId: 'c1', afterSeq: 3 });
+      expect(gate(s), 'the next sync buffers again').to.equal('buffer');
+      delivery.deliver(msgs([7]));
+      next.resolve(msgs([4, 5, 6]));
+      await flush();
+      expect(second.results?.get('c1')).to.deep.equal({ replayed: 3, latestSeq: 7, hasMore: false });
+      delivery.deliver(msgs([7]));
+      delivery.deliver(msgs([8]));
+      expect(s.seqs()).to.deep.equal(range(1, 8));
+    });
+
+    it('When isMember excludes a channel, then nothing of it is replayed, its gate is dropped, and its held live messages are not sent', async () => {
+      const { delivery, replay, connect, sync, internals } = setup();
+      const s = connect('s', ['c1', 'c2']);
+      let allow!: (ids: Set<string>) => void;
+      const run = sync(s, { c1: 0, c2: 0 }, () => new Promise((r) => (allow = r)));
+      await flush();
+      delivery.deliver(msgs([1], 'c2'));
+      expect(s.seqs('c2'), 'held while membership is checked').to.deep.equal([]);
+      allow(new Set(['c1']));
+      await flush();
+      expect(replay.only().channelId).to.equal('c1');
+      replay.only().resolve([]);
+      await flush();
+      expect(internals.gates.has('c2'), 'the non-member channel has no gate').to.equal(false);
+      expect([...run.results!.keys()]).to.deep.equal(['c1']);
+      expect(s.seqs('c2')).to.deep.equal([]);
+      expect(replay.calls.map((c) => c.channelId)).to.deep.equal(['c1']);
+    });
+
+    it('When isMember throws, then the sync rejects, the held messages of rooms the socket is in are sent to it, a channel it is not in never leaks, and no gate is left', async () => {
+      const { io, delivery, connect, sync, internals } = setup();
+      const s = connect('s', ['c1']);
+      connect('t', ['c2']);
+      io.join('s', 'channel:c3'); // a room the socket is in, but not registered for syncing
+      let fail!: (err: Error) => void;
+      const run = sync(s, { c1: 0, c2: 0 }, () => new Promise((_, reject) => (fail = reject)));
+      await flush();
+      delivery.deliver(msgs([1, 2], 'c1'));
+      delivery.deliver(msgs([1], 'c2'));
+      expect(s.received).to.deep.equal([]);
+      fail(new Error('PostgreSQL down'));
+      await flush();
+      expect((run.error as Error).message).to.equal('PostgreSQL down');
+      expect(s.seqs('c1')).to.deep.equal([1, 2]);
+      expect(s.seqs('c2'), 'never a message of a room it is not in').to.deep.equal([]);
+      expect(internals.gates.size).to.equal(0);
+      delivery.deliver(msgs([3], 'c1'));
+      expect(s.seqs('c1'), 'back on live delivery').to.deep.equal([1, 2, 3]);
+    });
+
+    it('When a replay fails, then that channel and the ones after it get their held messages and lose their gates, while channels replayed before keep their floor', async () => {
+      const { delivery, replay, connect, sync, gate } = setup();
+      const s = connect('s', ['c1', 'c2', 'c3']);
+      const run = sync(s, { c1: 0, c2: 0, c3: 0 });
+      await flush();
+      delivery.deliver(msgs([3], 'c2'));
+      delivery.deliver(msgs([5], 'c3'));
+      replay.only().resolve(msgs([1, 2], 'c1'));
+      await flush();
+      replay.only().reject(new Error('query failed'));
+      await flush();
+      expect((run.error as Error).message).to.equal('query failed');
+      expect(s.seqs('c1')).to.deep.equal([1, 2]);
+      expect(s.seqs('c2')).to.deep.equal([3]);
+      expect(s.seqs('c3')).to.deep.equal([5]);
+      expect([gate(s, 'c1'), gate(s, 'c2'), gate(s, 'c3')]).to.deep.equal(['floor', undefined, undefined]);
+    });
+
+    it('When the socket disconnects (forget) during its sync, then the late replay sends nothing and leaves no gate or record behind', async () => {
+      const { delivery, replay, connect, sync, internals, io } = setup(2);
+      const s = connect('s', ['c1', 'c2']);
+      const t = connect('t', ['c1']);
+      const run = sync(s, { c1: 0, c2: 0 });
+      await flush();
+      delivery.deliver(msgs([1]));
+      delivery.forget(s as unknown as IoSocket);
+      io.rooms.get('channel:c1')!.delete('s');
+      io.rooms.get('channel:c2')!.delete('s');
+      expect(internals.gates.size).to.equal(0);
+      expect(internals.sent.has('s')).to.equal(false);
+
+      replay.only().resolve(msgs([1, 2, 3])); // hasMore: would pause
+      await flush();
+      replay.only().resolve(msgs([1], 'c2')); // would leave a floor
+      await flush();
+      expect(run.done).to.equal(true);
+      expect(s.received).to.deep.equal([]);
+      expect(internals.gates.size, 'no gate for a socket that is gone').to.equal(0);
+      expect(internals.sent.has('s')).to.equal(false);
+      delivery.deliver(msgs([2]));
+      expect(t.seqs()).to.deep.equal([1, 2]);
+    });
+
+    it('When a sync starts only after forget() (one the socket queued behind another before disconnecting), then it sends nothing and leaves no gate behind', async () => {
+      const { delivery, replay, connect, sync, internals, io } = setup(2);
+      const s = connect('s', ['c1', 'c2']);
+      delivery.forget(s as unknown as IoSocket);
+      for (const room of io.rooms.values()) room.delete('s');
+
+      const run = sync(s, { c1: 0, c2: 0 });
+      await flush();
+      expect(replay.only().channelId).to.equal('c1');
+      replay.only().resolve(msgs([1, 2, 3])); // hasMore: a paused gate
+      await flush();
+      expect(replay.only().channelId).to.equal('c2');
+      replay.only().resolve([]); // a floor gate
+      await flush();
+      expect(run.done).to.equal(true);
+      expect(s.received).to.deep.equal([]);
+      // A paused gate (hasMore) is never dropped by live delivery: it would stay for the node's lifetime.
+      expect([...internals.gates.keys()], 'gates of a socket that is gone').to.deep.equal([]);
+    });
+  });
+
+  it('When the same scenario runs on a real Socket.IO server, then the fake used above behaves like it (room broadcast with except, rooms map)', async () => {
+    const http = createServer();
+    const io = new Server(http);
+    await new Promise<void>((r) => http.listen(0, '127.0.0.1', r));
+    const port = (http.address() as AddressInfo).port;
+    const replay = new FakeReplay();
+    const delivery = new Delivery(io as unknown as IoServer, { replay, replayLimit: 10, logger: {} as Logger });
+    io.on('connection', (socket) => {
+      void socket.join('channel:c1');
+      delivery.register(socket as unknown as IoSocket);
+    });
+    const clients = ['a', 'b'].map(() => connectClient(`http://127.0.0.1:${port}`, { transports: ['websocket'], forceNew: true }));
+    try {
+      const received = clients.map(() => [] as number[]);
+      clients.forEach((c, i) => c.on('message:new', (m: MessageDto) => received[i].push(m.seq)));
+      await Promise.all(clients.map((c) => new Promise<void>((r) => c.on('connect', () => r()))));
+      const waitFor = async (cond: () => boolean) => {
+        for (let i = 0; i < 200 && !cond(); i++) await new Promise((r) => setTimeout(r, 5));
+      };
+      await waitFor(() => io.of('/').adapter.rooms.get('channel:c1')?.size === 2);
+      const serverA = io.of('/').sockets.get(clients[0].id!)!;
+
+      delivery.deliver(msgs([1]));
+      const pending = delivery.sync(serverA as unknown as IoSocket, new Map([['c1', 1]]), async (ids) => new Set(ids));
+      await flush();
+      delivery.deliver(msgs([2, 3]));
+      replay.only().resolve(msgs([2]));
+      const results = await pending;
+      delivery.deliver(msgs([3, 4]));
+      await waitFor(() => received[0].length >= 4 && received[1].length >= 4);
+      expect(results.get('c1')).to.deep.equal({ replayed: 1, latestSeq: 3, hasMore: false });
+      expect(received[0], 'the syncing socket').to.deep.equal([1, 2, 3, 4]);
+      expect(received[1], 'the other socket (3 delivered twice live: the sequencer dedupes, not Delivery)').to.deep.equal([1, 2, 3, 3, 4]);
+    } finally {
+      for (const c of clients) c.disconnect();
+      await io.close();
+    }
+  });
+});
