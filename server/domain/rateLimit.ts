@@ -60,21 +60,20 @@ export function createRateLimit(redis: Redis, keyPrefix: string, points: number,
       const now = Date.now();
       for (const [k, l] of leases) if (l.expiresAt <= now || l.left <= 0) leases.delete(k);
     }
-    // This send takes the first point of the lease.
-    leases.set(key, { left: leaseSize - 1, expiresAt: Date.now() + res.msBeforeNext });
+    leases.set(key, { left: leaseSize, expiresAt: Date.now() + res.msBeforeNext });
   };
 
   return {
     async consume(key) {
       while (!spend(key)) {
-        const pending = leasing.get(key);
+        let pending = leasing.get(key);
         if (!pending) {
-          const request = lease(key).finally(() => leasing.delete(key));
-          leasing.set(key, request);
-          return request;
+          pending = lease(key).finally(() => leasing.delete(key));
+          leasing.set(key, pending);
         }
-        // Another send of this key is asking for a lease: spend from it once it comes; if it was refused,
-        // this send is refused with it.
+        // Every send waiting for a lease, the one that asked for it included, spends from it as it comes,
+        // in the order they asked (they resume in the order they awaited); if it was refused, they are
+        // refused with it.
         await pending;
       }
     },

@@ -66,6 +66,8 @@ export class ChannelSequencer {
   }
 
   private async fill(channelId: string, state: ChannelState): Promise<void> {
+    // Never synchronously inside admit(): the caller delivers what it made ready first.
+    await Promise.resolve();
     const first = state.waiting![0];
     let missing: MessageDto[] = [];
     try {
@@ -79,7 +81,8 @@ export class ChannelSequencer {
       // Clients recover what they missed with `sync`; live delivery must not stall on it.
       this.deps.logger.warn({ err, channelId }, 'could not fill a delivery gap');
     }
-    const waiting = state.waiting!;
+    // A late copy of an older message may have arrived after the one that started the fill.
+    const waiting = state.waiting!.sort((a, b) => a.seq - b.seq);
     state.waiting = null;
     const ready: MessageDto[] = [];
     for (const message of missing) {
