@@ -215,6 +215,19 @@ describe('persist_message_batch (SQL)', function () {
     expect(summary(await persist([{ ...send(general, alice), clientMsgId: batch[2].clientMsgId }]))).to.deep.equal(['created 3']);
   });
 
+  it('When a user removed from a channel resends an old clientMsgId into it, then "not_found", not the stored message', async function () {
+    const first = send(general, bob, 'before-removal');
+    expect(summary(await persist([first]))).to.deep.equal(['created 1']);
+    await db.query('DELETE FROM channel_members WHERE channel_id = $1 AND user_id = $2', [general, bob]);
+    expect(summary(await persist([{ ...send(general, bob), clientMsgId: 'before-removal' }]))).to.deep.equal(['not_found']);
+    // Nor through another channel the user is still in: the stored message is in one they left.
+    expect(summary(await persist([{ ...send(random, bob), clientMsgId: 'before-removal' }]))).to.deep.equal(['not_found']);
+    // The same batch run again after a crash still answers what it stored.
+    const [again] = await persist([first]);
+    expect(again.outcome).to.equal('stored');
+    expect(await rowsOf(general)).to.have.length(1);
+  });
+
   it("When a member sends, then the sender's read mark moves to its last message and the other members' marks stay", async function () {
     await persist([send(general, alice), send(general, bob), send(general, alice), send(general, bob)]);
     expect(await readMark(general, alice)).to.equal(3);

@@ -149,6 +149,28 @@ describe('pipeline: idempotent sends (clientMsgId)', function () {
     expect(b.body.message.seq).to.equal(a.body.message.seq + 1);
   });
 
+  it('When a user removed from the channel resends an old clientMsgId, then NOT_FOUND over socket and REST, as for any send there, and nothing is shown or stored', async () => {
+    const carolTeam = await seedTeam(cluster.urls[0], 1);
+    const [carol] = carolTeam.members;
+    const room = await seedChannel(cluster.urls[0], carolTeam, [carol]);
+    const carolSocket = await connect(cluster.urls[1], carol.token);
+    const stored = await sendOk(carolSocket, { channelId: room.id, body: 'before removal', clientMsgId: 'left-behind' });
+    const removed = await request(cluster.urls[0], 'DELETE', `/channels/${room.id}/members/${carol.user.id}`, { token: carolTeam.owner.token });
+    expect(removed.status, removed.text).to.equal(204);
+
+    const again = await send(carolSocket, { channelId: room.id, body: 'before removal', clientMsgId: 'left-behind' });
+    expect(again).to.deep.include({ ok: false });
+    expect(again).to.have.nested.property('error.code', 'NOT_FOUND');
+    const rest = await request(cluster.urls[0], 'POST', `/channels/${room.id}/messages`, {
+      token: carol.token,
+      body: { body: 'before removal', clientMsgId: 'left-behind' },
+    });
+    expect(rest.status, rest.text).to.equal(404);
+    expect(rest.body).to.have.nested.property('error.code', 'NOT_FOUND');
+    expect(JSON.stringify(again) + rest.text).not.to.include(stored.id);
+    expect((await storedMessages(room.id)).map((m) => m.id)).to.deep.equal([stored.id]);
+  });
+
   it('When all is done, then every stored message of the channel was received exactly once by every member socket, in seq order', async () => {
     await flush();
     const stored = await storedMessages(channel.id);
