@@ -77,6 +77,13 @@ export async function setUpEnv(options: BenchOptions): Promise<BenchEnv> {
     // Every batch of a phase stays readable for the batch profile (bench/profile/batches.ts).
     QUEUE_KEEP_COMPLETED: '100000',
     LOG_LEVEL: 'info',
+    // The load agents are one address for thousands of users: the per-address budgets guard against
+    // abuse from one client and would only refuse the bench's own set-up (registering and connecting).
+    REGISTER_RATE_PER_MINUTE: '0',
+    SOCKET_CONNECT_PER_IP_PER_MINUTE: '0',
+    // History pages are timed from one user's token, thousands a second: the per-user REST budget runs
+    // (its cost is measured) but never refuses.
+    REST_RATE_PER_SECOND: String(OVER_BUDGET_RATE_PER_SECOND),
   };
   // The product's shipped default, stated explicitly so that a MESSAGE_RATE_PER_SECOND in .env or the shell
   // does not leak into the processes' environment (process.env is their base).

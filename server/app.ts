@@ -5,17 +5,20 @@ import type { Config } from '../shared/config.js';
 import { createDb } from '../shared/db.js';
 import { createLogger, type Logger } from '../shared/logger.js';
 import { createRedis } from '../shared/redis.js';
-import { userRoom } from '../shared/events.js';
+import { channelRoom, userRoom } from '../shared/events.js';
 import { createTokenService } from './auth.js';
 import { messagesInRange } from './domain/messages.js';
 import { createRateLimit } from './domain/rateLimit.js';
+import type { ChannelNotifier } from './domain/channels.js';
 import type { ReadNotifier } from './domain/readState.js';
 import { createHttpApp } from './http/app.js';
 import { SendAdmission } from './messaging/admission.js';
 import { SendQueue } from './messaging/sendQueue.js';
 import { Delivery } from './realtime/delivery.js';
+import { drainConnections } from './realtime/drain.js';
 import { ChannelSequencer } from './realtime/sequencer.js';
 import { attachIoServer, createIoServer, registerSocketHandlers, type IoServer } from './realtime/socketServer.js';
+import { createSessionSockets } from './realtime/sessions.js';
 import { createSubscriptions } from './realtime/subscriptions.js';
 
 export interface FrontNode {
@@ -44,19 +47,46 @@ export function createFrontNode(config: Config, options: { logger?: Logger } = {
     client.on('error', (err) => logger.warn({ err: err.message, client: name }, 'redis connection error'));
   }
 
-  const tokens = createTokenService(config);
   const sendQueue = new SendQueue({ config, connection: redis, subscriber: replySub, nodeId, logger });
-  const sendLimit = createRateLimit(redis, `${config.redis.prefix}:rl:send`, config.messages.ratePerSecond * 10, 10);
+  const sendLimit = createRateLimit(redis, `${config.redis.prefix}:rl:send`, config.messages.ratePerSecond * 10, 10, 'sends-per-user');
   const messaging = {
     admission: new SendAdmission({ rateLimit: sendLimit, sink: sendQueue }),
     maxBodyLength: config.messages.maxBodyLength,
   };
-  const loginFailures = createRateLimit(redis, `${config.redis.prefix}:rl:login`, 10, 15 * 60);
+  const loginFailures = createRateLimit(
+    redis, `${config.redis.prefix}:rl:login`, config.rateLimits.loginFailuresPerAccount, 15 * 60, 'login-failures-per-account',
+  );
+  // The abuse budgets (README, "Rate limits"): each in Redis, shared by every front node.
+  const rl = config.rateLimits;
+  const limit = (name: string, points: number, seconds: number) =>
+    createRateLimit(redis, `${config.redis.prefix}:rl:${name}`, points, seconds, name);
+  const httpLimits = {
+    perUser: limit('rest-per-user', rl.restPerSecond * 10, 10),
+    register: limit('register-per-ip', rl.registerPerMinute, 60),
+    login: limit('login-per-ip', rl.loginPerMinute, 60),
+    loginFailuresPerIp: limit('login-failures-per-ip', rl.loginFailuresPerIp, 15 * 60),
+  };
+  const socketLimits = {
+    events: limit('socket-events-per-user', rl.socketEventPerSecond * 10, 10),
+    connectionsPerUser: limit('connections-per-user', rl.connectionsPerUserPerMinute, 60),
+    connectionsPerIp: limit('connections-per-ip', rl.connectionsPerIpPerMinute, 60),
+  };
 
-  const io = createIoServer({ redisPrefix: config.redis.prefix, pubClient: adapterPub, subClient: adapterSub });
+  const io = createIoServer({
+    redisPrefix: config.redis.prefix,
+    pubClient: adapterPub,
+    subClient: adapterSub,
+    corsOrigins: config.cors.origins,
+  });
+  const sessionSockets = createSessionSockets(io);
+  const tokens = createTokenService(config, { redis, listener: sessionSockets });
   const subscriptions = createSubscriptions(io, logger);
   const notifyRead: ReadNotifier = (userId, read) => {
     io.to(userRoom(userId)).emit('channel:read', read);
+  };
+  // Every member's sockets, on every node (the Redis adapter), hear of a rename, topic or archive.
+  const notifyChannel: ChannelNotifier = (channel) => {
+    io.to(channelRoom(channel.id)).emit('channel:updated', { channel });
   };
   const delivery = new Delivery(io, {
     replay: { after: (channelId, afterSeq, limit) => messagesInRange(channelId, afterSeq, null, limit) },
@@ -77,19 +107,26 @@ export function createFrontNode(config: Config, options: { logger?: Logger } = {
     tokens,
     bcryptRounds: config.bcryptRounds,
     loginFailures,
+    limits: httpLimits,
+    corsOrigins: config.cors.origins,
     subscriptions,
     messaging,
     notifyRead,
+    notifyChannel,
   });
   const httpServer = createServer(app);
   attachIoServer(io, httpServer);
+  let closing = false;
   registerSocketHandlers(io, {
+    isClosing: () => closing,
     tokens,
     subscribe: (socket) => subscriptions.subscribe(socket),
+    watchExpiry: (socket) => sessionSockets.watchExpiry(socket),
     delivery,
     messaging,
     notifyRead,
     logger,
+    limits: socketLimits,
   });
 
   return {
@@ -107,11 +144,14 @@ export function createFrontNode(config: Config, options: { logger?: Logger } = {
       return port;
     },
     async stop() {
-      // New connections stop first; sends already queued get their answers before the queue closes.
-      sequencer.stop();
-      const socketsClosed = io.close();
+      // No new Socket.IO sessions and no new sends; every send already received is answered on its socket
+      // before the sockets close (a transport close: clients reconnect, to another node). The port stays
+      // open until then: a long-polling client fetches its acks with a new request.
+      closing = true;
       await sendQueue.stop();
-      await socketsClosed;
+      sequencer.stop();
+      await drainConnections(io, 2000);
+      await io.close();
       await knex.destroy();
       await Promise.all([redis, adapterPub, adapterSub, replySub].map((c) => c.quit().catch(() => c.disconnect())));
       logger.info({ nodeId }, 'front node stopped');

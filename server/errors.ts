@@ -1,5 +1,13 @@
 import { isTransientDbError } from '../shared/db.js';
-import { AppError, InternalError, PayloadTooLargeError, ServiceUnavailableError, ValidationError } from '../shared/errors.js';
+import {
+  AppError,
+  InternalError,
+  PayloadTooLargeError,
+  RateLimitedError,
+  ServiceUnavailableError,
+  ValidationError,
+  type ErrorBody,
+} from '../shared/errors.js';
 import type { Logger } from '../shared/logger.js';
 
 /**
@@ -25,4 +33,36 @@ export function toClientError(err: unknown, logger: Logger, context: Record<stri
   }
   logger.error({ err, ...context }, 'unexpected error');
   return new InternalError();
+}
+
+/** A refused socket event's ack: the error, and for RATE_LIMITED how long to wait, in milliseconds. */
+export interface ErrorAck {
+  ok: false;
+  error: ErrorBody;
+  retryAfterMs?: number;
+}
+
+/** Anything thrown while handling a socket event, as its ack (mapped by toClientError). */
+export function toErrorAck(err: unknown, logger: Logger, context: Record<string, unknown>): ErrorAck {
+  const error = toClientError(err, logger, context);
+  return error instanceof RateLimitedError
+    ? { ok: false, error: error.toBody(), retryAfterMs: error.retryAfterMs }
+    : { ok: false, error: error.toBody() };
+}
+
+/**
+ * The headers of a RATE_LIMITED HTTP answer: `Retry-After` (seconds), and the IETF RateLimit fields in the
+ * syntax of draft-ietf-httpapi-ratelimit-headers-08 to -11 (structured fields): `RateLimit-Policy:
+ * "<name>";q=<quota>;w=<window seconds>` and `RateLimit: "<name>";r=<remaining>;t=<seconds to reset>`.
+ */
+export function rateLimitHeaders(error: AppError): Record<string, string> {
+  if (error.code !== 'RATE_LIMITED') return {};
+  const seconds = (error.details as { retryAfterSeconds?: number } | undefined)?.retryAfterSeconds ?? 1;
+  const headers: Record<string, string> = { 'Retry-After': String(seconds) };
+  const policy = error instanceof RateLimitedError ? error.policy : undefined;
+  if (policy) {
+    headers['RateLimit-Policy'] = `"${policy.name}";q=${policy.quota};w=${policy.windowSeconds}`;
+    headers.RateLimit = `"${policy.name}";r=0;t=${seconds}`;
+  }
+  return headers;
 }

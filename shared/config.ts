@@ -48,6 +48,29 @@ export interface Config {
     /** Most messages one `sync` replays per channel; the client calls again while `hasMore`. */
     readonly replayLimit: number;
   };
+  readonly cors: {
+    /** Origins allowed to call the REST API and Socket.IO from a browser; empty: same-origin only. */
+    readonly origins: readonly string[];
+  };
+  /** Abuse budgets, each shared by every front node (Redis); 0 disables one. */
+  readonly rateLimits: {
+    /** REST requests per authenticated user per second (a burst of 10× per 10 s). */
+    readonly restPerSecond: number;
+    /** Socket events other than sends (`sync`, `channel:read`) per user per second (a burst of 10× per 10 s). */
+    readonly socketEventPerSecond: number;
+    /** Registrations per client address per minute. */
+    readonly registerPerMinute: number;
+    /** Login attempts per client address per minute. */
+    readonly loginPerMinute: number;
+    /** Failed logins per client address per 15 minutes, whatever the email. */
+    readonly loginFailuresPerIp: number;
+    /** Failed logins per email and client address per 15 minutes. */
+    readonly loginFailuresPerAccount: number;
+    /** Socket connections per user per minute. */
+    readonly connectionsPerUserPerMinute: number;
+    /** Socket connections per client address per minute. */
+    readonly connectionsPerIpPerMinute: number;
+  };
 }
 
 /** Secrets that appear in examples and must never guard a production deployment. */
@@ -90,7 +113,37 @@ const schema = Joi.object({
   QUEUE_MAX_BATCH: Joi.number().integer().min(1).max(1000).default(200),
   QUEUE_KEEP_COMPLETED: Joi.number().integer().min(100).max(1_000_000).default(1000),
   SYNC_REPLAY_LIMIT: Joi.number().integer().min(1).max(10_000).default(1000),
+  CORS_ORIGINS: Joi.string().default(''),
+  REST_RATE_PER_SECOND: Joi.number().integer().min(0).default(100),
+  SOCKET_EVENT_RATE_PER_SECOND: Joi.number().integer().min(0).default(50),
+  REGISTER_RATE_PER_MINUTE: Joi.number().integer().min(0).default(300),
+  LOGIN_RATE_PER_MINUTE: Joi.number().integer().min(0).default(600),
+  LOGIN_FAILURES_PER_IP: Joi.number().integer().min(0).default(200),
+  LOGIN_FAILURES_PER_ACCOUNT: Joi.number().integer().min(0).default(10),
+  SOCKET_CONNECT_PER_USER_PER_MINUTE: Joi.number().integer().min(0).default(300),
+  SOCKET_CONNECT_PER_IP_PER_MINUTE: Joi.number().integer().min(0).default(3000),
 }).unknown(true);
+
+/**
+ * CORS_ORIGINS: comma-separated origins (`scheme://host[:port]`, http or https, no path), as browsers send
+ * them in `Origin`; empty means same-origin only.
+ */
+function parseOrigins(raw: string): string[] {
+  const origins: string[] = [];
+  for (const item of raw.split(',').map((o) => o.trim()).filter((o) => o !== '')) {
+    let url: URL | undefined;
+    try {
+      url = new URL(item);
+    } catch {
+      url = undefined;
+    }
+    if (!url || (url.protocol !== 'http:' && url.protocol !== 'https:') || url.origin !== item) {
+      throw new ConfigError('CORS_ORIGINS', `has "${item}", which is not an origin (http[s]://host[:port], no path or trailing slash)`);
+    }
+    if (!origins.includes(item)) origins.push(item);
+  }
+  return origins;
+}
 
 function redact(url: string): string {
   return url.replace(/\/\/([^:@/]*):[^@/]*@/, '//$1:***@');
@@ -162,6 +215,17 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
       keepCompleted: v.QUEUE_KEEP_COMPLETED,
     },
     sync: { replayLimit: v.SYNC_REPLAY_LIMIT },
+    cors: { origins: parseOrigins(v.CORS_ORIGINS) },
+    rateLimits: {
+      restPerSecond: v.REST_RATE_PER_SECOND,
+      socketEventPerSecond: v.SOCKET_EVENT_RATE_PER_SECOND,
+      registerPerMinute: v.REGISTER_RATE_PER_MINUTE,
+      loginPerMinute: v.LOGIN_RATE_PER_MINUTE,
+      loginFailuresPerIp: v.LOGIN_FAILURES_PER_IP,
+      loginFailuresPerAccount: v.LOGIN_FAILURES_PER_ACCOUNT,
+      connectionsPerUserPerMinute: v.SOCKET_CONNECT_PER_USER_PER_MINUTE,
+      connectionsPerIpPerMinute: v.SOCKET_CONNECT_PER_IP_PER_MINUTE,
+    },
   };
   return deepFreeze(config);
 }

@@ -79,9 +79,24 @@ export class PayloadTooLargeError extends AppError {
     super('PAYLOAD_TOO_LARGE', message);
   }
 }
+/** A rate limit as the RateLimit-Policy header names it: `quota` points per `windowSeconds`. */
+export interface RateLimitPolicy {
+  readonly name: string;
+  readonly quota: number;
+  readonly windowSeconds: number;
+}
+
 export class RateLimitedError extends AppError {
-  constructor(readonly retryAfterSeconds: number) {
+  /** How long to wait in milliseconds (`retryAfterSeconds` is it rounded up, at least 1). */
+  readonly retryAfterMs: number;
+
+  constructor(
+    readonly retryAfterSeconds: number,
+    readonly policy?: RateLimitPolicy,
+    retryAfterMs?: number,
+  ) {
     super('RATE_LIMITED', 'Too many requests', { retryAfterSeconds });
+    this.retryAfterMs = retryAfterMs ?? retryAfterSeconds * 1000;
   }
 }
 export class ServiceUnavailableError extends AppError {

@@ -1,10 +1,13 @@
 import type { ErrorBody } from './errors.js';
+import type { ChannelDto } from './models/Channel.js';
 import type { MessageDto } from './models/Message.js';
 import type { SendOutcome } from './queues.js';
 
 /** Socket.IO rooms: every socket of a user is in its user room, and in one room per channel it belongs to. */
 export const channelRoom = (channelId: string) => `channel:${channelId}`;
 export const userRoom = (userId: string) => `user:${userId}`;
+/** Every socket authenticated with the token whose `jti` this is (logout disconnects them, on every node). */
+export const tokenRoom = (jti: string) => `token:${jti}`;
 
 /** The Redis channel prefix shared by the front nodes' adapter and the workers' emitter. */
 export const socketAdapterKey = (redisPrefix: string) => `${redisPrefix}:socket.io`;
@@ -46,6 +49,19 @@ export interface ServerToClientEvents {
   'message:new': (message: MessageDto) => void;
   'channel:read': (read: ReadPayload) => void;
   'sync:done': (done: SyncDone) => void;
+  /** To the channel's members' sockets on every node: renamed, topic set, archived or unarchived. */
+  'channel:updated': (update: ChannelUpdated) => void;
+  /** Just before the server disconnects a socket whose token was revoked (logout, password change) or expired. */
+  'session:revoked': (reason: SessionRevoked) => void;
+}
+
+export interface ChannelUpdated {
+  channel: ChannelDto;
+}
+
+export interface SessionRevoked {
+  code: 'UNAUTHORIZED';
+  message: string;
 }
 
 /** A membership change every front node applies to the local sockets of `userId` before acknowledging. */
@@ -65,6 +81,9 @@ export interface InterServerEvents {
 
 export interface SocketData {
   userId: string;
+  /** The handshake token's `jti` and `exp` (seconds since the epoch). */
+  jti: string;
+  exp: number;
   /** The handshake's `auth.resume`: channelId → last seq the client has. */
   resume?: Record<string, number>;
 }

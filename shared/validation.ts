@@ -34,6 +34,51 @@ export function assertStorableText(value: string, field: string): void {
   if (!isStorableText(value)) throw unstorableTextError(field);
 }
 
+/**
+ * Keys refused anywhere in client JSON (REST bodies, socket payloads, the handshake's `auth`): JSON.parse
+ * keeps `"__proto__"` as an own property, which later copies (`{...x}`, Object.assign, merges) turn into
+ * a prototype change, and Joi silently drops it. `constructor` and `prototype` go with it.
+ */
+export const FORBIDDEN_KEYS: ReadonlySet<string> = new Set(['__proto__', 'constructor', 'prototype']);
+
+/**
+ * The path (`a.b.0.__proto__`) of the first forbidden key in `value`, at any depth, or undefined.
+ * Iterative, so a deeply nested payload cannot overflow the stack.
+ */
+export function findForbiddenKey(value: unknown): string | undefined {
+  // Each entry links to its parent's, so a path is only built for the key refused (linear in the size).
+  interface Entry {
+    node: unknown;
+    key: string;
+    parent: Entry | undefined;
+  }
+  const pathOf = (entry: Entry | undefined, key: string): string => {
+    const path = [key];
+    for (let e = entry; e && e.parent !== undefined; e = e.parent) path.unshift(e.key);
+    return path.join('.');
+  };
+  const stack: Entry[] = [{ node: value, key: '', parent: undefined }];
+  while (stack.length > 0) {
+    const entry = stack.pop()!;
+    const { node } = entry;
+    if (node === null || typeof node !== 'object') continue;
+    // Own keys only, `__proto__` included when JSON.parse made it one.
+    for (const key of Object.keys(node)) {
+      if (FORBIDDEN_KEYS.has(key)) return pathOf(entry, key);
+      stack.push({ node: (node as Record<string, unknown>)[key], key, parent: entry });
+    }
+  }
+  return undefined;
+}
+
+/** Throws VALIDATION_FAILED when `value` has a forbidden key at any depth; for every client payload. */
+export function assertNoForbiddenKeys(value: unknown): void {
+  const field = findForbiddenKey(value);
+  if (field === undefined) return;
+  const message = `"${field}" is not allowed`;
+  throw new ValidationError(message, [{ field, message }]);
+}
+
 /** The error type of a string that cannot be stored, in Joi's error details. */
 export const UNSTORABLE_TEXT = 'string.unstorable';
 

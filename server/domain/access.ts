@@ -1,33 +1,63 @@
 import type { Knex } from 'knex';
-import { ForbiddenError, NotFoundError } from '../../shared/errors.js';
+import { NotFoundError } from '../../shared/errors.js';
 import { Channel, WorkspaceMember, type WorkspaceRole } from '../../shared/models/index.js';
+import { authorize, type Action, type Actor, type ChannelResource, type MemberTarget, type Rules } from './policy.js';
 
 /**
- * Who may see what. Anything in a workspace the caller does not belong to, and any private channel the
- * caller is not in, is NOT_FOUND: existence never leaks across tenants.
+ * Loading what server/domain/policy.ts decides on: the caller as an Actor (their role in the workspace
+ * concerned, or none) and the resource. The decisions themselves are policy.ts's.
  */
-export async function workspaceRole(workspaceId: string, userId: string, trx?: Knex.Transaction): Promise<WorkspaceRole> {
+
+export async function workspaceActor(workspaceId: string, userId: string, trx?: Knex.Transaction): Promise<Actor> {
   const member = await WorkspaceMember.query(trx).findById([workspaceId, userId]);
-  if (!member) throw new NotFoundError('Workspace');
-  return member.role;
+  return { userId, role: member?.role ?? null };
 }
 
-export function isManager(role: WorkspaceRole): boolean {
-  return role === 'owner' || role === 'admin';
+/** The caller in the workspace, once policy allowed `action` on it (NOT_FOUND for outsiders). */
+export async function authorizeInWorkspace<A extends Action>(
+  userId: string,
+  action: A,
+  resource: Rules[A] & { workspaceId: string },
+  trx?: Knex.Transaction,
+): Promise<Actor> {
+  const actor = await workspaceActor(resource.workspaceId, userId, trx);
+  authorize(actor, action, resource);
+  return actor;
 }
 
-export function requireManager(role: WorkspaceRole): void {
-  if (!isManager(role)) throw new ForbiddenError('Only workspace owners and admins may do this');
+/**
+ * A workspace member as an action's target, with the workspace's owner count. In a transaction, lock the
+ * workspace first (lockWorkspace) so that the count holds until it commits.
+ */
+export async function memberTarget(workspaceId: string, userId: string, trx?: Knex.Transaction): Promise<MemberTarget | null> {
+  const member = await WorkspaceMember.query(trx).findById([workspaceId, userId]);
+  if (!member) return null;
+  const owners = await WorkspaceMember.query(trx).where({ workspace_id: workspaceId, role: 'owner' }).resultSize();
+  return { userId, role: member.role, owners };
 }
 
-export interface ChannelAccess {
-  channel: Channel;
-  role: WorkspaceRole;
-  isMember: boolean;
+/** Serialises the changes of a workspace's roles and members (the last-owner rule reads the owner count). */
+export async function lockWorkspace(workspaceId: string, trx: Knex.Transaction): Promise<void> {
+  await trx.raw('SELECT 1 FROM workspaces WHERE id = ? FOR NO KEY UPDATE', [workspaceId]);
 }
 
-/** The channel as the caller may see it: public ones to every workspace member, private ones to their members. */
-export async function channelAccess(channelId: string, userId: string, trx?: Knex.Transaction): Promise<ChannelAccess> {
+export interface ChannelAccess extends ChannelResource {
+  actor: Actor;
+  role: WorkspaceRole | null;
+}
+
+/**
+ * The channel with the caller's workspace role and channel membership beside it; NOT_FOUND if no such
+ * channel. With `lock` (in `trx`), the channel row is locked first, so what policy decides on (archived,
+ * creator) holds until the transaction ends: 'share' for joins, 'update' for changes of the channel.
+ */
+export async function loadChannel(
+  channelId: string,
+  userId: string,
+  trx?: Knex.Transaction,
+  lock?: 'share' | 'update',
+): Promise<ChannelAccess> {
+  if (trx && lock) await trx.raw(`SELECT 1 FROM channels WHERE id = ? FOR ${lock === 'share' ? 'SHARE' : 'NO KEY UPDATE'}`, [channelId]);
   // One round trip: the channel with the caller's workspace role and channel membership beside it.
   const row = await Channel.query(trx)
     .leftJoin('workspace_members as wm', (j) => j.on('wm.workspace_id', 'channels.workspace_id').andOnVal('wm.user_id', userId))
@@ -35,8 +65,28 @@ export async function channelAccess(channelId: string, userId: string, trx?: Kne
     .where('channels.id', channelId)
     .select('channels.*', 'wm.role as callerRole', 'cm.user_id as callerMemberId')
     .first();
-  const { callerRole, callerMemberId } = (row ?? {}) as { callerRole?: WorkspaceRole | null; callerMemberId?: string | null };
-  if (!row || !callerRole) throw new NotFoundError('Channel');
-  if (row.isPrivate && !callerMemberId) throw new NotFoundError('Channel');
-  return { channel: row, role: callerRole, isMember: Boolean(callerMemberId) };
+  if (!row) throw new NotFoundError('Channel');
+  const { callerRole, callerMemberId } = row as unknown as { callerRole?: WorkspaceRole | null; callerMemberId?: string | null };
+  const role = callerRole ?? null;
+  return { channel: row, actor: { userId, role }, role, isMember: Boolean(callerMemberId) };
+}
+
+type ChannelAction = { [A in Action]: Rules[A] extends ChannelResource ? A : never }[Action];
+
+/** The channel as the caller may see it, once policy allowed `action` on it (default: seeing it). */
+export async function channelAccess<A extends ChannelAction = 'channel.view'>(
+  channelId: string,
+  userId: string,
+  action?: A,
+  options: { extra?: Omit<Rules[A], keyof ChannelResource>; trx?: Knex.Transaction; lock?: 'share' | 'update' } = {},
+): Promise<ChannelAccess> {
+  if (options.lock) {
+    // Nobody who may not even see the channel gets to lock its row (every channel action needs that).
+    const seen = await loadChannel(channelId, userId, options.trx);
+    authorize(seen.actor, 'channel.view', { channel: seen.channel, isMember: seen.isMember });
+  }
+  const access = await loadChannel(channelId, userId, options.trx, options.lock);
+  const resource = { channel: access.channel, isMember: access.isMember, ...options.extra } as Rules[A];
+  authorize(access.actor, action ?? ('channel.view' as A), resource);
+  return access;
 }

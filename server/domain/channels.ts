@@ -1,7 +1,8 @@
-import { ConflictError, ForbiddenError, NotFoundError } from '../../shared/errors.js';
+import { ConflictError, NotFoundError } from '../../shared/errors.js';
 import { isUniqueViolation } from '../../shared/db.js';
 import { Channel, ChannelMember, User, WorkspaceMember, type ChannelDto } from '../../shared/models/index.js';
-import { channelAccess, isManager, workspaceRole } from './access.js';
+import { authorizeInWorkspace, channelAccess } from './access.js';
+import { can } from './policy.js';
 import type { Subscriptions } from './subscriptions.js';
 
 export interface ChannelListItem extends ChannelDto {
@@ -17,6 +18,9 @@ export interface ChannelMemberDto {
   displayName: string;
 }
 
+/** Tells the channel's members' sockets, on every front node, that the channel changed (`channel:updated`). */
+export type ChannelNotifier = (channel: ChannelDto) => void;
+
 type Deps = { subscriptions: Subscriptions };
 
 export async function createChannel(
@@ -25,7 +29,7 @@ export async function createChannel(
   workspaceId: string,
   input: { name: string; isPrivate: boolean; topic: string },
 ): Promise<Channel> {
-  await workspaceRole(workspaceId, userId);
+  await authorizeInWorkspace(userId, 'channel.create', { workspaceId });
   let channel: Channel;
   try {
     channel = await Channel.transaction(async (trx) => {
@@ -43,12 +47,14 @@ export async function createChannel(
   return channel;
 }
 
+/** Public channels and the caller's private ones; to a guest, only the channels they are in. */
 export async function listChannels(userId: string, workspaceId: string): Promise<ChannelListItem[]> {
-  await workspaceRole(workspaceId, userId);
+  const actor = await authorizeInWorkspace(userId, 'workspace.view', { workspaceId });
+  const all = can(actor, 'channel.listAll', { workspaceId }).allow;
   const rows = await Channel.query()
     .leftJoin('channel_members as cm', (j) => j.on('cm.channel_id', 'channels.id').andOnVal('cm.user_id', userId))
     .where('channels.workspace_id', workspaceId)
-    .where((q) => q.where('channels.is_private', false).orWhereNotNull('cm.user_id'))
+    .where((q) => (all ? q.where('channels.is_private', false).orWhereNotNull('cm.user_id') : q.whereNotNull('cm.user_id')))
     .orderBy('channels.name')
     .select('channels.*', 'cm.user_id as memberUserId', 'cm.last_read_seq as memberLastReadSeq');
   return rows.map((c) => {
@@ -69,17 +75,21 @@ export async function getChannel(userId: string, channelId: string): Promise<Cha
 }
 
 export async function joinChannel(deps: Deps, userId: string, channelId: string): Promise<Channel> {
-  const { channel, isMember } = await channelAccess(channelId, userId);
-  // A private channel is joined only by invitation; to outsiders it does not exist (channelAccess said so).
-  if (!isMember) {
-    await ChannelMember.query().insert({ channelId, userId }).onConflict(['channel_id', 'user_id']).ignore();
-    await deps.subscriptions.apply({ userId, join: [channelId], leave: [] });
-  }
+  // A private channel is joined only by invitation; to outsiders it does not exist. The channel row is
+  // shared-locked: a join racing an archive lands before it or is refused.
+  const { channel, isMember } = await Channel.transaction(async (trx) => {
+    const access = await channelAccess(channelId, userId, 'channel.join', { trx, lock: 'share' });
+    if (!access.isMember) {
+      await ChannelMember.query(trx).insert({ channelId, userId }).onConflict(['channel_id', 'user_id']).ignore();
+    }
+    return access;
+  });
+  if (!isMember) await deps.subscriptions.apply({ userId, join: [channelId], leave: [] });
   return channel;
 }
 
 export async function leaveChannel(deps: Deps, userId: string, channelId: string): Promise<Channel> {
-  const { channel, isMember } = await channelAccess(channelId, userId);
+  const { channel, isMember } = await channelAccess(channelId, userId, 'channel.leave');
   if (isMember) {
     await ChannelMember.query().deleteById([channelId, userId]);
     await deps.subscriptions.apply({ userId, join: [], leave: [channelId] });
@@ -88,7 +98,7 @@ export async function leaveChannel(deps: Deps, userId: string, channelId: string
 }
 
 export async function listChannelMembers(userId: string, channelId: string): Promise<ChannelMemberDto[]> {
-  await channelAccess(channelId, userId);
+  await channelAccess(channelId, userId, 'channel.members.list');
   return ChannelMember.query()
     .join('users', 'users.id', 'channel_members.user_id')
     .where('channel_members.channel_id', channelId)
@@ -104,29 +114,62 @@ export async function addChannelMember(
   channelId: string,
   userId: string,
 ): Promise<ChannelMemberDto> {
-  const { channel, role, isMember } = await channelAccess(channelId, callerId);
-  if (!isMember && !isManager(role)) throw new ForbiddenError('Only channel members or workspace admins may add members');
-  const [target, user] = await Promise.all([
-    WorkspaceMember.query().findById([channel.workspaceId, userId]),
-    User.query().findById(userId),
-  ]);
-  if (!target || !user) throw new NotFoundError('User');
-  try {
-    await ChannelMember.query().insert({ channelId, userId });
-  } catch (err) {
-    if (isUniqueViolation(err)) throw new ConflictError('User is already a member of this channel');
-    throw err;
-  }
+  const user = await Channel.transaction(async (trx) => {
+    const { channel } = await channelAccess(channelId, callerId, 'channel.members.add', { trx, lock: 'share' });
+    const [target, found] = await Promise.all([
+      WorkspaceMember.query(trx).findById([channel.workspaceId, userId]),
+      User.query(trx).findById(userId),
+    ]);
+    if (!target || !found) throw new NotFoundError('User');
+    const added = await trx('channel_members')
+      .insert({ channel_id: channelId, user_id: userId })
+      .onConflict(['channel_id', 'user_id'])
+      .ignore()
+      .returning('user_id');
+    if (added.length === 0) throw new ConflictError('User is already a member of this channel');
+    return found;
+  });
   await deps.subscriptions.apply({ userId, join: [channelId], leave: [] });
   return { userId, displayName: user.displayName };
 }
 
 export async function removeChannelMember(deps: Deps, callerId: string, channelId: string, userId: string): Promise<void> {
-  const { role } = await channelAccess(channelId, callerId);
-  if (callerId !== userId && !isManager(role)) {
-    throw new ForbiddenError('Only the member themself or a workspace admin may remove a channel member');
-  }
+  await channelAccess(channelId, callerId, 'channel.members.remove', { extra: { userId } });
   const deleted = await ChannelMember.query().deleteById([channelId, userId]);
   if (deleted === 0) throw new NotFoundError('Member');
   await deps.subscriptions.apply({ userId, join: [], leave: [channelId] });
+}
+
+/** Renames the channel and/or sets its topic; its creator and workspace owners and admins only. */
+export async function updateChannel(
+  notify: ChannelNotifier,
+  callerId: string,
+  channelId: string,
+  input: { name?: string; topic?: string },
+): Promise<Channel> {
+  let channel: Channel;
+  try {
+    channel = await Channel.transaction(async (trx) => {
+      await channelAccess(channelId, callerId, 'channel.update', { trx, lock: 'update' });
+      return Channel.query(trx).patchAndFetchById(channelId, input);
+    });
+  } catch (err) {
+    if (isUniqueViolation(err)) throw new ConflictError('A channel with this name already exists in the workspace');
+    throw err;
+  }
+  notify(channel.toDto());
+  return channel;
+}
+
+/**
+ * Archives or unarchives the channel; its creator and workspace owners and admins only. The update locks
+ * the channel row, which persist_message_batch locks too: no send is stored in it after the archive.
+ */
+export async function setChannelArchived(notify: ChannelNotifier, callerId: string, channelId: string, archived: boolean): Promise<Channel> {
+  const channel = await Channel.transaction(async (trx) => {
+    await channelAccess(channelId, callerId, 'channel.archive', { trx, lock: 'update' });
+    return Channel.query(trx).patchAndFetchById(channelId, { archived });
+  });
+  notify(channel.toDto());
+  return channel;
 }

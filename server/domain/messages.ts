@@ -1,9 +1,10 @@
 import { randomUUID } from 'node:crypto';
 import Joi from '../../shared/validation.js';
-import { AppError, NotFoundError, ValidationError, ForbiddenError } from '../../shared/errors.js';
-import { Message, toMessageDto, type MessageDto } from '../../shared/models/index.js';
+import { AppError, NotFoundError, RateLimitedError, ValidationError } from '../../shared/errors.js';
+import { Channel, Message, toMessageDto, type MessageDto, type WorkspaceRole } from '../../shared/models/index.js';
 import type { SendOutcome } from '../../shared/queues.js';
 import type { SendAdmission } from '../messaging/admission.js';
+import { authorize } from './policy.js';
 
 export const CLIENT_MSG_ID = Joi.string().pattern(/^[A-Za-z0-9_-]{1,64}$/).messages({
   'string.pattern.base': '"clientMsgId" must be 1-64 characters of A-Z, a-z, 0-9, _ and -',
@@ -33,7 +34,7 @@ export function normaliseBody(body: string, maxBodyLength: number): string {
 
 /**
  * One send, from a socket or from REST: checked here, persisted (or rejected) by a worker. Resolves with
- * the definitive outcome; never throws for a send that reached the queue.
+ * the definitive outcome; never throws for a send that reached the queue (RATE_LIMITED ones did not).
  */
 export async function sendMessage(deps: MessagingDeps, userId: string, input: SendInput): Promise<SendOutcome> {
   try {
@@ -49,7 +50,9 @@ export async function sendMessage(deps: MessagingDeps, userId: string, input: Se
       clientMsgId: input.clientMsgId,
     });
   } catch (err) {
-    if (err instanceof AppError) return { ok: false, error: err.toBody() };
+    // RATE_LIMITED is thrown as is (it never reached the queue): REST and socket acks add how long to
+    // wait (Retry-After and RateLimit headers, retryAfterMs) from it, in server/errors.ts.
+    if (err instanceof AppError && !(err instanceof RateLimitedError)) return { ok: false, error: err.toBody() };
     throw err;
   }
 }
@@ -62,7 +65,9 @@ export interface HistoryQuery {
 
 interface HistoryRow {
   is_private: boolean;
-  caller_role: string | null;
+  archived: boolean;
+  created_by: string | null;
+  caller_role: WorkspaceRole | null;
   caller_member_id: string | null;
   id: string | null;
   channel_id: string;
@@ -75,9 +80,9 @@ interface HistoryRow {
 
 /**
  * A page of history. The caller's access and the page come from one statement (history is the hot read
- * path: one round trip instead of two), with the same rules as channelAccess(): NOT_FOUND outside the
+ * path: one round trip instead of two), decided by policy ('channel.history'): NOT_FOUND outside the
  * caller's workspaces and for private channels the caller is not in, FORBIDDEN for public channels the
- * caller has not joined.
+ * caller has not joined. Archived channels stay readable.
  */
 export async function listHistory(
   userId: string,
@@ -88,7 +93,7 @@ export async function listHistory(
   const bound = ascending ? 'AND m.seq > :after' : query.before !== undefined ? 'AND m.seq < :before' : '';
   // limit + 1 rows tell whether there is more beyond the page, in the same index range scan.
   const { rows } = await Message.knex().raw<{ rows: HistoryRow[] }>(
-    `SELECT c.is_private, wm.role AS caller_role, cm.user_id AS caller_member_id, p.*
+    `SELECT c.is_private, c.archived, c.created_by, wm.role AS caller_role, cm.user_id AS caller_member_id, p.*
        FROM channels c
        LEFT JOIN workspace_members wm ON wm.workspace_id = c.workspace_id AND wm.user_id = :userId
        LEFT JOIN channel_members cm ON cm.channel_id = c.id AND cm.user_id = :userId
@@ -104,8 +109,14 @@ export async function listHistory(
     { userId, channelId, limit: query.limit + 1, after: query.after ?? null, before: query.before ?? null },
   );
   const access = rows[0];
-  if (!access?.caller_role || (access.is_private && !access.caller_member_id)) throw new NotFoundError('Channel');
-  if (!access.caller_member_id) throw new ForbiddenError('Only channel members may read its history');
+  if (!access) throw new NotFoundError('Channel');
+  const channel = Channel.fromJson({
+    id: channelId,
+    isPrivate: access.is_private,
+    archived: access.archived,
+    createdBy: access.created_by,
+  });
+  authorize({ userId, role: access.caller_role }, 'channel.history', { channel, isMember: access.caller_member_id !== null });
   const found = access.id === null ? [] : rows;
   const hasMore = found.length > query.limit;
   const page = found.slice(0, query.limit);

@@ -1,6 +1,6 @@
 import type { Redis } from 'ioredis';
 import { RateLimiterRedis, RateLimiterRes } from 'rate-limiter-flexible';
-import { RateLimitedError, ServiceUnavailableError } from '../../shared/errors.js';
+import { RateLimitedError, ServiceUnavailableError, type RateLimitPolicy } from '../../shared/errors.js';
 
 export interface RateLimit {
   /** Takes one point for `key`, or throws RateLimitedError with how long to wait. */
@@ -20,7 +20,8 @@ interface Lease {
   expiresAt: number;
 }
 
-const limited = (res: RateLimiterRes) => new RateLimitedError(Math.max(1, Math.ceil(res.msBeforeNext / 1000)));
+const limited = (res: RateLimiterRes, policy: RateLimitPolicy) =>
+  new RateLimitedError(Math.max(1, Math.ceil(res.msBeforeNext / 1000)), policy, Math.max(1, Math.ceil(res.msBeforeNext)));
 
 /**
  * A Redis-backed limit shared by every front node: a burst of up to `points` in each `durationSeconds`
@@ -32,9 +33,18 @@ const limited = (res: RateLimiterRes) => new RateLimitedError(Math.max(1, Math.c
  * 100 points are exact. Points leased and not spent before the window ends are lost, and a lease asked
  * for when fewer points are left is refused whole, so a user whose sends spread over N front nodes may
  * be limited up to N × (lease − 1) points early, never late.
+ *
+ * `policyName` names the limit in the RateLimitedError it throws (the RateLimit-Policy header's name).
  */
-export function createRateLimit(redis: Redis, keyPrefix: string, points: number, durationSeconds: number): RateLimit {
+export function createRateLimit(
+  redis: Redis,
+  keyPrefix: string,
+  points: number,
+  durationSeconds: number,
+  policyName = keyPrefix.slice(keyPrefix.lastIndexOf(':') + 1),
+): RateLimit {
   if (points <= 0) return { consume: async () => {}, check: async () => {} };
+  const policy: RateLimitPolicy = Object.freeze({ name: policyName, quota: points, windowSeconds: durationSeconds });
   const limiter = new RateLimiterRedis({ storeClient: redis, keyPrefix, points, duration: durationSeconds });
   const leaseSize = Math.min(MAX_LEASE, Math.max(1, Math.floor(points * LEASE_SHARE)));
   const leases = new Map<string, Lease>();
@@ -53,7 +63,7 @@ export function createRateLimit(redis: Redis, keyPrefix: string, points: number,
     try {
       res = await limiter.consume(key, leaseSize);
     } catch (err) {
-      if (err instanceof RateLimiterRes) throw limited(err);
+      if (err instanceof RateLimiterRes) throw limited(err, policy);
       throw new ServiceUnavailableError();
     }
     if (leases.size >= PRUNE_AT) {
@@ -84,7 +94,7 @@ export function createRateLimit(redis: Redis, keyPrefix: string, points: number,
       } catch {
         throw new ServiceUnavailableError();
       }
-      if (res && res.consumedPoints >= points) throw limited(res);
+      if (res && res.consumedPoints >= points) throw limited(res, policy);
     },
   };
 }

@@ -1,7 +1,9 @@
-import { ConflictError, ForbiddenError, NotFoundError } from '../../shared/errors.js';
+import type { Knex } from 'knex';
+import { ConflictError, NotFoundError } from '../../shared/errors.js';
 import { isUniqueViolation } from '../../shared/db.js';
 import { ChannelMember, User, Workspace, WorkspaceMember, type WorkspaceRole } from '../../shared/models/index.js';
-import { requireManager, workspaceRole } from './access.js';
+import { authorizeInWorkspace, lockWorkspace, memberTarget, workspaceActor } from './access.js';
+import { authorize, can } from './policy.js';
 import type { Subscriptions } from './subscriptions.js';
 
 export interface MemberDto {
@@ -29,7 +31,7 @@ export async function listWorkspaces(userId: string): Promise<Array<{ id: string
 }
 
 export async function getWorkspace(userId: string, workspaceId: string): Promise<Workspace> {
-  await workspaceRole(workspaceId, userId);
+  await authorizeInWorkspace(userId, 'workspace.view', { workspaceId });
   const workspace = await Workspace.query().findById(workspaceId);
   if (!workspace) throw new NotFoundError('Workspace');
   return workspace;
@@ -38,9 +40,9 @@ export async function getWorkspace(userId: string, workspaceId: string): Promise
 export async function addWorkspaceMember(
   callerId: string,
   workspaceId: string,
-  input: { email: string; role: 'member' | 'admin' },
+  input: { email: string; role: 'member' | 'admin' | 'guest' },
 ): Promise<MemberDto> {
-  requireManager(await workspaceRole(workspaceId, callerId));
+  await authorizeInWorkspace(callerId, 'workspace.members.add', { workspaceId, role: input.role });
   const user = await User.query().whereRaw('lower(email) = lower(?)', [input.email]).first();
   if (!user) throw new NotFoundError('User');
   try {
@@ -52,15 +54,42 @@ export async function addWorkspaceMember(
   return { userId: user.id, displayName: user.displayName, role: input.role };
 }
 
+/** Every member; to a guest only themself and the members of the channels they are in. */
 export async function listWorkspaceMembers(callerId: string, workspaceId: string): Promise<MemberDto[]> {
-  await workspaceRole(workspaceId, callerId);
-  return WorkspaceMember.query()
+  const actor = await authorizeInWorkspace(callerId, 'workspace.view', { workspaceId });
+  const query = WorkspaceMember.query()
     .join('users', 'users.id', 'workspace_members.user_id')
-    .where('workspace_members.workspace_id', workspaceId)
+    .where('workspace_members.workspace_id', workspaceId);
+  if (!can(actor, 'workspace.members.listAll', { workspaceId }).allow) {
+    query.where((q) =>
+      q.where('workspace_members.user_id', callerId).orWhereExists((shared) =>
+        shared
+          .select(1)
+          .from('channel_members as mine')
+          .join('channels as c', 'c.id', 'mine.channel_id')
+          .join('channel_members as theirs', 'theirs.channel_id', 'mine.channel_id')
+          .where('mine.user_id', callerId)
+          .where('c.workspace_id', workspaceId)
+          .whereRaw('theirs.user_id = workspace_members.user_id'),
+      ),
+    );
+  }
+  return query
     .orderBy('workspace_members.created_at')
     .orderBy('users.id')
     .select('users.id as userId', 'users.display_name as displayName', 'workspace_members.role')
     .castTo<MemberDto[]>();
+}
+
+/** Deletes the membership and the user's channel memberships in the workspace; returns the channels left. */
+async function dropMembership(trx: Knex.Transaction, workspaceId: string, userId: string): Promise<string[]> {
+  const removed = await ChannelMember.query(trx)
+    .delete()
+    .where('user_id', userId)
+    .whereIn('channel_id', (q) => q.select('id').from('channels').where('workspace_id', workspaceId))
+    .returning('channel_id');
+  await WorkspaceMember.query(trx).deleteById([workspaceId, userId]);
+  return (removed as unknown as ChannelMember[]).map((r) => r.channelId);
 }
 
 /** Removes the user from the workspace and from every channel in it, then from their rooms everywhere. */
@@ -70,18 +99,45 @@ export async function removeWorkspaceMember(
   workspaceId: string,
   userId: string,
 ): Promise<void> {
-  requireManager(await workspaceRole(workspaceId, callerId));
   const leftChannels = await WorkspaceMember.transaction(async (trx) => {
-    const target = await WorkspaceMember.query(trx).findById([workspaceId, userId]).forUpdate();
-    if (!target) throw new NotFoundError('Member');
-    if (target.role === 'owner') throw new ForbiddenError('The workspace owner cannot be removed');
-    const removed = await ChannelMember.query(trx)
-      .delete()
-      .where('user_id', userId)
-      .whereIn('channel_id', (q) => q.select('id').from('channels').where('workspace_id', workspaceId))
-      .returning('channel_id');
-    await WorkspaceMember.query(trx).deleteById([workspaceId, userId]);
-    return (removed as unknown as ChannelMember[]).map((r) => r.channelId);
+    await lockWorkspace(workspaceId, trx);
+    const actor = await workspaceActor(workspaceId, callerId, trx);
+    authorize(actor, 'workspace.members.remove', { workspaceId, target: await memberTarget(workspaceId, userId, trx) });
+    return dropMembership(trx, workspaceId, userId);
   });
   if (leftChannels.length > 0) await deps.subscriptions.apply({ userId, join: [], leave: leftChannels });
+}
+
+/** The caller leaves the workspace and its channels, like a removal; the last owner cannot. */
+export async function leaveWorkspace(deps: { subscriptions: Subscriptions }, callerId: string, workspaceId: string): Promise<void> {
+  const leftChannels = await WorkspaceMember.transaction(async (trx) => {
+    await lockWorkspace(workspaceId, trx);
+    const target = await memberTarget(workspaceId, callerId, trx);
+    const actor = { userId: callerId, role: target?.role ?? null };
+    if (!target) {
+      authorize(actor, 'workspace.view', { workspaceId });
+      return [];
+    }
+    authorize(actor, 'workspace.leave', { workspaceId, target });
+    return dropMembership(trx, workspaceId, callerId);
+  });
+  if (leftChannels.length > 0) await deps.subscriptions.apply({ userId: callerId, join: [], leave: leftChannels });
+}
+
+/** Changes a member's role: owners any role, admins members and guests (to member or guest). */
+export async function setMemberRole(
+  callerId: string,
+  workspaceId: string,
+  userId: string,
+  role: WorkspaceRole,
+): Promise<MemberDto> {
+  return WorkspaceMember.transaction(async (trx) => {
+    await lockWorkspace(workspaceId, trx);
+    const actor = await workspaceActor(workspaceId, callerId, trx);
+    authorize(actor, 'workspace.members.setRole', { workspaceId, role, target: await memberTarget(workspaceId, userId, trx) });
+    await WorkspaceMember.query(trx).findById([workspaceId, userId]).patch({ role });
+    const user = await User.query(trx).findById(userId);
+    if (!user) throw new NotFoundError('Member');
+    return { userId, displayName: user.displayName, role };
+  });
 }

@@ -1,10 +1,14 @@
+import cors from 'cors';
 import express, { type Express } from 'express';
+import helmet from 'helmet';
 import type { Knex } from 'knex';
 import type { Redis } from 'ioredis';
 import type { Logger } from '../../shared/logger.js';
+import { assertNoForbiddenKeys } from '../../shared/validation.js';
 import type { TokenService } from '../auth.js';
 import type { MessagingDeps } from '../domain/messages.js';
 import type { RateLimit } from '../domain/rateLimit.js';
+import type { ChannelNotifier } from '../domain/channels.js';
 import type { ReadNotifier } from '../domain/readState.js';
 import type { Subscriptions } from '../domain/subscriptions.js';
 import { authRoutes, requireAuth } from './auth.js';
@@ -22,24 +26,52 @@ export interface HttpDeps {
   logger: Logger;
   tokens: TokenService;
   bcryptRounds: number;
+  /** Failed logins per email and address. */
   loginFailures: RateLimit;
+  limits: HttpLimits;
+  /** Browser origins allowed by CORS; empty: same-origin only. */
+  corsOrigins: readonly string[];
   subscriptions: Subscriptions;
   messaging: MessagingDeps;
   notifyRead: ReadNotifier;
+  notifyChannel: ChannelNotifier;
 }
+
+/** The REST abuse budgets (server/app.ts builds them from config.rateLimits). */
+export interface HttpLimits {
+  /** Requests per authenticated user. */
+  perUser: RateLimit;
+  /** Registrations per client address. */
+  register: RateLimit;
+  /** Login attempts per client address. */
+  login: RateLimit;
+  /** Failed logins per client address, whatever the email. */
+  loginFailuresPerIp: RateLimit;
+}
+
+/** Headers a browser on an allowed origin may read: how long to wait after a 429. */
+const EXPOSED_HEADERS = ['Retry-After', 'RateLimit', 'RateLimit-Policy'];
 
 export function createHttpApp(deps: HttpDeps): Express {
   const app = express();
   app.disable('x-powered-by');
   app.set('trust proxy', 'loopback');
   app.set('query parser', 'simple');
+  app.use(helmet());
+  // Same-origin only unless CORS_ORIGINS lists origins: then those, and no other, get Access-Control-*.
+  app.use(cors({ origin: deps.corsOrigins.length > 0 ? [...deps.corsOrigins] : false, exposedHeaders: EXPOSED_HEADERS }));
   app.use(express.json({ limit: MAX_BODY_BYTES }));
+  // `"__proto__"`, `constructor`, `prototype` anywhere in a body: refused before any route sees it.
+  app.use((req, _res, next) => {
+    assertNoForbiddenKeys(req.body);
+    next();
+  });
   app.use(healthRoutes(deps));
 
   const api = express.Router();
   api.use(authRoutes(deps));
   // Only under known prefixes: an unknown route is a 404 whether or not a token came with it.
-  api.use(['/workspaces', '/channels'], requireAuth(deps.tokens));
+  api.use(['/workspaces', '/channels'], requireAuth(deps.tokens, deps.limits.perUser));
   api.use(workspaceRoutes(deps));
   api.use(channelRoutes(deps));
   app.use(API_PREFIX, api);

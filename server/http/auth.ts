@@ -1,10 +1,10 @@
-import { Router, type Request, type RequestHandler } from 'express';
+import { Router, type Request, type RequestHandler, type Response } from 'express';
 import Joi from '../../shared/validation.js';
 import { UnauthorizedError } from '../../shared/errors.js';
 import type { User } from '../../shared/models/index.js';
-import type { TokenService } from '../auth.js';
+import type { Session, TokenService } from '../auth.js';
 import { listUnread } from '../domain/readState.js';
-import { registerUser, verifyCredentials } from '../domain/users.js';
+import { changePassword, registerUser, verifyCredentials } from '../domain/users.js';
 import type { RateLimit } from '../domain/rateLimit.js';
 import { parse } from './validation.js';
 
@@ -19,47 +19,90 @@ const loginSchema = Joi.object({
   password: Joi.string().max(128).required(),
 });
 
-export function requireAuth(tokens: TokenService): RequestHandler {
-  return (req, _res, next) => {
-    tokens.authenticateRequest(req).then((user) => {
-      req.user = user;
-      next();
-    }, next);
+const passwordSchema = Joi.object({
+  currentPassword: Joi.string().max(128).required(),
+  newPassword: Joi.string().min(8).max(128).required(),
+});
+
+/** Authenticates the request; with `perUser`, also takes one point of the user's REST budget. */
+export function requireAuth(tokens: TokenService, perUser?: RateLimit): RequestHandler {
+  return (req, res, next) => {
+    tokens
+      .authenticateRequest(req)
+      .then(async (session) => {
+        req.user = session.user;
+        res.locals.session = session;
+        await perUser?.consume(session.user.id);
+      })
+      .then(() => next(), next);
   };
 }
+
+/** The client's address (behind a proxy on the loopback, the one it forwarded): the key of per-IP limits. */
+const clientAddress = (req: Request) => req.ip ?? req.socket.remoteAddress ?? 'unknown';
 
 export function currentUser(req: Request): User {
   return req.user as User;
 }
 
-export function authRoutes(deps: { tokens: TokenService; bcryptRounds: number; loginFailures: RateLimit }): Router {
+/** The token a request behind requireAuth was authenticated with. */
+export function currentSession(res: Response): Session {
+  return res.locals.session as Session;
+}
+
+export function authRoutes(deps: {
+  tokens: TokenService;
+  bcryptRounds: number;
+  loginFailures: RateLimit;
+  limits: { perUser: RateLimit; register: RateLimit; login: RateLimit; loginFailuresPerIp: RateLimit };
+}): Router {
   const router = Router();
 
   router.post('/auth/register', async (req, res) => {
+    await deps.limits.register.consume(clientAddress(req));
     const input = parse(registerSchema, req.body);
     const user = await registerUser(input, deps.bcryptRounds);
-    res.status(201).json({ user: user.toDto(), token: deps.tokens.sign(user.id) });
+    res.status(201).json({ user: user.toDto(), token: deps.tokens.sign(user) });
   });
 
   router.post('/auth/login', async (req, res) => {
+    const ip = clientAddress(req);
+    await deps.limits.login.consume(ip);
     const { email, password } = parse(loginSchema, req.body);
-    // Only failures count, per email and address; once they are used up, no password is tried at all.
-    const key = `${email.toLowerCase()}|${req.ip}`;
+    // Failures count per email and address, and per address whatever the email (one password tried on
+    // many accounts); once either is used up, no password is tried at all.
+    const key = `${email.toLowerCase()}|${ip}`;
+    await deps.limits.loginFailuresPerIp.check(ip);
     await deps.loginFailures.check(key);
     try {
-      const user = await verifyCredentials(email, password);
-      res.json({ user: user.toDto(), token: deps.tokens.sign(user.id) });
+      const user = await verifyCredentials(email, password, deps.bcryptRounds);
+      res.json({ user: user.toDto(), token: deps.tokens.sign(user) });
     } catch (err) {
-      await deps.loginFailures.consume(key);
+      await Promise.all([deps.loginFailures.consume(key), deps.limits.loginFailuresPerIp.consume(ip)]);
       throw err;
     }
   });
 
-  router.get('/me', requireAuth(deps.tokens), (req, res) => {
+  // The presented token is refused from now on, on every front node, and its sockets are disconnected.
+  router.post('/auth/logout', requireAuth(deps.tokens, deps.limits.perUser), async (_req, res) => {
+    await deps.tokens.revoke(currentSession(res));
+    res.status(204).end();
+  });
+
+  // Every token of the user issued so far is refused from now on and all the user's sockets are
+  // disconnected; the caller's session continues with the token answered.
+  router.post('/auth/password', requireAuth(deps.tokens, deps.limits.perUser), async (req, res) => {
+    const input = parse(passwordSchema, req.body);
+    const user = await changePassword(currentUser(req).id, input, deps.bcryptRounds);
+    await deps.tokens.revokeIssuedBefore(user.id, user.tokensValidAfter!);
+    res.json({ token: deps.tokens.sign(user) });
+  });
+
+  router.get('/me', requireAuth(deps.tokens, deps.limits.perUser), (req, res) => {
     res.json({ user: currentUser(req).toDto() });
   });
 
-  router.get('/me/unread', requireAuth(deps.tokens), async (req, res) => {
+  router.get('/me/unread', requireAuth(deps.tokens, deps.limits.perUser), async (req, res) => {
     res.json({ channels: await listUnread(currentUser(req).id) });
   });
 

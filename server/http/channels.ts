@@ -8,14 +8,18 @@ import {
   leaveChannel,
   listChannelMembers,
   removeChannelMember,
+  setChannelArchived,
+  updateChannel,
+  type ChannelNotifier,
 } from '../domain/channels.js';
 import { CLIENT_MSG_ID, listHistory, sendMessage, type MessagingDeps } from '../domain/messages.js';
 import { markRead, type ReadNotifier } from '../domain/readState.js';
 import type { Subscriptions } from '../domain/subscriptions.js';
 import { currentUser } from './auth.js';
-import { idParam, parse } from './validation.js';
+import { CHANNEL_NAME, CHANNEL_TOPIC, idParam, parse } from './validation.js';
 
 const addMemberSchema = Joi.object({ userId: Joi.string().required() });
+const updateSchema = Joi.object({ name: CHANNEL_NAME, topic: CHANNEL_TOPIC }).or('name', 'topic');
 const historySchema = Joi.object({
   limit: Joi.number().integer().min(1).max(200).default(50),
   before: Joi.number().integer().min(1),
@@ -32,12 +36,29 @@ export function channelRoutes(deps: {
   subscriptions: Subscriptions;
   messaging: MessagingDeps;
   notifyRead: ReadNotifier;
+  notifyChannel: ChannelNotifier;
 }): Router {
   const router = Router();
   const channelId = (raw: unknown) => idParam(raw, 'Channel');
 
   router.get('/channels/:channelId', async (req, res) => {
     res.json({ channel: (await getChannel(currentUser(req).id, channelId(req.params.channelId))).toDto() });
+  });
+
+  router.patch('/channels/:channelId', async (req, res) => {
+    const id = channelId(req.params.channelId);
+    const input = parse(updateSchema, req.body);
+    res.json({ channel: (await updateChannel(deps.notifyChannel, currentUser(req).id, id, input)).toDto() });
+  });
+
+  router.post('/channels/:channelId/archive', async (req, res) => {
+    const channel = await setChannelArchived(deps.notifyChannel, currentUser(req).id, channelId(req.params.channelId), true);
+    res.json({ channel: channel.toDto() });
+  });
+
+  router.post('/channels/:channelId/unarchive', async (req, res) => {
+    const channel = await setChannelArchived(deps.notifyChannel, currentUser(req).id, channelId(req.params.channelId), false);
+    res.json({ channel: channel.toDto() });
   });
 
   router.post('/channels/:channelId/join', async (req, res) => {

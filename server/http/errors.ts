@@ -1,7 +1,7 @@
 import type { ErrorRequestHandler, RequestHandler } from 'express';
 import { NotFoundError } from '../../shared/errors.js';
 import type { Logger } from '../../shared/logger.js';
-import { toClientError } from '../errors.js';
+import { rateLimitHeaders, toClientError } from '../errors.js';
 
 export const notFoundRoute: RequestHandler = (req, _res, next) => next(new NotFoundError(`Route ${req.method} ${req.path}`));
 
@@ -9,11 +9,8 @@ export const notFoundRoute: RequestHandler = (req, _res, next) => next(new NotFo
 export function errorHandler(logger: Logger): ErrorRequestHandler {
   return (err, req, res, _next) => {
     const appError = toClientError(err, logger, { method: req.method, path: req.path });
-    if (appError.code === 'RATE_LIMITED') {
-      const seconds = (appError.details as { retryAfterSeconds?: number } | undefined)?.retryAfterSeconds ?? 1;
-      res.setHeader('Retry-After', String(seconds));
-    }
     if (res.headersSent) return;
+    for (const [name, value] of Object.entries(rateLimitHeaders(appError))) res.setHeader(name, value);
     res.status(appError.status).json({ error: appError.toBody() });
   };
 }

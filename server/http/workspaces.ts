@@ -6,25 +6,25 @@ import {
   createWorkspace,
   getWorkspace,
   listWorkspaceMembers,
+  leaveWorkspace,
   listWorkspaces,
   removeWorkspaceMember,
+  setMemberRole,
 } from '../domain/workspaces.js';
 import { createChannel, listChannels } from '../domain/channels.js';
 import { currentUser } from './auth.js';
-import { idParam, parse } from './validation.js';
+import { CHANNEL_NAME, CHANNEL_TOPIC, idParam, parse } from './validation.js';
 
 const workspaceSchema = Joi.object({ name: Joi.string().trim().min(1).max(80).required() });
 const addMemberSchema = Joi.object({
   email: Joi.string().trim().max(254).required(),
-  role: Joi.string().valid('member', 'admin').default('member'),
+  role: Joi.string().valid('member', 'admin', 'guest').default('member'),
 });
+const setRoleSchema = Joi.object({ role: Joi.string().valid('owner', 'admin', 'member', 'guest').required() });
 const channelSchema = Joi.object({
-  name: Joi.string()
-    .pattern(/^[a-z0-9][a-z0-9_-]{0,79}$/)
-    .required()
-    .messages({ 'string.pattern.base': '"name" must be 1-80 characters of a-z, 0-9, _ and -, starting with a letter or digit' }),
+  name: CHANNEL_NAME.required(),
   isPrivate: Joi.boolean().strict().default(false),
-  topic: Joi.string().allow('').max(250).default(''),
+  topic: CHANNEL_TOPIC.default(''),
 });
 
 /** Routes under /workspaces; every one needs an authenticated caller. */
@@ -65,6 +65,18 @@ export function workspaceRoutes(deps: { subscriptions: Subscriptions }): Router 
       idParam(req.params.workspaceId, 'Workspace'),
       idParam(req.params.userId, 'Member'),
     );
+    res.status(204).end();
+  });
+
+  router.patch('/workspaces/:workspaceId/members/:userId', async (req, res) => {
+    const workspaceId = idParam(req.params.workspaceId, 'Workspace');
+    const userId = idParam(req.params.userId, 'Member');
+    const { role } = parse(setRoleSchema, req.body);
+    res.json({ member: await setMemberRole(currentUser(req).id, workspaceId, userId, role) });
+  });
+
+  router.post('/workspaces/:workspaceId/leave', async (req, res) => {
+    await leaveWorkspace(deps, currentUser(req).id, idParam(req.params.workspaceId, 'Workspace'));
     res.status(204).end();
   });
 

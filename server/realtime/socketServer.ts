@@ -1,14 +1,16 @@
 import type { Server as HttpServer } from 'node:http';
 import { createAdapter } from '@socket.io/redis-adapter';
 import type { Redis } from 'ioredis';
+import helmet from 'helmet';
 import { Server } from 'socket.io';
-import { NotFoundError, ValidationError } from '../../shared/errors.js';
+import { NotFoundError, ServiceUnavailableError, UnauthorizedError, ValidationError } from '../../shared/errors.js';
 import { socketAdapterKey, type SyncAck, type SyncChannelAck, type SyncDone } from '../../shared/events.js';
 import type { Logger } from '../../shared/logger.js';
 import { ChannelMember } from '../../shared/models/index.js';
-import Joi from '../../shared/validation.js';
+import Joi, { assertNoForbiddenKeys } from '../../shared/validation.js';
 import type { TokenService } from '../auth.js';
-import { toClientError } from '../errors.js';
+import type { RateLimit } from '../domain/rateLimit.js';
+import { toClientError, toErrorAck } from '../errors.js';
 import { CLIENT_MSG_ID, UUID_PATTERN, sendMessage, type MessagingDeps } from '../domain/messages.js';
 import { markRead, type ReadNotifier } from '../domain/readState.js';
 import { coalesceWrites } from './coalesceWrites.js';
@@ -24,8 +26,16 @@ export const MAX_SOCKET_FRAME_BYTES = 64 * 1024;
  * The Socket.IO server of a front node, not yet attached: the composition root attaches it to the HTTP
  * server after Express, so Socket.IO answers its own path and hands every other request to Express.
  */
-export function createIoServer(deps: { redisPrefix: string; pubClient: Redis; subClient: Redis }): IoServer {
+export function createIoServer(deps: {
+  redisPrefix: string;
+  pubClient: Redis;
+  subClient: Redis;
+  /** Browser origins allowed by CORS; empty: same-origin only (no Access-Control-* headers). */
+  corsOrigins?: readonly string[];
+}): IoServer {
+  const origins = deps.corsOrigins ?? [];
   return new Server({
+    ...(origins.length > 0 && { cors: { origin: [...origins] } }),
     maxHttpBufferSize: MAX_SOCKET_FRAME_BYTES,
     // Compressing each frame costs more CPU than small chat messages save on the wire.
     perMessageDeflate: false,
@@ -35,6 +45,8 @@ export function createIoServer(deps: { redisPrefix: string; pubClient: Redis; su
 
 export function attachIoServer(io: IoServer, httpServer: HttpServer): void {
   io.attach(httpServer);
+  // The same security headers on Socket.IO's own HTTP answers (polling, handshake) as on Express's.
+  io.engine.use(helmet());
   coalesceWrites(io);
 }
 
@@ -56,20 +68,59 @@ const readSchema = Joi.object({
 });
 const handshakeSchema = Joi.object({ token: Joi.any(), resume: lastSeqs }).unknown(false);
 
+/** Every socket payload and handshake `auth`: no `__proto__`/`constructor`/`prototype` key, no unknown field. */
 function validate<T>(schema: Joi.Schema<T>, payload: unknown): T {
-  const { value, error } = schema.validate(payload);
+  assertNoForbiddenKeys(payload);
+  const { value, error } = schema.validate(payload, { allowUnknown: false });
   if (error) throw new ValidationError(error.message, [{ field: error.details[0].path.join('.') }]);
   return value;
 }
 
 export interface SocketHandlerDeps {
+  /** True once the node is stopping: new handshakes are refused so clients connect elsewhere. */
+  isClosing(): boolean;
   tokens: TokenService;
-  /** Joins a socket, still in its handshake, to its user's rooms; resolves once it is in all of them. */
+  /** Joins a socket, still in its handshake, to its user's and token's rooms; resolves once it is in all of them. */
   subscribe(socket: IoSocket): Promise<void>;
+  /** Disconnects the socket when its token expires. */
+  watchExpiry(socket: IoSocket): void;
   delivery: Delivery;
   messaging: MessagingDeps;
   notifyRead: ReadNotifier;
   logger: Logger;
+  limits: SocketLimits;
+}
+
+/** The socket abuse budgets (server/app.ts builds them from config.rateLimits). */
+export interface SocketLimits {
+  /** Events other than `message:send` (which has the send budget), per user. */
+  events: RateLimit;
+  /** Connections per user. */
+  connectionsPerUser: RateLimit;
+  /** Connections per client address. */
+  connectionsPerIp: RateLimit;
+}
+
+const isLoopback = (address: string) => /^(127\.|::1$|::ffff:127\.)/.test(address);
+
+/**
+ * The client's address, as Express's `trust proxy: 'loopback'` finds it: the socket's peer, or, when
+ * that is a proxy on the loopback, the last address it forwarded that is not one.
+ */
+function clientAddress(socket: IoSocket): string {
+  const peer = socket.handshake.address;
+  const forwarded = socket.handshake.headers['x-forwarded-for'];
+  if (!isLoopback(peer) || typeof forwarded !== 'string') return peer;
+  const hops = forwarded.split(',').map((a) => a.trim()).filter((a) => a !== '').reverse();
+  return hops.find((a) => !isLoopback(a)) ?? hops[hops.length - 1] ?? peer;
+}
+
+/** A refused handshake: connect_error's message is the contract's code, `data.retryAfterMs` when RATE_LIMITED. */
+function connectError(err: unknown, logger: Logger): Error {
+  const ack = toErrorAck(err, logger, { event: 'handshake' });
+  const error: Error & { data?: object } = new Error(ack.error.code);
+  if (ack.retryAfterMs !== undefined) error.data = { retryAfterMs: ack.retryAfterMs };
+  return error;
 }
 
 /** The socket layer: authenticates handshakes and handles the client's events, nothing else. */
@@ -86,37 +137,48 @@ export function registerSocketHandlers(io: IoServer, deps: SocketHandlerDeps): v
     event: string,
     schema: Joi.Schema<T>,
     run: (value: T) => Promise<object>,
-    { ackOptional = false } = {},
+    { ackOptional = false, limited = true } = {},
   ): void {
     socket.on(event as 'message:send', async (payload: unknown, ack: unknown) => {
       const reply = typeof ack === 'function' ? (ack as (response: object) => void) : undefined;
       if (!reply && !ackOptional) return;
       let response: object;
       try {
+        if (limited) await deps.limits.events.consume(socket.data.userId);
         response = await run(validate(schema, payload));
       } catch (err) {
         // Mapped (and so logged) whether or not anyone hears of it.
-        response = { ok: false, error: toClientError(err, logger, { event, userId: socket.data.userId }).toBody() };
+        response = toErrorAck(err, logger, { event, userId: socket.data.userId });
       }
       reply?.(response);
     });
   }
 
   io.use((socket, next) => {
+    if (deps.isClosing()) return next(new Error(new ServiceUnavailableError().code));
     const auth: unknown = socket.handshake.auth;
-    deps.tokens
-      .authenticate((auth as { token?: unknown } | undefined)?.token)
-      .then((user) => {
+    // Connections count per address before anything else, then per user (once the handshake is valid).
+    deps.limits.connectionsPerIp
+      .consume(clientAddress(socket))
+      .then(() => deps.tokens.authenticate((auth as { token?: unknown } | undefined)?.token))
+      .then(async (session) => {
         const { resume } = validate(handshakeSchema, auth);
-        socket.data.userId = user.id;
+        await deps.limits.connectionsPerUser.consume(session.user.id);
+        socket.data.userId = session.user.id;
+        socket.data.jti = session.jti;
+        socket.data.exp = session.exp;
         socket.data.resume = resume;
-        return deps.subscribe(socket);
+        await deps.subscribe(socket);
+        // A logout or password change between the check above and joining the rooms missed this socket.
+        if (await deps.tokens.isRevoked(session)) {
+          await io.of('/').adapter.delAll(socket.id);
+          throw new UnauthorizedError();
+        }
       })
       .then(
         () => next(),
         (err: unknown) => {
-          // connect_error's message is the contract's code.
-          next(new Error(toClientError(err, logger, { event: 'handshake' }).code));
+          next(connectError(err, logger));
         },
       );
   });
@@ -127,6 +189,7 @@ export function registerSocketHandlers(io: IoServer, deps: SocketHandlerDeps): v
     // resume's gates close before any live message of those channels can reach it.
     delivery.register(socket);
     socket.on('disconnect', () => delivery.forget(socket));
+    deps.watchExpiry(socket);
 
     // One replay at a time per socket: a later one continues from where the earlier left the gates.
     let syncs: Promise<unknown> = Promise.resolve();
@@ -147,7 +210,8 @@ export function registerSocketHandlers(io: IoServer, deps: SocketHandlerDeps): v
       );
     }
 
-    handle(socket, 'message:send', sendSchema, (value) => sendMessage(deps.messaging, userId, value));
+    // Sends have their own budget (MESSAGE_RATE_PER_SECOND), taken in the order they were made.
+    handle(socket, 'message:send', sendSchema, (value) => sendMessage(deps.messaging, userId, value), { limited: false });
 
     handle(socket, 'sync', syncSchema, async (value): Promise<SyncAck> => ({ ok: true, channels: await replay(value.channels) }));
 

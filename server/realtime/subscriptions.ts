@@ -1,5 +1,5 @@
 import { ChannelMember } from '../../shared/models/index.js';
-import { channelRoom, userRoom, type MembershipChange } from '../../shared/events.js';
+import { channelRoom, tokenRoom, userRoom, type MembershipChange } from '../../shared/events.js';
 import type { Logger } from '../../shared/logger.js';
 import type { Subscriptions } from '../domain/subscriptions.js';
 import type { IoServer, IoSocket } from './types.js';
@@ -50,7 +50,7 @@ export function createSubscriptions(io: IoServer, logger: Logger): Subscriptions
       const userId = socket.data.userId;
       subscribing.set(socket.id, []);
       try {
-        await adapter().addAll(socket.id, new Set([userRoom(userId)]));
+        await adapter().addAll(socket.id, new Set([userRoom(userId), tokenRoom(socket.data.jti)]));
         const rows = await ChannelMember.query().where('user_id', userId).select('channel_id');
         await adapter().addAll(socket.id, new Set(rows.map((r) => channelRoom(r.channelId))));
       } catch (err) {

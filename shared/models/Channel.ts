@@ -6,6 +6,8 @@ export interface ChannelDto {
   name: string;
   isPrivate: boolean;
   topic: string;
+  /** Archived: history and members kept, sends and joins refused (FORBIDDEN). */
+  archived: boolean;
   createdAt: string;
 }
 
@@ -18,6 +20,8 @@ export class Channel extends BaseModel {
   isPrivate!: boolean;
   topic!: string;
   lastSeq!: number;
+  archived!: boolean;
+  /** Its creator (who may rename and archive it); null once that user is gone. */
   createdBy!: string | null;
   createdAt!: Date;
 
@@ -28,6 +32,7 @@ export class Channel extends BaseModel {
       name: this.name,
       isPrivate: this.isPrivate,
       topic: this.topic,
+      archived: this.archived,
       createdAt: this.createdAt.toISOString(),
     };
   }

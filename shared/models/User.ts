@@ -14,6 +14,8 @@ export class User extends BaseModel {
   email!: string;
   displayName!: string;
   passwordHash!: string;
+  /** Tokens issued (JWT `iat`) before this instant are refused; set by a password change. */
+  tokensValidAfter!: Date | null;
   createdAt!: Date;
 
   // The hash never leaves the database layer, even if a model is serialised by mistake.

@@ -1,6 +1,7 @@
 import { BaseModel } from './BaseModel.js';
 
-export const WORKSPACE_ROLES = ['owner', 'admin', 'member'] as const;
+/** Highest first: owner > admin > member > guest. */
+export const WORKSPACE_ROLES = ['owner', 'admin', 'member', 'guest'] as const;
 export type WorkspaceRole = (typeof WORKSPACE_ROLES)[number];
 
 export interface WorkspaceDto {

@@ -29,7 +29,7 @@ interface StoredRow {
 
 interface OutcomeRow {
   send_id: string;
-  outcome: 'created' | 'stored' | 'duplicate' | 'not_found';
+  outcome: 'created' | 'stored' | 'duplicate' | 'not_found' | 'forbidden';
   message: StoredRow | null;
 }
 
@@ -226,6 +226,47 @@ describe('persist_message_batch (SQL)', function () {
     const [again] = await persist([first]);
     expect(again.outcome).to.equal('stored');
     expect(await rowsOf(general)).to.have.length(1);
+  });
+
+  it('When the channel is archived, then its members\' sends are "forbidden", outsiders\' stay "not_found", a stored send "stored", and other channels go on', async function () {
+    const first = send(general, alice, 'before-archive');
+    expect(summary(await persist([first]))).to.deep.equal(['created 1']);
+    await db.query('UPDATE channels SET archived = true WHERE id = $1', [general]);
+    const batch = [send(general, bob), send(general, carol), send(random, alice), { ...send(general, alice), clientMsgId: 'before-archive' }, first];
+    const rows = await persist(batch);
+    // Order of the checks: own id stored first, then membership, then archived, then deduplication.
+    expect(summary(rows)).to.deep.equal(['forbidden', 'not_found', 'created 1', 'forbidden', 'stored 1']);
+    expect(rows.map((r) => r.send_id)).to.deep.equal(batch.map((s) => s.id));
+    expect(await lastSeq(general)).to.equal(1);
+    expect((await rowsOf(general)).map((m) => m.id)).to.deep.equal([first.id]);
+    // Unarchived, the next send continues the seqs.
+    await db.query('UPDATE channels SET archived = false WHERE id = $1', [general]);
+    expect(summary(await persist([send(general, bob)]))).to.deep.equal(['created 2']);
+  });
+
+  it('When a batch and an archive race, then the archive waits for the batch (the channel row is locked) and later batches are "forbidden"', async function () {
+    const client = await db.connect();
+    const other = await db.connect();
+    try {
+      await client.query('BEGIN');
+      await client.query(
+        'SELECT send_id, outcome FROM persist_message_batch($1::uuid[], $2::uuid[], $3::uuid[], $4::text[], $5::text[])',
+        [[randomUUID()], [general], [alice], ['in flight'], [null]],
+      );
+      // The archive blocks on the batch's lock until it commits.
+      let archivedAt = 0;
+      const archiving = other.query('UPDATE channels SET archived = true WHERE id = $1', [general]).then(() => (archivedAt = Date.now()));
+      await new Promise((resolve) => setTimeout(resolve, 200));
+      expect(archivedAt).to.equal(0);
+      await client.query('COMMIT');
+      await archiving;
+      expect(archivedAt).to.be.greaterThan(0);
+    } finally {
+      client.release();
+      other.release();
+    }
+    expect(summary(await persist([send(general, alice)]))).to.deep.equal(['forbidden']);
+    expect((await rowsOf(general)).map((m) => m.body)).to.deep.equal(['in flight']);
   });
 
   it("When a member sends, then the sender's read mark moves to its last message and the other members' marks stay", async function () {

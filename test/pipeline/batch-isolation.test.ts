@@ -170,22 +170,51 @@ describe('pipeline: one bad send does not fail its batch', function () {
       poisoned: poisons.rest !== undefined,
     };
     planned.push(rest);
+    // Sent first, alone: the batch the others queue behind while the channels are held locked below.
+    const opener: Sent = {
+      via: 'socket',
+      sender: senders[0],
+      channelId: channels[0].id,
+      body: `r${round} opener`,
+      clientMsgId: `r${round}-opener`,
+      poisoned: false,
+    };
+    planned.unshift(opener);
 
-    const pending = planned.map((s) => {
-      if (s.via === 'socket') {
-        const socket = sockets[senders.indexOf(s.sender)];
-        return send(socket, { channelId: s.channelId, body: s.body, clientMsgId: s.clientMsgId }).then((o) => void (s.outcome = o));
-      }
-      return request(cluster.urls[0], 'POST', `/channels/${s.channelId}/messages`, {
-        token: s.sender.token,
-        body: { body: s.body, clientMsgId: s.clientMsgId },
-      }).then((res: ApiResponse) => {
-        s.status = res.status;
-        s.outcome = res.status === 201 ? { ok: true, message: res.body.message } : { ok: false, error: res.body.error };
-      });
-    });
+    // Batches form by themselves under load; here they must, on a busy machine too. With the channels'
+    // rows locked, the opener's batch waits in the worker, everything sent meanwhile waits on node A for
+    // the partition's slot, and it all goes out as one batch once the lock is released.
+    const lock = new pg.Client({ connectionString: process.env.DATABASE_URL });
+    lock.on('error', () => {});
+    await lock.connect();
+    let pending: Promise<void>[];
+    try {
+      await lock.query('BEGIN');
+      await lock.query('SELECT 1 FROM channels WHERE id = ANY($1::uuid[]) FOR UPDATE', [channels.map((c) => c.id)]);
+      pending = [sendPlanned(opener)];
+      await sleep(300);
+      pending.push(...planned.slice(1).map(sendPlanned));
+      await sleep(500);
+    } finally {
+      await lock.query('COMMIT').catch(() => {});
+      await lock.end().catch(() => {});
+    }
     await Promise.all(pending);
     return planned;
+  }
+
+  function sendPlanned(s: Sent): Promise<void> {
+    if (s.via === 'socket') {
+      const socket = sockets[senders.indexOf(s.sender)];
+      return send(socket, { channelId: s.channelId, body: s.body, clientMsgId: s.clientMsgId }).then((o) => void (s.outcome = o));
+    }
+    return request(cluster.urls[0], 'POST', `/channels/${s.channelId}/messages`, {
+      token: s.sender.token,
+      body: { body: s.body, clientMsgId: s.clientMsgId },
+    }).then((res: ApiResponse) => {
+      s.status = res.status;
+      s.outcome = res.status === 201 ? { ok: true, message: res.body.message } : { ok: false, error: res.body.error };
+    });
   }
 
   const summary = (s: Sent) => (s.outcome?.ok ? 'ok' : s.outcome?.error.code);

@@ -1,9 +1,9 @@
 import { randomUUID } from 'node:crypto';
 import { expect } from 'chai';
-import jwt from 'jsonwebtoken';
 import type { Cluster } from '../../scripts/cluster.js';
 import { loadConfig } from '../../shared/config.js';
 import type { ChannelDto, RegisteredUser } from '../support/api.js';
+import { signToken } from '../support/tokens.js';
 import { Collector, connect, connectError, disconnectAll, send, sendOk, sleep, waitFor, type ClientSocket } from '../support/sockets.js';
 import { closeDb, seedChannel, seedTeam, startPipelineCluster, storedByClientMsgId, storedCount, storedMessages, type Team } from './fixtures.js';
 
@@ -184,10 +184,10 @@ describe('pipeline: rejected sends and connections', function () {
     });
 
     it('When a socket connects with an expired token, then connect_error UNAUTHORIZED', async () => {
-      const expired = jwt.sign({ exp: Math.floor(Date.now() / 1000) - 60 }, secret(), { algorithm: 'HS256', subject: alice.user.id });
+      const expired = signToken(secret(), alice.user.id, { exp: Math.floor(Date.now() / 1000) - 60 });
       expect((await connectError(cluster.urls[0], { token: expired })).message).to.equal('UNAUTHORIZED');
       // The same claims, unexpired, are accepted: the expiry is what was refused.
-      const fresh = jwt.sign({}, secret(), { algorithm: 'HS256', subject: alice.user.id, expiresIn: 60 });
+      const fresh = signToken(secret(), alice.user.id, { exp: Math.floor(Date.now() / 1000) + 60 });
       const socket = await connect(cluster.urls[0], fresh);
       expect(socket.connected).to.equal(true);
       socket.close();
@@ -195,9 +195,9 @@ describe('pipeline: rejected sends and connections', function () {
 
     it('When a token has a wrong signature, "none" algorithm or an unknown user, then connect_error UNAUTHORIZED', async () => {
       const tokens = [
-        jwt.sign({}, `${secret()}-wrong`, { algorithm: 'HS256', subject: alice.user.id, expiresIn: 60 }),
-        jwt.sign({}, '', { algorithm: 'none', subject: alice.user.id, expiresIn: 60 }),
-        jwt.sign({}, secret(), { algorithm: 'HS256', subject: randomUUID(), expiresIn: 60 }),
+        signToken(`${secret()}-wrong`, alice.user.id),
+        signToken('', alice.user.id, {}, 'none'),
+        signToken(secret(), randomUUID()),
       ];
       for (const token of tokens) expect((await connectError(cluster.urls[1], { token })).message).to.equal('UNAUTHORIZED');
     });

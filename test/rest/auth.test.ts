@@ -1,7 +1,7 @@
 import { expect } from 'chai';
-import jwt from 'jsonwebtoken';
 import { randomUUID } from 'node:crypto';
 import { registerUser, request, startApi, unique, type StartedApi } from '../support/api.js';
+import { signToken } from '../support/tokens.js';
 
 const ISO = /^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(\.\d+)?Z$/;
 
@@ -289,32 +289,32 @@ describe('REST auth', function () {
     });
 
     it('When the token has expired, then 401 UNAUTHORIZED', async function () {
-      const expired = jwt.sign({ sub: alice.user.id, exp: Math.floor(Date.now() / 1000) - 60 }, secret, { algorithm: 'HS256' });
+      const expired = signToken(secret, alice.user.id, { exp: Math.floor(Date.now() / 1000) - 60 });
       await expectUnauthorized({ authorization: `Bearer ${expired}` });
       // The same claims, unexpired, are accepted: the expiry alone made the difference.
-      const fresh = jwt.sign({ sub: alice.user.id, exp: Math.floor(Date.now() / 1000) + 60 }, secret, { algorithm: 'HS256' });
+      const fresh = signToken(secret, alice.user.id, { exp: Math.floor(Date.now() / 1000) + 60 });
       const ok = await request(base, 'GET', '/me', { token: fresh });
       expect(ok.status).to.equal(200);
     });
 
     it('When the token is signed with another secret, then 401 UNAUTHORIZED', async function () {
-      const forged = jwt.sign({ sub: alice.user.id }, `${secret}-but-not-quite`, { algorithm: 'HS256', expiresIn: '1h' });
+      const forged = signToken(`${secret}-but-not-quite`, alice.user.id);
       await expectUnauthorized({ authorization: `Bearer ${forged}` });
     });
 
     it('When the token is signed with another algorithm (HS512, or none), then 401 UNAUTHORIZED', async function () {
-      const hs512 = jwt.sign({ sub: alice.user.id }, secret, { algorithm: 'HS512', expiresIn: '1h' });
+      const hs512 = signToken(secret, alice.user.id, {}, 'HS512');
       await expectUnauthorized({ authorization: `Bearer ${hs512}` });
-      const none = jwt.sign({ sub: alice.user.id }, '', { algorithm: 'none', expiresIn: '1h' } as jwt.SignOptions);
+      const none = signToken('', alice.user.id, {}, 'none');
       await expectUnauthorized({ authorization: `Bearer ${none}` });
     });
 
     it('When the token names a user id that does not exist, then 401 UNAUTHORIZED', async function () {
-      const ghost = jwt.sign({ sub: randomUUID() }, secret, { algorithm: 'HS256', expiresIn: '1h' });
+      const ghost = signToken(secret, randomUUID());
       await expectUnauthorized({ authorization: `Bearer ${ghost}` });
-      const notAnId = jwt.sign({ sub: 'admin' }, secret, { algorithm: 'HS256', expiresIn: '1h' });
+      const notAnId = signToken(secret, 'admin');
       await expectUnauthorized({ authorization: `Bearer ${notAnId}` });
-      const noSub = jwt.sign({}, secret, { algorithm: 'HS256', expiresIn: '1h' });
+      const noSub = signToken(secret, alice.user.id, { sub: undefined });
       await expectUnauthorized({ authorization: `Bearer ${noSub}` });
     });
 

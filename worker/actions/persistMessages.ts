@@ -1,6 +1,6 @@
 import type { Knex } from 'knex';
 import { isTransientDbError, isUniqueViolation } from '../../shared/db.js';
-import { InternalError, NotFoundError, ValidationError, type ErrorBody } from '../../shared/errors.js';
+import { ForbiddenError, InternalError, NotFoundError, ValidationError, type ErrorBody } from '../../shared/errors.js';
 import type { Logger } from '../../shared/logger.js';
 import { toMessageDto, type MessageDto } from '../../shared/models/index.js';
 import type { BatchOutcome, SendRequest } from '../../shared/queues.js';
@@ -28,10 +28,12 @@ interface MessageRow {
 }
 
 const notFound = () => ({ ok: false as const, error: new NotFoundError('Channel').toBody() });
+/** A send to an archived channel by one of its members. */
+const archived = () => ({ ok: false as const, error: new ForbiddenError('The channel is archived').toBody() });
 /** pg sends a JS array as one array parameter; knex's types do not know that. */
 const arrays = (...values: unknown[][]) => values as unknown as Knex.RawBinding[];
 
-type Outcome = 'created' | 'stored' | 'duplicate' | 'not_found';
+type Outcome = 'created' | 'stored' | 'duplicate' | 'not_found' | 'forbidden';
 
 /** What one call of the function stored, before the publish list is put together. */
 interface CallResult {
@@ -84,6 +86,10 @@ async function callPersist(knex: Knex, sends: SendRequest[]): Promise<CallResult
   );
   const call: CallResult = { outcomes: {}, stored: [], created: [] };
   for (const row of result.rows) {
+    if (row.outcome === 'forbidden') {
+      call.outcomes[row.send_id] = archived();
+      continue;
+    }
     if (row.outcome === 'not_found' || !row.message) {
       call.outcomes[row.send_id] = notFound();
       continue;
@@ -99,10 +105,11 @@ async function callPersist(knex: Knex, sends: SendRequest[]): Promise<CallResult
 }
 
 /**
- * Persists a batch of sends in one statement: membership checked, each channel's next seqs assigned, rows
- * inserted, the senders' read marks moved, atomically. Running it again for the same batch changes
- * nothing and returns the same outcomes: a send whose id or (user, clientMsgId) is already stored
- * answers with the stored message and is not emitted again.
+ * Persists a batch of sends in one statement: membership checked, then the channel not archived (an
+ * archived channel's members are answered FORBIDDEN), each channel's next seqs assigned, rows inserted,
+ * the senders' read marks moved, atomically. Running it again for the same batch changes nothing and
+ * returns the same outcomes: a send whose id or (user, clientMsgId) is already stored answers with the
+ * stored message and is not emitted again.
  *
  * One send cannot fail the others. When PostgreSQL refuses the batch for any reason but its own
  * unavailability (isRetriableDbError), the sends are persisted again one at a time, in order, each in

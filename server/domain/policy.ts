@@ -1,0 +1,198 @@
+import { ForbiddenError, NotFoundError, type AppError } from '../../shared/errors.js';
+import type { Channel, WorkspaceRole } from '../../shared/models/index.js';
+
+/**
+ * Who may do what: the one place the product's authorization rules live. Domain actions load the actor
+ * and the resource (server/domain/access.ts), then ask `authorize()`; no handler decides by itself.
+ *
+ * Existence never leaks: anything in a workspace the actor does not belong to, and any private channel
+ * the actor is not in, is NOT_FOUND, whatever the action. Inside the actor's workspace a refusal is
+ * FORBIDDEN.
+ *
+ * Roles, highest first: owner > admin > member > guest. Owners and admins are the workspace's managers.
+ * A guest sees only the channels they were added to: not the public channel list, not the members of
+ * the workspace beyond the channels they share, and creates and joins no channel.
+ */
+
+/** The caller, with their role in the workspace the resource belongs to: null when they are not in it. */
+export interface Actor {
+  userId: string;
+  role: WorkspaceRole | null;
+}
+
+export interface WorkspaceResource {
+  workspaceId: string;
+}
+
+/** A workspace member an action is about; null when there is no such member. */
+export interface MemberTarget {
+  userId: string;
+  role: WorkspaceRole;
+  /** How many owners the workspace has (read in the transaction that acts on it). */
+  owners: number;
+}
+
+export interface ChannelResource {
+  channel: Channel;
+  /** Whether the actor is a member of the channel. */
+  isMember: boolean;
+}
+
+/** Each action with the resource it is decided on. */
+export interface Rules {
+  'workspace.view': WorkspaceResource;
+  /** Every member of the workspace (denied: only those sharing a channel with the actor). */
+  'workspace.members.listAll': WorkspaceResource;
+  'workspace.members.add': WorkspaceResource & { role: WorkspaceRole };
+  'workspace.members.remove': WorkspaceResource & { target: MemberTarget | null };
+  'workspace.members.setRole': WorkspaceResource & { target: MemberTarget | null; role: WorkspaceRole };
+  /** The actor leaving: `target` is their own membership. */
+  'workspace.leave': WorkspaceResource & { target: MemberTarget };
+  'channel.create': WorkspaceResource;
+  /** Every public channel of the workspace (denied: only the actor's own channels). */
+  'channel.listAll': WorkspaceResource;
+  'channel.view': ChannelResource;
+  'channel.join': ChannelResource;
+  'channel.leave': ChannelResource;
+  'channel.members.list': ChannelResource;
+  /** Reading its messages (archived channels too). */
+  'channel.history': ChannelResource;
+  'channel.members.add': ChannelResource;
+  'channel.members.remove': ChannelResource & { userId: string };
+  /** Rename, topic. */
+  'channel.update': ChannelResource;
+  /** Archive and unarchive. */
+  'channel.archive': ChannelResource;
+}
+
+export type Action = keyof Rules;
+
+export type Decision = { allow: true } | { allow: false; error: AppError };
+
+const ALLOW: Decision = { allow: true };
+const deny = (error: AppError): Decision => ({ allow: false, error });
+const forbidden = (message: string) => deny(new ForbiddenError(message));
+
+export function isManager(role: WorkspaceRole | null): boolean {
+  return role === 'owner' || role === 'admin';
+}
+
+function workspaceRule(rule: (actor: Actor & { role: WorkspaceRole }, resource: any) => Decision) {
+  return (actor: Actor, resource: unknown): Decision =>
+    actor.role === null ? deny(new NotFoundError('Workspace')) : rule(actor as Actor & { role: WorkspaceRole }, resource);
+}
+
+const MANAGERS_ONLY = 'Only workspace owners and admins may do this';
+const LAST_OWNER = 'The last owner of a workspace can neither leave, be removed nor be demoted';
+
+/** Seeing a channel at all: NOT_FOUND outside its workspace and for private channels one is not in. */
+function viewChannel(actor: Actor, { channel, isMember }: ChannelResource): Decision {
+  if (actor.role === null) return deny(new NotFoundError('Channel'));
+  if (channel.isPrivate && !isMember) return deny(new NotFoundError('Channel'));
+  if (actor.role === 'guest' && !isMember) return forbidden('Guests only see the channels they were added to');
+  return ALLOW;
+}
+
+function channelRule(rule: (actor: Actor & { role: WorkspaceRole }, resource: any) => Decision) {
+  return (actor: Actor, resource: ChannelResource): Decision => {
+    const seen = viewChannel(actor, resource);
+    return seen.allow ? rule(actor as Actor & { role: WorkspaceRole }, resource) : seen;
+  };
+}
+
+const RULES: { [A in Action]: (actor: Actor, resource: Rules[A]) => Decision } = {
+  'workspace.view': workspaceRule(() => ALLOW),
+
+  'workspace.members.listAll': workspaceRule((actor) =>
+    actor.role === 'guest' ? forbidden('Guests only see the members of their channels') : ALLOW,
+  ),
+
+  'workspace.members.add': workspaceRule((actor, { role }: Rules['workspace.members.add']) => {
+    if (!isManager(actor.role)) return forbidden(MANAGERS_ONLY);
+    if (role === 'owner' && actor.role !== 'owner') return forbidden('Only owners may make owners');
+    return ALLOW;
+  }),
+
+  'workspace.members.remove': workspaceRule((actor, { target }: Rules['workspace.members.remove']) => {
+    if (!isManager(actor.role)) return forbidden(MANAGERS_ONLY);
+    if (!target) return deny(new NotFoundError('Member'));
+    if (target.role === 'owner') {
+      if (actor.role !== 'owner') return forbidden('Only owners may remove an owner');
+      if (target.owners <= 1) return forbidden(LAST_OWNER);
+    }
+    return ALLOW;
+  }),
+
+  'workspace.members.setRole': workspaceRule((actor, { target, role }: Rules['workspace.members.setRole']) => {
+    if (!isManager(actor.role)) return forbidden(MANAGERS_ONLY);
+    if (!target) return deny(new NotFoundError('Member'));
+    if (actor.role === 'owner') {
+      if (target.role === 'owner' && role !== 'owner' && target.owners <= 1) return forbidden(LAST_OWNER);
+      return ALLOW;
+    }
+    // Admins manage members and guests, and make nothing above member.
+    const lower = (r: WorkspaceRole) => r === 'member' || r === 'guest';
+    if (!lower(target.role) || !lower(role)) return forbidden('Admins may only change members and guests, to member or guest');
+    return ALLOW;
+  }),
+
+  'workspace.leave': workspaceRule((_actor, { target }: Rules['workspace.leave']) =>
+    target.role === 'owner' && target.owners <= 1 ? forbidden(LAST_OWNER) : ALLOW,
+  ),
+
+  'channel.create': workspaceRule((actor) => (actor.role === 'guest' ? forbidden('Guests may not create channels') : ALLOW)),
+
+  'channel.listAll': workspaceRule((actor) =>
+    actor.role === 'guest' ? forbidden('Guests only see the channels they were added to') : ALLOW,
+  ),
+
+  'channel.view': channelRule(() => ALLOW),
+
+  'channel.join': channelRule((_actor, { channel }: ChannelResource) =>
+    channel.archived ? forbidden('The channel is archived') : ALLOW,
+  ),
+
+  'channel.leave': channelRule(() => ALLOW),
+
+  'channel.members.list': channelRule(() => ALLOW),
+
+  'channel.history': channelRule((_actor, { isMember }: ChannelResource) =>
+    isMember ? ALLOW : forbidden('Only channel members may read its history'),
+  ),
+
+  'channel.members.add': channelRule((actor, { channel, isMember }: ChannelResource) => {
+    if (actor.role === 'guest') return forbidden('Guests may not add channel members');
+    if (channel.archived) return forbidden('The channel is archived');
+    // Private channels are invite-only: their members invite (non-members were told NOT_FOUND above).
+    if (channel.isPrivate) return isMember ? ALLOW : deny(new NotFoundError('Channel'));
+    if (!isMember && !isManager(actor.role)) return forbidden('Only channel members or workspace admins may add members');
+    return ALLOW;
+  }),
+
+  'channel.members.remove': channelRule((actor, { userId }: Rules['channel.members.remove']) =>
+    actor.userId === userId || isManager(actor.role)
+      ? ALLOW
+      : forbidden('Only the member themself or a workspace admin may remove a channel member'),
+  ),
+
+  'channel.update': channelRule((actor, resource: ChannelResource) => creatorOrManager(actor, resource)),
+
+  'channel.archive': channelRule((actor, resource: ChannelResource) => creatorOrManager(actor, resource)),
+};
+
+function creatorOrManager(actor: Actor, { channel }: ChannelResource): Decision {
+  if (isManager(actor.role)) return ALLOW;
+  if (channel.createdBy !== null && channel.createdBy === actor.userId && actor.role !== 'guest') return ALLOW;
+  return forbidden("Only the channel's creator or a workspace owner or admin may do this");
+}
+
+/** Whether `actor` may do `action` on `resource`, and if not, the error to answer. */
+export function can<A extends Action>(actor: Actor, action: A, resource: Rules[A]): Decision {
+  return RULES[action](actor, resource);
+}
+
+/** Throws the refusal's error (NOT_FOUND or FORBIDDEN) unless `actor` may do `action` on `resource`. */
+export function authorize<A extends Action>(actor: Actor, action: A, resource: Rules[A]): void {
+  const decision = can(actor, action, resource);
+  if (!decision.allow) throw decision.error;
+}
