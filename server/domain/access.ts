@@ -1,7 +1,7 @@
 import type { Knex } from 'knex';
 import { NotFoundError } from '../../shared/errors.js';
 import { Channel, WorkspaceMember, type WorkspaceRole } from '../../shared/models/index.js';
-import { authorize, type Action, type Actor, type ChannelResource, type MemberTarget, type Rules } from './policy.js';
+import { authorize, can, type Action, type Actor, type ChannelResource, type MemberTarget, type Rules } from './policy.js';
 
 /**
  * Loading what server/domain/policy.ts decides on: the caller as an Actor (their role in the workspace
@@ -59,19 +59,36 @@ export async function loadChannel(
 ): Promise<ChannelAccess> {
   if (trx && lock) await trx.raw(`SELECT 1 FROM channels WHERE id = ? FOR ${lock === 'share' ? 'SHARE' : 'NO KEY UPDATE'}`, [channelId]);
   // One round trip: the channel with the caller's workspace role and channel membership beside it.
-  const row = await Channel.query(trx)
+  const row = await withCaller(Channel.query(trx), userId).where('channels.id', channelId).first();
+  if (!row) throw new NotFoundError('Channel');
+  return toAccess(row, userId);
+}
+
+/** Channels with the caller's workspace role and channel membership beside each. */
+function withCaller<Q extends ReturnType<typeof Channel.query>>(query: Q, userId: string): Q {
+  return query
     .leftJoin('workspace_members as wm', (j) => j.on('wm.workspace_id', 'channels.workspace_id').andOnVal('wm.user_id', userId))
     .leftJoin('channel_members as cm', (j) => j.on('cm.channel_id', 'channels.id').andOnVal('cm.user_id', userId))
-    .where('channels.id', channelId)
-    .select('channels.*', 'wm.role as callerRole', 'cm.user_id as callerMemberId')
-    .first();
-  if (!row) throw new NotFoundError('Channel');
+    .select('channels.*', 'wm.role as callerRole', 'cm.user_id as callerMemberId') as Q;
+}
+
+function toAccess(row: Channel, userId: string): ChannelAccess {
   const { callerRole, callerMemberId } = row as unknown as { callerRole?: WorkspaceRole | null; callerMemberId?: string | null };
   const role = callerRole ?? null;
   return { channel: row, actor: { userId, role }, role, isMember: Boolean(callerMemberId) };
 }
 
+/** Of `channelIds`, those policy allows `action` on to the caller, in one round trip (unknown ones are not). */
+export async function allowedChannels(channelIds: string[], userId: string, action: PlainChannelAction): Promise<Set<string>> {
+  if (channelIds.length === 0) return new Set();
+  const rows = await withCaller(Channel.query(), userId).whereIn('channels.id', channelIds);
+  const allowed = rows.map((row) => toAccess(row, userId)).filter((a) => can(a.actor, action, { channel: a.channel, isMember: a.isMember }).allow);
+  return new Set(allowed.map((a) => a.channel.id));
+}
+
 type ChannelAction = { [A in Action]: Rules[A] extends ChannelResource ? A : never }[Action];
+/** Channel actions decided on the channel and the caller's membership alone (no extra resource fields). */
+type PlainChannelAction = { [A in ChannelAction]: ChannelResource extends Rules[A] ? A : never }[ChannelAction];
 
 /** The channel as the caller may see it, once policy allowed `action` on it (default: seeing it). */
 export async function channelAccess<A extends ChannelAction = 'channel.view'>(

@@ -63,6 +63,8 @@ export interface Rules {
   'channel.update': ChannelResource;
   /** Archive and unarchive. */
   'channel.archive': ChannelResource;
+  /** Following it as one of its members: moving one's read mark, replaying its messages (socket `sync`, resume). */
+  'channel.follow': ChannelResource;
 }
 
 export type Action = keyof Rules;
@@ -178,6 +180,10 @@ const RULES: { [A in Action]: (actor: Actor, resource: Rules[A]) => Decision } =
   'channel.update': channelRule((actor, resource: ChannelResource) => creatorOrManager(actor, resource)),
 
   'channel.archive': channelRule((actor, resource: ChannelResource) => creatorOrManager(actor, resource)),
+
+  // Members only; to anyone else the channel is NOT_FOUND, public or not, as a send to it is (the worker
+  // decides sends on channel membership alike).
+  'channel.follow': (actor, { isMember }) => (actor.role !== null && isMember ? ALLOW : deny(new NotFoundError('Channel'))),
 };
 
 function creatorOrManager(actor: Actor, { channel }: ChannelResource): Decision {

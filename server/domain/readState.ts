@@ -1,6 +1,7 @@
 import type { Knex } from 'knex';
 import { NotFoundError } from '../../shared/errors.js';
 import { Channel, ChannelMember } from '../../shared/models/index.js';
+import { channelAccess } from './access.js';
 
 export interface ReadState {
   channelId: string;
@@ -15,6 +16,7 @@ export type ReadNotifier = (userId: string, read: ReadState) => void;
  * returns where it stands. Other devices hear of it only when it moved.
  */
 export async function markRead(notify: ReadNotifier, userId: string, channelId: string, seq: number): Promise<ReadState> {
+  await channelAccess(channelId, userId, 'channel.follow');
   const knex = ChannelMember.knex() as Knex;
   // The condition is re-checked on the locked row, so of racing reads only those that move the mark
   // update it, and each move is announced once.
@@ -32,6 +34,7 @@ export async function markRead(notify: ReadNotifier, userId: string, channelId: 
     return read;
   }
   const member = await ChannelMember.query().findById([channelId, userId]);
+  // Removed since policy allowed it: as if it had been refused.
   if (!member) throw new NotFoundError('Channel');
   return { channelId, seq: member.lastReadSeq };
 }

@@ -6,9 +6,9 @@ import { Server } from 'socket.io';
 import { NotFoundError, ServiceUnavailableError, UnauthorizedError, ValidationError } from '../../shared/errors.js';
 import { socketAdapterKey, type SyncAck, type SyncChannelAck, type SyncDone } from '../../shared/events.js';
 import type { Logger } from '../../shared/logger.js';
-import { ChannelMember } from '../../shared/models/index.js';
 import Joi, { assertNoForbiddenKeys } from '../../shared/validation.js';
 import type { TokenService } from '../auth.js';
+import { allowedChannels } from '../domain/access.js';
 import type { RateLimit } from '../domain/rateLimit.js';
 import { toClientError, toErrorAck } from '../errors.js';
 import { CLIENT_MSG_ID, UUID_PATTERN, sendMessage, type MessagingDeps } from '../domain/messages.js';
@@ -236,10 +236,7 @@ export function registerSocketHandlers(io: IoServer, deps: SocketHandlerDeps): v
       if (UUID_PATTERN.test(channelId)) marks.set(channelId.toLowerCase(), lastSeq);
       else channels[channelId] = { error: new NotFoundError('Channel').toBody() };
     }
-    const results = await delivery.sync(socket, marks, async (ids) => {
-      const rows = await ChannelMember.query().where('user_id', userId).whereIn('channel_id', ids).select('channel_id');
-      return new Set(rows.map((r) => r.channelId));
-    });
+    const results = await delivery.sync(socket, marks, (ids) => allowedChannels(ids, userId, 'channel.follow'));
     for (const channelId of marks.keys()) {
       channels[channelId] = results.get(channelId) ?? { error: new NotFoundError('Channel').toBody() };
     }

@@ -36,6 +36,7 @@ describe('policy', function () {
       'channel.history',
       'channel.update',
       'channel.archive',
+      'channel.follow',
     ];
     for (const action of actions) {
       expect(verdict(actor(null), action, { channel: channel(), isMember: false }), action).to.equal('NOT_FOUND');
@@ -43,6 +44,16 @@ describe('policy', function () {
         expect(verdict(actor(role), action, { channel: channel({ isPrivate: true }), isMember: false }), `${role} ${action}`).to.equal('NOT_FOUND');
       }
     }
+  });
+
+  it('When someone follows a channel (read mark, sync), then only its members may: NOT_FOUND to anyone else, public or not', function () {
+    for (const role of ['owner', 'admin', 'member', 'guest'] as const) {
+      for (const isPrivate of [false, true]) {
+        expect(verdict(actor(role), 'channel.follow', { channel: channel({ isPrivate }), isMember: true }), role).to.equal('allow');
+        expect(verdict(actor(role), 'channel.follow', { channel: channel({ isPrivate }), isMember: false }), role).to.equal('NOT_FOUND');
+      }
+    }
+    expect(verdict(actor('member'), 'channel.follow', { channel: channel({ archived: true }), isMember: true })).to.equal('allow');
   });
 
   it('When a guest acts, then only their own channels are theirs: the rest is FORBIDDEN', function () {
