@@ -2,6 +2,7 @@ import { isTransientDbError } from '../shared/db.js';
 import {
   AppError,
   InternalError,
+  NotFoundError,
   PayloadTooLargeError,
   RateLimitedError,
   ServiceUnavailableError,
@@ -22,6 +23,10 @@ export function toClientError(err: unknown, logger: Logger, context: Record<stri
   if (e?.type === 'entity.too.large') return new PayloadTooLargeError('Request body is larger than 64 KB');
   if (e?.type === 'entity.parse.failed') return new ValidationError('Request body is not valid JSON');
   if (e?.type === 'encoding.unsupported' || e?.type === 'charset.unsupported') return new ValidationError('Unsupported request encoding');
+  // Express's router: a path param that is not valid percent-encoding (`/channels/%zz`) cannot name
+  // anything, so it is a malformed id, NOT_FOUND as the contract says (not the router's unexposed 400).
+  // Authentication runs before routes match, so this answer leaks nothing to a caller without a token.
+  if (err instanceof URIError && e?.status === 400) return new NotFoundError('Resource');
   // Any other client error the body parser met (a body that is not the gzip or deflate stream its
   // Content-Encoding says, a truncated or aborted body …): http-errors marks those as safe to expose.
   if (e?.expose === true && typeof e.status === 'number' && e.status >= 400 && e.status < 500) {

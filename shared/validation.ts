@@ -79,6 +79,14 @@ export function assertNoForbiddenKeys(value: unknown): void {
   throw new ValidationError(message, [{ field, message }]);
 }
 
+/**
+ * An id as the API takes it: any UUID spelling PostgreSQL's `uuid` type stores (any version, either letter
+ * case). Front nodes answer anything else NOT_FOUND (an id that cannot exist); workers check the batches
+ * they take against the same pattern, so an id a front node let through can never fail a worker's batch
+ * (and with it the other users' sends that share it).
+ */
+export const UUID_PATTERN = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i;
+
 /** The error type of a string that cannot be stored, in Joi's error details. */
 export const UNSTORABLE_TEXT = 'string.unstorable';
 

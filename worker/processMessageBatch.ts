@@ -5,10 +5,12 @@ import type { Knex } from 'knex';
 import { MESSAGES_CREATED } from '../shared/events.js';
 import type { Logger } from '../shared/logger.js';
 import { replyChannel, type BatchOutcome, type BatchReply, type BatchResult, type MessageBatchJob, type SendRequest } from '../shared/queues.js';
-import Joi, { UNSTORABLE_TEXT, unstorableTextError } from '../shared/validation.js';
+import Joi, { UNSTORABLE_TEXT, UUID_PATTERN, unstorableTextError } from '../shared/validation.js';
 import { isRetriableDbError, persistMessages, sqlState } from './actions/persistMessages.js';
 
-const uuid = Joi.string().guid({ version: ['uuidv4', 'uuidv7'] });
+// The ids front nodes accept (shared/validation.ts): a stricter check here (it was uuidv4/uuidv7 only) let
+// a client's channelId of another version through the front node and then failed the whole batch.
+const uuid = Joi.string().pattern(UUID_PATTERN);
 const jobSchema = Joi.object<MessageBatchJob>({
   node: Joi.string().max(64).required(),
   sends: Joi.array()

@@ -1,5 +1,5 @@
 import { randomUUID } from 'node:crypto';
-import Joi from '../../shared/validation.js';
+import Joi, { UUID_PATTERN } from '../../shared/validation.js';
 import { AppError, NotFoundError, RateLimitedError, ValidationError } from '../../shared/errors.js';
 import { Channel, Message, toMessageDto, type MessageDto, type WorkspaceRole } from '../../shared/models/index.js';
 import type { SendOutcome } from '../../shared/queues.js';
@@ -9,7 +9,7 @@ import { authorize } from './policy.js';
 export const CLIENT_MSG_ID = Joi.string().pattern(/^[A-Za-z0-9_-]{1,64}$/).messages({
   'string.pattern.base': '"clientMsgId" must be 1-64 characters of A-Z, a-z, 0-9, _ and -',
 });
-export const UUID_PATTERN = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i;
+export { UUID_PATTERN } from '../../shared/validation.js';
 
 export interface SendInput {
   channelId: string;

@@ -71,6 +71,8 @@ const handshakeSchema = Joi.object({ token: Joi.any(), resume: lastSeqs }).unkno
 /** Every socket payload and handshake `auth`: no `__proto__`/`constructor`/`prototype` key, no unknown field. */
 function validate<T>(schema: Joi.Schema<T>, payload: unknown): T {
   assertNoForbiddenKeys(payload);
+  // An event emitted without a payload is VALIDATION_FAILED, not an undefined value for the handler.
+  if (payload === undefined) throw new ValidationError('"value" is required', [{ field: '' }]);
   const { value, error } = schema.validate(payload, { allowUnknown: false });
   if (error) throw new ValidationError(error.message, [{ field: error.details[0].path.join('.') }]);
   return value;
@@ -139,7 +141,12 @@ export function registerSocketHandlers(io: IoServer, deps: SocketHandlerDeps): v
     run: (value: T) => Promise<object>,
     { ackOptional = false, limited = true } = {},
   ): void {
-    socket.on(event as 'message:send', async (payload: unknown, ack: unknown) => {
+    socket.on(event as 'message:send', async (...args: unknown[]) => {
+      // Socket.IO passes the ack as the last argument: an event emitted with an ack but without its one
+      // payload, or with more than one, is acked VALIDATION_FAILED (several arguments are validated as
+      // one array), instead of taking an argument for the ack and leaving the client waiting forever.
+      const ack = typeof args[args.length - 1] === 'function' ? args.pop() : undefined;
+      const payload = args.length > 1 ? args : args[0];
       const reply = typeof ack === 'function' ? (ack as (response: object) => void) : undefined;
       if (!reply && !ackOptional) return;
       let response: object;
