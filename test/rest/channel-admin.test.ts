@@ -14,11 +14,11 @@ import {
   addWorkspaceMember,
   createChannel,
   createWorkspace,
+  expectError,
   registerUser,
   request,
   startApi,
   unique,
-  type ApiResponse,
   type ChannelDto,
   type RegisteredUser,
   type StartedApi,
@@ -26,11 +26,6 @@ import {
 } from '../support/api.js';
 import { connect, disconnectAll, send, sendOk, sleep, waitFor, type ClientSocket } from '../support/sockets.js';
 
-function expectError(res: ApiResponse, status: number, code: string): void {
-  expect(res.status, res.text).to.equal(status);
-  expect(res.body).to.have.all.keys('error');
-  expect(res.body.error.code).to.equal(code);
-}
 
 describe('REST channel administration', function () {
   this.timeout(60_000);

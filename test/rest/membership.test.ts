@@ -5,21 +5,15 @@ import {
   addWorkspaceMember,
   createChannel,
   createWorkspace,
+  expectError,
   registerUser,
   request,
   startApi,
-  type ApiResponse,
   type RegisteredUser,
   type StartedApi,
   type WorkspaceDto,
 } from '../support/api.js';
 
-function expectError(res: ApiResponse, status: number, code: string): void {
-  expect(res.status, res.text).to.equal(status);
-  expect(res.body).to.have.all.keys('error');
-  expect(res.body.error.code).to.equal(code);
-  expect(res.body.error.message).to.be.a('string').and.not.empty;
-}
 
 describe('REST membership', function () {
   let api: StartedApi;

@@ -10,21 +10,16 @@ import {
   addWorkspaceMember,
   createChannel,
   createWorkspace,
+  expectError,
   registerUser,
   request,
   startApi,
-  type ApiResponse,
   type RegisteredUser,
   type StartedApi,
   type WorkspaceDto,
 } from '../support/api.js';
 import { connect, disconnectAll, sleep, waitFor } from '../support/sockets.js';
 
-function expectError(res: ApiResponse, status: number, code: string): void {
-  expect(res.status, res.text).to.equal(status);
-  expect(res.body).to.have.all.keys('error');
-  expect(res.body.error.code).to.equal(code);
-}
 
 describe('REST roles', function () {
   let api: StartedApi;

@@ -2,6 +2,7 @@
  * REST test harness: one in-process front node on a free port, a tiny fetch wrapper, and seeding
  * helpers that go through the public HTTP API only (no database shortcuts), so any test file may use them.
  */
+import { expect } from 'chai';
 import { randomBytes } from 'node:crypto';
 import { createFrontNode, type FrontNode } from '../../server/app.js';
 import { loadConfig, type Config } from '../../shared/config.js';
@@ -180,4 +181,12 @@ export async function addWorkspaceMember(
 export async function addChannelMember(baseUrl: string, token: string, channelId: string, userId: string): Promise<void> {
   const res = await request(baseUrl, 'POST', `/channels/${channelId}/members`, { token, body: { userId } });
   expectStatus(res, 201, 'addChannelMember');
+}
+
+/** A contract error: `status`, exactly `{error}` with `code` and a message. */
+export function expectError(res: ApiResponse, status: number, code: string): void {
+  expect(res.status, res.text).to.equal(status);
+  expect(res.body).to.have.all.keys('error');
+  expect(res.body.error.code).to.equal(code);
+  expect(res.body.error.message).to.be.a('string').and.not.empty;
 }
