@@ -71,7 +71,9 @@ export function rateLimitLine(r: BenchResults): string {
   if (l.overBudget === l.default) return `Send rate limit (MESSAGE_RATE_PER_SECOND): ${fmt(l.default)} in every phase (--env)`;
   return (
     `Send rate limit (MESSAGE_RATE_PER_SECOND): the product's default, ${fmt(l.default)}, for the order check; ` +
-    `raised to ${fmt(l.overBudget)} for throughput, latency and fan-out, whose senders exceed one user's default budget (the limiter runs, never refuses)`
+    `raised to ${fmt(l.overBudget)} for throughput, latency and fan-out, whose senders exceed one user's default budget (the limiter runs, never refuses). ` +
+    `Per-address budgets (registrations, connections) off: the load agents are one address for all their users; ` +
+    `the per-user REST budget runs but never refuses (history is timed from one user's token)`
   );
 }
 
