@@ -59,6 +59,8 @@ function childEnv(base: Record<string, string>, extra: Record<string, string> | 
   const env: NodeJS.ProcessEnv = { ...process.env, ...base, ...extra };
   if (!env.LOG_LEVEL || QUIETER_THAN_INFO.has(env.LOG_LEVEL)) env.LOG_LEVEL = 'info';
   if (kind === 'server') env.PORT = '0';
+  // Several workers on one host: each its own free port for health and metrics.
+  if (kind === 'worker') env.WORKER_HTTP_PORT = '0';
   return env;
 }
 

@@ -8,7 +8,10 @@ import { createRedis } from '../shared/redis.js';
 import { channelRoom, userRoom } from '../shared/events.js';
 import { createTokenService } from './auth.js';
 import { messagesInRange } from './domain/messages.js';
-import { createRateLimit } from './domain/rateLimit.js';
+import { createRateLimit, type RateLimit } from './domain/rateLimit.js';
+import { RateLimitedError } from '../shared/errors.js';
+import { createRegistry } from '../shared/metrics.js';
+import { createFrontMetrics } from './metrics.js';
 import type { ChannelNotifier } from './domain/channels.js';
 import type { ReadNotifier } from './domain/readState.js';
 import { createHttpApp } from './http/app.js';
@@ -47,19 +50,37 @@ export function createFrontNode(config: Config, options: { logger?: Logger } = {
     client.on('error', (err) => logger.warn({ err: err.message, client: name }, 'redis connection error'));
   }
 
+  // Metrics on a registry of this node's own; the sockets gauge reads `io` (built below) when scraped.
+  let connectedSockets = () => 0;
+  const metrics = createFrontMetrics(createRegistry(), () => connectedSockets());
+  /** Every limit's refusals are counted by its policy name. */
+  const counted = (rateLimit: RateLimit): RateLimit => {
+    const count = (err: unknown) => {
+      if (err instanceof RateLimitedError) metrics.rateLimited.inc({ policy: err.policy?.name ?? 'unknown' });
+      throw err;
+    };
+    return {
+      consume: (key) => rateLimit.consume(key).catch(count),
+      check: (key) => rateLimit.check(key).catch(count),
+    };
+  };
+
   const sendQueue = new SendQueue({ config, connection: redis, subscriber: replySub, nodeId, logger });
-  const sendLimit = createRateLimit(redis, `${config.redis.prefix}:rl:send`, config.messages.ratePerSecond * 10, 10, 'sends-per-user');
+  const sendLimit = counted(
+    createRateLimit(redis, `${config.redis.prefix}:rl:send`, config.messages.ratePerSecond * 10, 10, 'sends-per-user'),
+  );
   const messaging = {
     admission: new SendAdmission({ rateLimit: sendLimit, sink: sendQueue }),
     maxBodyLength: config.messages.maxBodyLength,
+    onOutcome: (outcome: string) => metrics.messages.inc({ outcome }),
   };
-  const loginFailures = createRateLimit(
+  const loginFailures = counted(createRateLimit(
     redis, `${config.redis.prefix}:rl:login`, config.rateLimits.loginFailuresPerAccount, 15 * 60, 'login-failures-per-account',
-  );
+  ));
   // The abuse budgets (README, "Rate limits"): each in Redis, shared by every front node.
   const rl = config.rateLimits;
   const limit = (name: string, points: number, seconds: number) =>
-    createRateLimit(redis, `${config.redis.prefix}:rl:${name}`, points, seconds, name);
+    counted(createRateLimit(redis, `${config.redis.prefix}:rl:${name}`, points, seconds, name));
   const httpLimits = {
     perUser: limit('rest-per-user', rl.restPerSecond * 10, 10),
     register: limit('register-per-ip', rl.registerPerMinute, 60),
@@ -78,6 +99,7 @@ export function createFrontNode(config: Config, options: { logger?: Logger } = {
     subClient: adapterSub,
     corsOrigins: config.cors.origins,
   });
+  connectedSockets = () => io.of('/').sockets.size;
   const sessionSockets = createSessionSockets(io);
   const tokens = createTokenService(config, { redis, listener: sessionSockets });
   const subscriptions = createSubscriptions(io, logger);
@@ -113,6 +135,8 @@ export function createFrontNode(config: Config, options: { logger?: Logger } = {
     messaging,
     notifyRead,
     notifyChannel,
+    metrics,
+    metricsToken: config.metricsToken,
   });
   const httpServer = createServer(app);
   attachIoServer(io, httpServer);
@@ -127,6 +151,7 @@ export function createFrontNode(config: Config, options: { logger?: Logger } = {
     notifyRead,
     logger,
     limits: socketLimits,
+    onEvent: (event, outcome) => metrics.socketEvents.inc({ event, outcome }),
   });
 
   return {

@@ -8,6 +8,10 @@ export interface Config {
   readonly nodeEnv: 'development' | 'production' | 'test';
   readonly port: number;
   readonly logLevel: string;
+  /** When set, `GET /metrics` (front nodes and workers) needs `Authorization: Bearer <metricsToken>`. */
+  readonly metricsToken?: string;
+  /** Port of a worker's health and metrics HTTP server (0: any free port). */
+  readonly workerHttpPort: number;
   readonly db: {
     readonly connection: string | {
       readonly host: string;
@@ -89,6 +93,8 @@ const durationPattern = /^\d+(ms|s|m|h|d)?$/;
 const schema = Joi.object({
   NODE_ENV: Joi.string().valid('development', 'production', 'test').default('development'),
   PORT: Joi.number().integer().min(0).max(65535).default(3000),
+  METRICS_TOKEN: Joi.string().min(16).pattern(/^[\x21-\x7e]+$/),
+  WORKER_HTTP_PORT: Joi.number().integer().min(0).max(65535).default(9464),
   LOG_LEVEL: Joi.string().valid('fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent').default('info'),
   DATABASE_URL: Joi.string().uri({ scheme: ['postgres', 'postgresql'] }),
   DB_HOST: Joi.string().hostname().default('127.0.0.1'),
@@ -190,6 +196,8 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
     nodeEnv: v.NODE_ENV,
     port: v.PORT,
     logLevel: v.LOG_LEVEL,
+    ...(v.METRICS_TOKEN !== undefined && { metricsToken: v.METRICS_TOKEN }),
+    workerHttpPort: v.WORKER_HTTP_PORT,
     db: {
       connection: v.DATABASE_URL ?? {
         host: v.DB_HOST,

@@ -1,4 +1,7 @@
+import { createServer } from 'node:http';
+import type { AddressInfo } from 'node:net';
 import { Emitter } from '@socket.io/redis-emitter';
+import express from 'express';
 import { Queue, Worker } from 'bullmq';
 import type { Config } from '../shared/config.js';
 import { createDb } from '../shared/db.js';
@@ -15,10 +18,19 @@ import {
   type MessageBatchJob,
 } from '../shared/queues.js';
 import { socketAdapterKey } from '../shared/events.js';
+import { createRegistry, metricsHandler } from '../shared/metrics.js';
+import { healthRoutes } from '../server/http/health.js';
+import { createWorkerMetrics } from './metrics.js';
 import { createBatchProcessor } from './processMessageBatch.js';
 
 export interface WorkerNode {
-  start(): Promise<void>;
+  /**
+   * Starts the partition workers and the health and metrics HTTP server (config.workerHttpPort; 0: any
+   * free port); resolves with that server's port.
+   */
+  start(): Promise<number>;
+  /** The health and metrics server's port, once started. */
+  readonly httpPort: number | undefined;
   stop(): Promise<void>;
 }
 
@@ -36,7 +48,10 @@ export function createWorkerNode(config: Config, options: { logger?: Logger } = 
   connection.on('error', (err) => logger.warn({ err: err.message }, 'redis connection error'));
   const emitter = new Emitter(connection, { key: socketAdapterKey(config.redis.prefix) });
   let closing = false;
+  const registry = createRegistry();
+  const metrics = createWorkerMetrics(registry);
   const processor = createBatchProcessor({
+    metrics,
     knex,
     emitter,
     publisher: connection,
@@ -77,7 +92,24 @@ export function createWorkerNode(config: Config, options: { logger?: Logger } = 
     worker.on('error', (err) => logger.warn({ err, queue: worker.name }, 'worker error'));
   }
 
+  // `/health/live`, `/health/ready` (PostgreSQL and Redis answer, else 503) and `/metrics`, as on front nodes.
+  const app = express();
+  app.disable('x-powered-by');
+  app.use(healthRoutes({ knex, redis: connection }));
+  const serveMetrics = metricsHandler(registry, config.metricsToken);
+  app.get('/metrics', (req, res, next) => {
+    serveMetrics(req, res).catch(next);
+  });
+  app.use((_req, res) => {
+    res.status(404).json({ error: { code: 'NOT_FOUND', message: 'Not found' } });
+  });
+  const httpServer = createServer(app);
+  let httpPort: number | undefined;
+
   return {
+    get httpPort() {
+      return httpPort;
+    },
     async start() {
       // Idempotent: whichever worker starts first sets it; it lives in Redis with the queue.
       await Promise.all(
@@ -89,13 +121,22 @@ export function createWorkerNode(config: Config, options: { logger?: Logger } = 
       );
       for (const worker of workers) void worker.run();
       await Promise.all(workers.map((w) => w.waitUntilReady()));
-      logger.info({ partitions: names.length }, 'worker ready');
+      await new Promise<void>((resolve, reject) => {
+        httpServer.once('error', reject);
+        httpServer.listen(config.workerHttpPort, () => resolve());
+      });
+      httpPort = (httpServer.address() as AddressInfo).port;
+      logger.info({ partitions: names.length, httpPort }, 'worker ready');
+      return httpPort;
     },
     async stop() {
       closing = true;
+      const httpClosed = new Promise<void>((resolve) => httpServer.close(() => resolve()));
+      httpServer.closeAllConnections();
       await Promise.all(workers.map((w) => w.close()));
       await knex.destroy();
       await connection.quit().catch(() => connection.disconnect());
+      if (httpServer.listening) await httpClosed;
       logger.info('worker stopped');
     },
   };

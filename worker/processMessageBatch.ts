@@ -7,6 +7,7 @@ import type { Logger } from '../shared/logger.js';
 import { replyChannel, type BatchOutcome, type BatchReply, type BatchResult, type MessageBatchJob, type SendRequest } from '../shared/queues.js';
 import Joi, { UNSTORABLE_TEXT, UUID_PATTERN, unstorableTextError } from '../shared/validation.js';
 import { isRetriableDbError, persistMessages, sqlState } from './actions/persistMessages.js';
+import type { WorkerMetrics } from './metrics.js';
 
 // The ids front nodes accept (shared/validation.ts): a stricter check here (it was uuidv4/uuidv7 only) let
 // a client's channelId of another version through the front node and then failed the whole batch.
@@ -39,6 +40,7 @@ export interface BatchProcessorDeps {
   redisPrefix: string;
   logger: Logger;
   isClosing: () => boolean;
+  metrics?: WorkerMetrics;
 }
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
@@ -79,8 +81,11 @@ function parseJob(raw: unknown): { data: MessageBatchJob; refused: Record<string
  */
 export function createBatchProcessor(deps: BatchProcessorDeps) {
   return async (job: Job<MessageBatchJob, BatchResult>): Promise<BatchResult> => {
-    const { data, refused } = parseJob(job.data);
+    // Every line about this batch carries its job id.
     const logger = deps.logger.child({ jobId: job.id });
+    const endTimer = deps.metrics?.batchDuration.startTimer();
+    const { data, refused } = parseJob(job.data);
+    deps.metrics?.batchSize.observe(data.sends.length + Object.keys(refused).length);
     for (const id of Object.keys(refused)) logger.warn({ sendId: id }, 'send with text that cannot be stored refused');
 
     let result;
@@ -101,6 +106,9 @@ export function createBatchProcessor(deps: BatchProcessorDeps) {
     }
 
     const outcomes = { ...refused, ...result.outcomes };
+    // A batch run again after a crash publishes (and so counts) what its first run stored.
+    deps.metrics?.messagesPersisted.inc(result.publish.length);
+    endTimer?.();
     // One publish per batch; every front node hands each message to its local channel room in order.
     if (result.publish.length > 0) deps.emitter.serverSideEmit(MESSAGES_CREATED, result.publish);
     const reply: BatchReply = { jobId: job.id!, outcomes };
@@ -109,7 +117,7 @@ export function createBatchProcessor(deps: BatchProcessorDeps) {
     // connection drops first, the job is not completed either: it stalls and is run again.
     deps.publisher
       .publish(replyChannel(deps.redisPrefix, data.node), JSON.stringify(reply))
-      .catch((err: unknown) => deps.logger.warn({ err, jobId: job.id }, 'batch reply not published; the sender sweeps for it'));
+      .catch((err: unknown) => logger.warn({ err }, 'batch reply not published; the sender sweeps for it'));
     return { outcomes };
   };
 }

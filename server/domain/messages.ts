@@ -20,6 +20,8 @@ export interface SendInput {
 export interface MessagingDeps {
   admission: SendAdmission;
   maxBodyLength: number;
+  /** Told every send's outcome: `accepted`, or the code it was rejected with (the messages metric). */
+  onOutcome?: (outcome: string) => void;
 }
 
 /** The body as stored: trimmed, and 1..max characters after trimming. */
@@ -37,6 +39,18 @@ export function normaliseBody(body: string, maxBodyLength: number): string {
  * the definitive outcome; never throws for a send that reached the queue (RATE_LIMITED ones did not).
  */
 export async function sendMessage(deps: MessagingDeps, userId: string, input: SendInput): Promise<SendOutcome> {
+  if (!deps.onOutcome) return admitSend(deps, userId, input);
+  try {
+    const outcome = await admitSend(deps, userId, input);
+    deps.onOutcome(outcome.ok ? 'accepted' : outcome.error.code);
+    return outcome;
+  } catch (err) {
+    deps.onOutcome(err instanceof AppError ? err.code : 'INTERNAL');
+    throw err;
+  }
+}
+
+async function admitSend(deps: MessagingDeps, userId: string, input: SendInput): Promise<SendOutcome> {
   try {
     const body = normaliseBody(input.body, deps.maxBodyLength);
     // Opaque ids that cannot exist never reach the queue, and look like any other unknown channel.

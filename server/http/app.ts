@@ -15,6 +15,9 @@ import { authRoutes, requireAuth } from './auth.js';
 import { channelRoutes } from './channels.js';
 import { errorHandler, notFoundRoute } from './errors.js';
 import { healthRoutes } from './health.js';
+import { metricsHandler } from '../../shared/metrics.js';
+import type { FrontMetrics } from '../metrics.js';
+import { markRouteBase, requestLogger, requestMetrics } from './observe.js';
 import { workspaceRoutes } from './workspaces.js';
 
 export const API_PREFIX = '/api/v1';
@@ -35,6 +38,10 @@ export interface HttpDeps {
   messaging: MessagingDeps;
   notifyRead: ReadNotifier;
   notifyChannel: ChannelNotifier;
+  /** The node's metrics: measured on every request, and served at `GET /metrics` (none: neither). */
+  metrics?: FrontMetrics;
+  /** When set, `GET /metrics` needs `Authorization: Bearer <metricsToken>`. */
+  metricsToken?: string;
 }
 
 /** The REST abuse budgets (server/app.ts builds them from config.rateLimits). */
@@ -57,6 +64,9 @@ export function createHttpApp(deps: HttpDeps): Express {
   app.disable('x-powered-by');
   app.set('trust proxy', 'loopback');
   app.set('query parser', 'simple');
+  // First, so every request is logged and measured, whatever answers it.
+  app.use(requestLogger(deps.logger));
+  if (deps.metrics) app.use(requestMetrics(deps.metrics));
   app.use(helmet());
   // Same-origin only unless CORS_ORIGINS lists origins: then those, and no other, get Access-Control-*.
   app.use(cors({ origin: deps.corsOrigins.length > 0 ? [...deps.corsOrigins] : false, exposedHeaders: EXPOSED_HEADERS }));
@@ -67,8 +77,16 @@ export function createHttpApp(deps: HttpDeps): Express {
     next();
   });
   app.use(healthRoutes(deps));
+  if (deps.metrics) {
+    // Operations, not the API: Prometheus text, not JSON (test/support/routes.ts lists the app without it).
+    const metrics = metricsHandler(deps.metrics.registry, deps.metricsToken);
+    app.get('/metrics', (req, res, next) => {
+      metrics(req, res).catch(next);
+    });
+  }
 
   const api = express.Router();
+  api.use(markRouteBase);
   api.use(authRoutes(deps));
   // Only under known prefixes: an unknown route is a 404 whether or not a token came with it.
   api.use(['/workspaces', '/channels'], requireAuth(deps.tokens, deps.limits.perUser));

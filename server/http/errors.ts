@@ -8,7 +8,8 @@ export const notFoundRoute: RequestHandler = (req, _res, next) => next(new NotFo
 /** The one place an error becomes an HTTP response. */
 export function errorHandler(logger: Logger): ErrorRequestHandler {
   return (err, req, res, _next) => {
-    const appError = toClientError(err, logger, { method: req.method, path: req.path });
+    // The request's own logger (pino-http's, with its request id) when there is one.
+    const appError = toClientError(err, (req as { log?: Logger }).log ?? logger, { method: req.method, path: req.path });
     if (res.headersSent) return;
     for (const [name, value] of Object.entries(rateLimitHeaders(appError))) res.setHeader(name, value);
     res.status(appError.status).json({ error: appError.toBody() });

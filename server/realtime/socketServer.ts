@@ -91,6 +91,8 @@ export interface SocketHandlerDeps {
   notifyRead: ReadNotifier;
   logger: Logger;
   limits: SocketLimits;
+  /** Told each handled event's outcome: `ok`, or the error code of its ack (the socket events metric). */
+  onEvent?: (event: string, outcome: string) => void;
 }
 
 /** The socket abuse budgets (server/app.ts builds them from config.rateLimits). */
@@ -157,6 +159,8 @@ export function registerSocketHandlers(io: IoServer, deps: SocketHandlerDeps): v
         // Mapped (and so logged) whether or not anyone hears of it.
         response = toErrorAck(err, logger, { event, userId: socket.data.userId });
       }
+      const failed = (response as { ok?: unknown; error?: { code?: unknown } }).ok === false;
+      deps.onEvent?.(event, failed ? String((response as { error?: { code?: unknown } }).error?.code) : 'ok');
       reply?.(response);
     });
   }

@@ -6,6 +6,7 @@ import { expect } from 'chai';
 import { randomBytes } from 'node:crypto';
 import { createFrontNode, type FrontNode } from '../../server/app.js';
 import { loadConfig, type Config } from '../../shared/config.js';
+import type { Logger } from '../../shared/logger.js';
 import type { ChannelDto, WorkspaceDto } from '../../shared/models/index.js';
 
 // The contract's shapes, as the product defines them; re-exported for the test files.
@@ -21,13 +22,17 @@ export interface StartedApi {
 }
 
 /**
- * Starts one front node in this process, on port 0, configured from process.env plus `env`.
+ * Starts one front node in this process, on port 0, configured from process.env plus `env`; `options.logger`
+ * replaces the node's own (to read what it logs).
  * Objection's models are bound to the knex of the node created last (shared/db.ts: Model.knex is global),
  * so run one node per process at a time unless they share the same database.
  */
-export async function startApi(env: Record<string, string | undefined> = {}): Promise<StartedApi> {
+export async function startApi(
+  env: Record<string, string | undefined> = {},
+  options: { logger?: Logger } = {},
+): Promise<StartedApi> {
   const config = loadConfig({ ...process.env, ...env, PORT: '0' });
-  const node = createFrontNode(config);
+  const node = createFrontNode(config, options);
   const port = await node.start();
   let stopped = false;
   return {

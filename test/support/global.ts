@@ -61,6 +61,8 @@ export async function mochaGlobalSetup(): Promise<void> {
       ...services.env,
       REDIS_PREFIX: attempt.redisPrefix,
       BCRYPT_ROUNDS: '4',
+      // Workers in the tests (in-process and spawned) take any free port for health and metrics.
+      WORKER_HTTP_PORT: '0',
       LOG_LEVEL: requestedLogLevel || 'warn',
     });
   } catch (err) {

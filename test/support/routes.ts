@@ -31,7 +31,11 @@ function walk(stack: Layer[], prefix: string, out: RouteInfo[]): void {
   }
 }
 
-/** Every route of the product's Express app (built with inert collaborators: nothing is called). */
+/**
+ * Every route of the product's Express app (built with inert collaborators: nothing is called). Without
+ * `metrics` among them the app has no `GET /metrics` (Prometheus text, behind METRICS_TOKEN, tested in
+ * test/rest/observability.test.ts), which is not part of the JSON API these suites cover.
+ */
 export function listRoutes(): RouteInfo[] {
   const inert = { corsOrigins: [], limits: {}, tokens: {} } as unknown as HttpDeps;
   const app = createHttpApp(inert) as unknown as { router: { stack: Layer[] } };

@@ -1,0 +1,220 @@
+/**
+ * Observability (issue #13): request ids and request logs on front nodes (pino-http), Prometheus metrics
+ * at `/metrics` on front nodes and workers (METRICS_TOKEN), and a worker's health and metrics server
+ * (WORKER_HTTP_PORT). A worker runs in this process: sends need one.
+ */
+import { expect } from 'chai';
+import { randomUUID } from 'node:crypto';
+import { pino } from 'pino';
+import { loadConfig } from '../../shared/config.js';
+import { createWorkerNode, type WorkerNode } from '../../worker/app.js';
+import {
+  createChannel,
+  createWorkspace,
+  registerUser,
+  request,
+  startApi,
+  unique,
+  type RegisteredUser,
+  type StartedApi,
+} from '../support/api.js';
+import { connect, disconnectAll, send, sendOk, waitFor } from '../support/sockets.js';
+
+const METRICS_TOKEN = 'metrics-token-0123456789abcdef';
+
+/** One sample's value from Prometheus text, or undefined. */
+function sample(text: string, name: string, labels: Record<string, string> = {}): number | undefined {
+  for (const line of text.split('\n')) {
+    if (!line.startsWith(name)) continue;
+    const match = /^([a-zA-Z_:][a-zA-Z0-9_:]*)(\{([^}]*)\})? (\S+)$/.exec(line);
+    if (!match || match[1] !== name) continue;
+    const got = Object.fromEntries([...(match[3] ?? '').matchAll(/(\w+)="([^"]*)"/g)].map((m) => [m[1], m[2]]));
+    if (Object.entries(labels).every(([k, v]) => got[k] === v)) return Number(match[4]);
+  }
+  return undefined;
+}
+
+async function metricsOf(url: string, token?: string): Promise<{ status: number; text: string; type: string | null }> {
+  const res = await fetch(url, { headers: token === undefined ? {} : { authorization: `Bearer ${token}` } });
+  return { status: res.status, text: await res.text(), type: res.headers.get('content-type') };
+}
+
+describe('Observability: request logs, metrics and worker health', function () {
+  this.timeout(60_000);
+  const lines: Record<string, any>[] = [];
+  let worker: WorkerNode;
+  let workerBase: string;
+  let api: StartedApi;
+  let base: string;
+  let owner: RegisteredUser;
+
+  before(async function () {
+    const env = {
+      REDIS_PREFIX: `${process.env.REDIS_PREFIX}.observability`,
+      METRICS_TOKEN,
+      LOGIN_RATE_PER_MINUTE: '2',
+      WORKER_HTTP_PORT: '0',
+    };
+    // The worker first: Objection's models are bound to the knex created last, the front node's.
+    worker = createWorkerNode(loadConfig({ ...process.env, ...env }));
+    const workerPort = await worker.start();
+    expect(worker.httpPort).to.equal(workerPort);
+    workerBase = `http://127.0.0.1:${workerPort}`;
+    const logger = pino({ level: 'debug' }, { write: (line: string) => void lines.push(JSON.parse(line)) });
+    api = await startApi(env, { logger });
+    base = api.baseUrl;
+    owner = await registerUser(base);
+  });
+
+  after(async function () {
+    disconnectAll();
+    await api?.stop();
+    await worker?.stop();
+  });
+
+  const requestLines = (id: string) => lines.filter((l) => l.reqId === id);
+
+  it('When a request has no X-Request-Id, then one is generated and returned', async function () {
+    const res = await request(base, 'GET', '/me', { token: owner.token });
+    expect(res.status).to.equal(200);
+    expect(res.headers.get('x-request-id')).to.match(/^[0-9a-f-]{36}$/);
+  });
+
+  it('When a request has a safe X-Request-Id, then it is echoed; when not, then a new one replaces it', async function () {
+    const given = unique('req-');
+    const res = await request(base, 'GET', '/me', { token: owner.token, headers: { 'x-request-id': given } });
+    expect(res.headers.get('x-request-id')).to.equal(given);
+    for (const bad of ['a b;"<script>"', 'x'.repeat(65)]) {
+      const unsafe = await request(base, 'GET', '/me', { token: owner.token, headers: { 'x-request-id': bad } });
+      expect(unsafe.headers.get('x-request-id')).to.match(/^[0-9a-f-]{36}$/);
+    }
+  });
+
+  it('When a request is logged, then its line has the id, method, route, status and duration, and no secret or body', async function () {
+    const id = unique('login-');
+    const res = await request(base, 'POST', '/auth/login', {
+      body: { email: owner.email, password: owner.password },
+      headers: { 'x-request-id': id, cookie: 'session=cookie-secret-value', 'x-forwarded-for': '198.51.100.7' },
+    });
+    expect(res.status).to.equal(200);
+    const ws = await createWorkspace(base, owner.token);
+    const channel = await createChannel(base, owner.token, ws.id);
+    const postId = unique('post-');
+    const body = unique('secret message body ');
+    const posted = await request(base, 'POST', `/channels/${channel.id}/messages?token=${owner.token}`, {
+      token: owner.token,
+      body: { body, clientMsgId: unique() },
+      headers: { 'x-request-id': postId },
+    });
+    expect(posted.status, posted.text).to.be.oneOf([201, 200]);
+
+    await waitFor(() => requestLines(postId).some((l) => l.res));
+    const [done] = requestLines(id).filter((l) => l.res);
+    expect(done.level).to.equal(30);
+    expect(done.req).to.deep.equal({ method: 'POST', path: '/api/v1/auth/login' });
+    expect(done.route).to.equal('/api/v1/auth/login');
+    expect(done.res.statusCode).to.equal(200);
+    expect(done.responseTime).to.be.a('number');
+    const [postDone] = requestLines(postId).filter((l) => l.res);
+    expect(postDone.route).to.equal('/api/v1/channels/:channelId/messages');
+    expect(postDone.req.path).to.equal(`/api/v1/channels/${channel.id}/messages`);
+
+    const all = JSON.stringify(lines);
+    for (const secret of [owner.token, owner.password, body, 'cookie-secret-value', res.body.token]) {
+      expect(all).not.to.include(secret);
+    }
+    expect(all.toLowerCase()).not.to.include('authorization');
+  });
+
+  it('When health is probed, then its request is logged at debug, not info', async function () {
+    const id = unique('health-');
+    const res = await request(base, 'GET', '/health/live', { headers: { 'x-request-id': id } });
+    expect(res.status).to.equal(200);
+    await waitFor(() => requestLines(id).length > 0);
+    expect(requestLines(id).map((l) => l.level)).to.deep.equal([20]);
+  });
+
+  it('When /metrics is asked without the token or with a wrong one, then it answers 401', async function () {
+    expect((await metricsOf(`${base}/metrics`)).status).to.equal(401);
+    expect((await metricsOf(`${base}/metrics`, 'wrong-token-0123456789')).status).to.equal(401);
+    expect((await metricsOf(`${workerBase}/metrics`)).status).to.equal(401);
+  });
+
+  it('When requests, a socket send and a rate-limit refusal happened, then /metrics shows them', async function () {
+    const ws = await createWorkspace(base, owner.token);
+    const channel = await createChannel(base, owner.token, ws.id);
+    const socket = await connect(base, owner.token);
+    await sendOk(socket, { channelId: channel.id, body: 'hello metrics', clientMsgId: unique() });
+    const rejected = await send(socket, { channelId: channel.id, body: '   ', clientMsgId: unique() });
+    expect(rejected.ok).to.equal(false);
+    // LOGIN_RATE_PER_MINUTE=2 from one address: the third attempt is refused.
+    const from = { 'x-forwarded-for': '198.51.100.99' };
+    for (let i = 0; i < 3; i++) {
+      await request(base, 'POST', '/auth/login', { body: { email: owner.email, password: 'wrong-password' }, headers: from });
+    }
+
+    const missing = await request(base, 'GET', `/channels/${randomUUID()}`, { token: owner.token });
+    expect(missing.status).to.equal(404);
+
+    const res = await metricsOf(`${base}/metrics`, METRICS_TOKEN);
+    expect(res.status).to.equal(200);
+    expect(res.type).to.include('text/plain');
+    const text = res.text;
+    expect(sample(text, 'process_cpu_user_seconds_total')).to.be.a('number');
+    expect(sample(text, 'http_request_duration_seconds_count', { method: 'GET', route: '/api/v1/me', status: '200' })).to.be.at.least(1);
+    expect(sample(text, 'http_request_duration_seconds_count', { method: 'POST', route: '/api/v1/workspaces/:workspaceId/channels', status: '201' }))
+      .to.be.at.least(1);
+    // An error answered by the error handler keeps its route's full pattern.
+    expect(sample(text, 'http_request_duration_seconds_count', { method: 'GET', route: '/api/v1/channels/:channelId', status: '404' }))
+      .to.be.at.least(1);
+    expect(text).not.to.include(ws.id);
+    expect(text).not.to.include(channel.id);
+    expect(sample(text, 'socketio_connected_sockets')).to.equal(1);
+    expect(sample(text, 'socketio_events_total', { event: 'message:send', outcome: 'ok' })).to.be.at.least(1);
+    expect(sample(text, 'socketio_events_total', { event: 'message:send', outcome: 'VALIDATION_FAILED' })).to.be.at.least(1);
+    expect(sample(text, 'messages_sends_total', { outcome: 'accepted' })).to.be.at.least(1);
+    expect(sample(text, 'messages_sends_total', { outcome: 'VALIDATION_FAILED' })).to.be.at.least(1);
+    expect(sample(text, 'rate_limit_refusals_total', { policy: 'login-per-ip' })).to.be.at.least(1);
+  });
+
+  it('When a worker runs with WORKER_HTTP_PORT=0, then its health answers and /metrics has the batch metrics', async function () {
+    expect((await fetch(`${workerBase}/health/live`)).status).to.equal(200);
+    const ready = await fetch(`${workerBase}/health/ready`);
+    expect(ready.status).to.equal(200);
+    expect(await ready.json()).to.deep.equal({ status: 'ok' });
+
+    const ws = await createWorkspace(base, owner.token);
+    const channel = await createChannel(base, owner.token, ws.id);
+    const socket = await connect(base, owner.token);
+    await sendOk(socket, { channelId: channel.id, body: 'persisted', clientMsgId: unique() });
+
+    const res = await metricsOf(`${workerBase}/metrics`, METRICS_TOKEN);
+    expect(res.status).to.equal(200);
+    expect(sample(res.text, 'worker_batch_size_count')).to.be.at.least(1);
+    expect(sample(res.text, 'worker_batch_duration_seconds_count')).to.be.at.least(1);
+    expect(sample(res.text, 'worker_messages_persisted_total')).to.be.at.least(1);
+    expect(sample(res.text, 'process_resident_memory_bytes')).to.be.a('number');
+  });
+
+  it('When WORKER_HTTP_PORT or METRICS_TOKEN are set or not, then the config has them or refuses them', function () {
+    const base = { ...process.env, WORKER_HTTP_PORT: undefined, METRICS_TOKEN: undefined };
+    expect(loadConfig(base).workerHttpPort).to.equal(9464);
+    expect(loadConfig(base).metricsToken).to.equal(undefined);
+    expect(loadConfig({ ...base, WORKER_HTTP_PORT: '0', METRICS_TOKEN: METRICS_TOKEN }))
+      .to.include({ workerHttpPort: 0, metricsToken: METRICS_TOKEN });
+    expect(() => loadConfig({ ...base, WORKER_HTTP_PORT: '70000' })).to.throw(/WORKER_HTTP_PORT/);
+    expect(() => loadConfig({ ...base, METRICS_TOKEN: 'short' })).to.throw(/METRICS_TOKEN/);
+    expect(() => loadConfig({ ...base, METRICS_TOKEN: 'has a space in it, sixteen+' })).to.throw(/METRICS_TOKEN/);
+  });
+
+  it('When METRICS_TOKEN is not set, then /metrics is open', async function () {
+    const open = await startApi({ REDIS_PREFIX: `${process.env.REDIS_PREFIX}.observability` });
+    try {
+      const res = await metricsOf(`${open.baseUrl}/metrics`);
+      expect(res.status).to.equal(200);
+      expect(res.text).to.include('http_request_duration_seconds');
+    } finally {
+      await open.stop();
+    }
+  });
+});

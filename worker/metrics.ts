@@ -1,0 +1,30 @@
+import { Counter, Histogram, type Registry } from 'prom-client';
+
+/** A worker's metrics (README, "Metrics"), on its own registry. */
+export interface WorkerMetrics {
+  readonly batchSize: Histogram;
+  readonly batchDuration: Histogram;
+  readonly messagesPersisted: Counter;
+}
+
+export function createWorkerMetrics(registry: Registry): WorkerMetrics {
+  return {
+    batchSize: new Histogram({
+      name: 'worker_batch_size',
+      help: 'Sends per message batch processed',
+      buckets: [1, 2, 5, 10, 20, 50, 100, 200, 500, 1000],
+      registers: [registry],
+    }),
+    batchDuration: new Histogram({
+      name: 'worker_batch_duration_seconds',
+      help: 'Time to process a message batch: validation, persistence (with its in-place retries) and publish',
+      buckets: [0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10],
+      registers: [registry],
+    }),
+    messagesPersisted: new Counter({
+      name: 'worker_messages_persisted_total',
+      help: 'Messages stored by this worker (duplicates of stored messages not counted)',
+      registers: [registry],
+    }),
+  };
+}
