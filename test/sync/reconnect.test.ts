@@ -71,8 +71,10 @@ describe('sync: reconnecting to any front node loses and doubles nothing', funct
       // The rate limit is off on purpose: alice and bob send non-stop (3 in flight each) through every random
       // reconnect run, a 170-message backlog and a node replacement, thousands of sends per user per 10 s, far
       // over the default budget of 500 (with it on, over a thousand sends are RATE_LIMITED); this file tests
-      // sync, the limit has its own tests (rate-limit.test.ts, ordering.test.ts).
-      env: { MESSAGE_RATE_PER_SECOND: '0', SYNC_REPLAY_LIMIT: String(REPLAY_LIMIT) },
+      // sync, the limit has its own tests (rate-limit.test.ts, ordering.test.ts). Likewise the per-user REST
+      // budget: after every run the reader pages through both channels' whole history as the ground truth,
+      // past a thousand requests per 10 s by the end (abuse-limits.test.ts tests that budget).
+      env: { MESSAGE_RATE_PER_SECOND: '0', REST_RATE_PER_SECOND: '0', SYNC_REPLAY_LIMIT: String(REPLAY_LIMIT) },
     });
     const [a] = cluster.urls;
     team = await seedTeam(a, 3);
