@@ -19,7 +19,7 @@ import {
 } from '../shared/queues.js';
 import { socketAdapterKey } from '../shared/events.js';
 import { createRegistry, metricsHandler } from '../shared/metrics.js';
-import { healthRoutes } from '../server/http/health.js';
+import { healthRoutes } from '../shared/health.js';
 import { createWorkerMetrics } from './metrics.js';
 import { createBatchProcessor } from './processMessageBatch.js';
 

@@ -14,7 +14,7 @@ import type { Subscriptions } from '../domain/subscriptions.js';
 import { authRoutes, requireAuth } from './auth.js';
 import { channelRoutes } from './channels.js';
 import { errorHandler, notFoundRoute } from './errors.js';
-import { healthRoutes } from './health.js';
+import { healthRoutes } from '../../shared/health.js';
 import { metricsHandler } from '../../shared/metrics.js';
 import type { FrontMetrics } from '../metrics.js';
 import { markRouteBase, requestLogger, requestMetrics } from './observe.js';

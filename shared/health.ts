@@ -9,7 +9,10 @@ function withTimeout<T>(promise: Promise<T>, ms: number): Promise<T> {
   ]);
 }
 
-/** Liveness says the process answers; readiness that it can serve: PostgreSQL and Redis both answer. */
+/**
+ * Liveness says the process answers; readiness that it can serve: PostgreSQL and Redis both answer.
+ * Front nodes serve these on their port, workers on WORKER_HTTP_PORT.
+ */
 export function healthRoutes(deps: { knex: Knex; redis: Redis }): Router {
   const router = Router();
   router.get('/health/live', (_req, res) => {
