@@ -20,6 +20,8 @@ import type { FrontMetrics } from '../metrics.js';
 import { markRouteBase, requestLogger, requestMetrics } from './observe.js';
 import { workspaceRoutes } from './workspaces.js';
 
+/** Proxies whose X-Forwarded-For is believed: the client address of REST requests and socket handshakes. */
+export const TRUST_PROXY = 'loopback';
 export const API_PREFIX = '/api/v1';
 export const MAX_BODY_BYTES = 64 * 1024;
 
@@ -62,7 +64,7 @@ const EXPOSED_HEADERS = ['Retry-After', 'RateLimit', 'RateLimit-Policy'];
 export function createHttpApp(deps: HttpDeps): Express {
   const app = express();
   app.disable('x-powered-by');
-  app.set('trust proxy', 'loopback');
+  app.set('trust proxy', TRUST_PROXY);
   app.set('query parser', 'simple');
   // First, so every request is logged and measured, whatever answers it.
   app.use(requestLogger(deps.logger));

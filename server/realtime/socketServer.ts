@@ -2,6 +2,7 @@ import type { Server as HttpServer } from 'node:http';
 import { createAdapter } from '@socket.io/redis-adapter';
 import type { Redis } from 'ioredis';
 import helmet from 'helmet';
+import proxyaddr from 'proxy-addr';
 import { Server } from 'socket.io';
 import { NotFoundError, ServiceUnavailableError, UnauthorizedError, ValidationError } from '../../shared/errors.js';
 import { socketAdapterKey, type SyncAck, type SyncChannelAck, type SyncDone } from '../../shared/events.js';
@@ -11,6 +12,7 @@ import type { TokenService } from '../auth.js';
 import { allowedChannels } from '../domain/access.js';
 import type { RateLimit } from '../domain/rateLimit.js';
 import { toClientError, toErrorAck } from '../errors.js';
+import { TRUST_PROXY } from '../http/app.js';
 import { CLIENT_MSG_ID, UUID_PATTERN, sendMessage, type MessagingDeps } from '../domain/messages.js';
 import { markRead, type ReadNotifier } from '../domain/readState.js';
 import { coalesceWrites } from './coalesceWrites.js';
@@ -105,18 +107,11 @@ export interface SocketLimits {
   connectionsPerIp: RateLimit;
 }
 
-const isLoopback = (address: string) => /^(127\.|::1$|::ffff:127\.)/.test(address);
+const trusted = proxyaddr.compile(TRUST_PROXY);
 
-/**
- * The client's address, as Express's `trust proxy: 'loopback'` finds it: the socket's peer, or, when
- * that is a proxy on the loopback, the last address it forwarded that is not one.
- */
+/** The client's address as Express finds `req.ip` (same library, same trusted proxies): per-IP budgets agree. */
 function clientAddress(socket: IoSocket): string {
-  const peer = socket.handshake.address;
-  const forwarded = socket.handshake.headers['x-forwarded-for'];
-  if (!isLoopback(peer) || typeof forwarded !== 'string') return peer;
-  const hops = forwarded.split(',').map((a) => a.trim()).filter((a) => a !== '').reverse();
-  return hops.find((a) => !isLoopback(a)) ?? hops[hops.length - 1] ?? peer;
+  return proxyaddr(socket.request, trusted);
 }
 
 /** A refused handshake: connect_error's message is the contract's code, `data.retryAfterMs` when RATE_LIMITED. */
