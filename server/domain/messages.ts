@@ -39,13 +39,12 @@ export function normaliseBody(body: string, maxBodyLength: number): string {
  * the definitive outcome; never throws for a send that reached the queue (RATE_LIMITED ones did not).
  */
 export async function sendMessage(deps: MessagingDeps, userId: string, input: SendInput): Promise<SendOutcome> {
-  if (!deps.onOutcome) return admitSend(deps, userId, input);
   try {
     const outcome = await admitSend(deps, userId, input);
-    deps.onOutcome(outcome.ok ? 'accepted' : outcome.error.code);
+    deps.onOutcome?.(outcome.ok ? 'accepted' : outcome.error.code);
     return outcome;
   } catch (err) {
-    deps.onOutcome(err instanceof AppError ? err.code : 'INTERNAL');
+    deps.onOutcome?.(err instanceof AppError ? err.code : 'INTERNAL');
     throw err;
   }
 }
