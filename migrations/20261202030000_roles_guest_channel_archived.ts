@@ -11,15 +11,8 @@ import * as previous from './20261202000000_persist_batch_membership_first.js';
  *   either stored before the archive commits or refused after it.
  * (channels.created_by exists since the first migration: the creator, null once their user is gone.)
  */
-export async function up(knex: Knex): Promise<void> {
-  await knex.raw('ALTER TABLE workspace_members DROP CONSTRAINT workspace_members_role_check');
-  await knex.raw(
-    "ALTER TABLE workspace_members ADD CONSTRAINT workspace_members_role_check CHECK (role IN ('owner', 'admin', 'member', 'guest'))",
-  );
-  await knex.schema.alterTable('channels', (t) => {
-    t.boolean('archived').notNullable().defaultTo(false);
-  });
-  await knex.raw(`
+/** This migration's persist_message_batch; the next migration's down() puts it back. */
+export const PERSIST_MESSAGE_BATCH = `
     CREATE OR REPLACE FUNCTION persist_message_batch(
       p_ids uuid[], p_channel_ids uuid[], p_user_ids uuid[], p_bodies text[], p_client_msg_ids text[]
     ) RETURNS TABLE (send_id uuid, outcome text, message jsonb)
@@ -109,7 +102,17 @@ export async function up(knex: Knex): Promise<void> {
          WHERE cm.channel_id = v.channel_id AND cm.user_id = v.user_id AND cm.last_read_seq < v.seq;
       END IF;
     END
-    $fn$`);
+    $fn$`;
+
+export async function up(knex: Knex): Promise<void> {
+  await knex.raw('ALTER TABLE workspace_members DROP CONSTRAINT workspace_members_role_check');
+  await knex.raw(
+    "ALTER TABLE workspace_members ADD CONSTRAINT workspace_members_role_check CHECK (role IN ('owner', 'admin', 'member', 'guest'))",
+  );
+  await knex.schema.alterTable('channels', (t) => {
+    t.boolean('archived').notNullable().defaultTo(false);
+  });
+  await knex.raw(PERSIST_MESSAGE_BATCH);
 }
 
 export async function down(knex: Knex): Promise<void> {

@@ -5,9 +5,9 @@ import type { Config } from '../shared/config.js';
 import { createDb } from '../shared/db.js';
 import { createLogger, type Logger } from '../shared/logger.js';
 import { createRedis } from '../shared/redis.js';
-import { channelRoom, userRoom } from '../shared/events.js';
+import { CHANNEL_EVENTS, channelRoom, userRoom } from '../shared/events.js';
 import { createTokenService } from './auth.js';
-import { messagesInRange } from './domain/messages.js';
+import { eventsBetween, messagesAfter } from './domain/messages.js';
 import { createRateLimit, type RateLimit } from './domain/rateLimit.js';
 import { RateLimitedError } from '../shared/errors.js';
 import { createRegistry } from '../shared/metrics.js';
@@ -111,16 +111,19 @@ export function createFrontNode(config: Config, options: { logger?: Logger } = {
     io.to(channelRoom(channel.id)).emit('channel:updated', { channel });
   };
   const delivery = new Delivery(io, {
-    replay: { after: (channelId, afterSeq, limit) => messagesInRange(channelId, afterSeq, null, limit) },
+    replay: {
+      messagesAfter,
+      eventsAfter: (channelId, afterRev, limit) => eventsBetween(channelId, afterRev, null, limit),
+    },
     replayLimit: config.sync.replayLimit,
     logger,
   });
   const sequencer = new ChannelSequencer({
-    source: { between: (channelId, afterSeq, beforeSeq) => messagesInRange(channelId, afterSeq, beforeSeq, 10_000) },
-    deliver: (messages) => delivery.deliver(messages),
+    source: { between: (channelId, afterRev, beforeRev) => eventsBetween(channelId, afterRev, beforeRev, 10_000) },
+    deliver: (events) => delivery.deliver(events),
     logger,
   });
-  io.on('messages:created', (messages) => sequencer.accept(messages));
+  io.on(CHANNEL_EVENTS, (events) => sequencer.accept(events));
 
   const app = createHttpApp({
     knex,

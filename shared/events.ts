@@ -1,6 +1,6 @@
 import type { ErrorBody } from './errors.js';
 import type { ChannelDto } from './models/Channel.js';
-import type { MessageDto } from './models/Message.js';
+import { toMessageDto, type MessageDto } from './models/Message.js';
 import type { SendOutcome } from './queues.js';
 
 /** Socket.IO rooms: every socket of a user is in its user room, and in one room per channel it belongs to. */
@@ -15,15 +15,42 @@ export const socketAdapterKey = (redisPrefix: string) => `${redisPrefix}:socket.
 export interface SendPayload {
   channelId: string;
   body: string;
-  clientMsgId: string;
+  clientMsgId?: string;
+  /** Makes the message a reply in that message's thread. */
+  parentId?: string;
 }
+
+export interface EditPayload {
+  channelId: string;
+  messageId: string;
+  body: string;
+  clientChangeId?: string;
+}
+
+export interface DeletePayload {
+  channelId: string;
+  messageId: string;
+  clientChangeId?: string;
+}
+
+export interface ReactionPayload {
+  channelId: string;
+  messageId: string;
+  emoji: string;
+  clientChangeId?: string;
+}
+
+/** Where a client resumes a channel from: the last seq it has, or the last rev (every change after it). */
+export type ResumePoint = number | { rev: number };
 
 export interface SyncPayload {
-  /** channelId → the last seq the client has. */
-  channels: Record<string, number>;
+  channels: Record<string, ResumePoint>;
 }
 
-export type SyncChannelAck = { replayed: number; latestSeq: number; hasMore: boolean } | { error: ErrorBody };
+export type SyncChannelAck =
+  | { replayed: number; latestSeq: number; latestRev: number; hasMore: boolean }
+  | { replayed: number; latestRev: number; hasMore: boolean }
+  | { error: ErrorBody };
 export type SyncAck = { ok: true; channels: Record<string, SyncChannelAck> } | { ok: false; error: ErrorBody };
 /** After a handshake that declared `auth.resume`: what each channel's replay did, as `sync` acks it. */
 export interface SyncDone {
@@ -41,12 +68,84 @@ export type Ack<T> = (response: T) => void;
 
 export interface ClientToServerEvents {
   'message:send': (payload: SendPayload, ack: Ack<SendOutcome>) => void;
+  'message:edit': (payload: EditPayload, ack: Ack<SendOutcome>) => void;
+  'message:delete': (payload: DeletePayload, ack: Ack<SendOutcome>) => void;
+  'reaction:add': (payload: ReactionPayload, ack: Ack<SendOutcome>) => void;
+  'reaction:remove': (payload: ReactionPayload, ack: Ack<SendOutcome>) => void;
   sync: (payload: SyncPayload, ack: Ack<SyncAck>) => void;
   'channel:read': (payload: ReadPayload, ack?: Ack<ReadAck>) => void;
 }
 
+export interface MessageUpdated {
+  channelId: string;
+  rev: number;
+  message: MessageDto;
+}
+
+export interface MessageDeleted {
+  channelId: string;
+  rev: number;
+  messageId: string;
+  seq: number;
+}
+
+export interface ReactionChanged {
+  channelId: string;
+  rev: number;
+  messageId: string;
+  emoji: string;
+  userId: string;
+}
+
+/**
+ * Every change to a channel's messages, as it is emitted to the channel's sockets (and replayed by a
+ * resume by rev): `name` is the event name, `payload` what the socket receives. Each carries the
+ * channel's rev of the change.
+ */
+export type ChannelEvent =
+  | { name: 'message:new'; payload: MessageDto }
+  | { name: 'message:updated'; payload: MessageUpdated }
+  | { name: 'message:deleted'; payload: MessageDeleted }
+  | { name: 'reaction:added'; payload: ReactionChanged }
+  | { name: 'reaction:removed'; payload: ReactionChanged };
+
+export type ChannelEventName = ChannelEvent['name'];
+
+/** A change event as the database functions return it (channel_event_json in migrations/). */
+export interface ChannelEventRow {
+  rev: number | string;
+  kind: ChannelEventName;
+  message_id: string;
+  user_id: string | null;
+  emoji: string | null;
+  seq: number | string | null;
+  message: Parameters<typeof toMessageDto>[0] | null;
+}
+
+/** The one mapping from the change log to what sockets receive: live and replayed events are the same. */
+export function toChannelEvent(channelId: string, row: ChannelEventRow): ChannelEvent {
+  const rev = Number(row.rev);
+  switch (row.kind) {
+    case 'message:new':
+      return { name: row.kind, payload: toMessageDto(row.message!) };
+    case 'message:updated':
+      return { name: row.kind, payload: { channelId, rev, message: toMessageDto(row.message!) } };
+    case 'message:deleted':
+      return { name: row.kind, payload: { channelId, rev, messageId: row.message_id, seq: Number(row.seq) } };
+    default:
+      return { name: row.kind, payload: { channelId, rev, messageId: row.message_id, emoji: row.emoji!, userId: row.user_id! } };
+  }
+}
+
+export const eventRev = (event: ChannelEvent): number => event.payload.rev;
+export const eventChannel = (event: ChannelEvent): string => event.payload.channelId;
+
 export interface ServerToClientEvents {
   'message:new': (message: MessageDto) => void;
+  'message:updated': (update: MessageUpdated) => void;
+  'message:deleted': (deleted: MessageDeleted) => void;
+  'reaction:added': (reaction: ReactionChanged) => void;
+  'reaction:removed': (reaction: ReactionChanged) => void;
   'channel:read': (read: ReadPayload) => void;
   'sync:done': (done: SyncDone) => void;
   /** To the channel's members' sockets on every node: renamed, topic set, archived or unarchived. */
@@ -71,12 +170,12 @@ export interface MembershipChange {
   leave: string[];
 }
 
-export const MESSAGES_CREATED = 'messages:created';
+export const CHANNEL_EVENTS = 'channel:events';
 
 export interface InterServerEvents {
   'membership:change': (change: MembershipChange, ack: (done: true) => void) => void;
   /** Published by a worker once per committed batch; each front node delivers to its local rooms. */
-  'messages:created': (messages: MessageDto[]) => void;
+  'channel:events': (events: ChannelEvent[]) => void;
 }
 
 export interface SocketData {
@@ -84,6 +183,6 @@ export interface SocketData {
   /** The handshake token's `jti` and `exp` (seconds since the epoch). */
   jti: string;
   exp: number;
-  /** The handshake's `auth.resume`: channelId → last seq the client has. */
-  resume?: Record<string, number>;
+  /** The handshake's `auth.resume`: channelId → where the client resumes it from. */
+  resume?: Record<string, ResumePoint>;
 }

@@ -46,17 +46,40 @@ export function partitionOf(channelId: string, partitions: number): number {
 
 /** A send the front node accepted. `id` becomes the message id: it makes re-processing a batch harmless. */
 export interface SendRequest {
+  /** Absent in batches of front nodes older than message changes. */
+  kind?: 'send';
   id: string;
   channelId: string;
   userId: string;
   body: string;
   clientMsgId: string | null;
+  parentId?: string | null;
 }
+
+/** A change to a stored message; `id` is the change's, and makes re-processing harmless. */
+interface MessageChangeBase {
+  id: string;
+  channelId: string;
+  userId: string;
+  messageId: string;
+  clientChangeId: string | null;
+}
+
+export type EditRequest = MessageChangeBase & { kind: 'edit'; body: string };
+export type DeleteRequest = MessageChangeBase & { kind: 'delete' };
+export type ReactionRequest = MessageChangeBase & { kind: 'reaction:add' | 'reaction:remove'; emoji: string };
+
+/** Everything that goes through a channel's partition queue, in order: sends and changes. */
+export type ChangeRequest = SendRequest | EditRequest | DeleteRequest | ReactionRequest;
+export type ChangeKind = NonNullable<ChangeRequest['kind']>;
+
+export const changeKind = (change: ChangeRequest): ChangeKind => change.kind ?? 'send';
 
 export interface MessageBatchJob {
   /** The front node waiting for the outcomes (its reply channel). */
   node: string;
-  sends: SendRequest[];
+  /** Sends and changes, in the order the node admitted them (the name predates changes). */
+  sends: ChangeRequest[];
 }
 
 export type SendOutcome = { ok: true; message: MessageDto } | { ok: false; error: ErrorBody };
@@ -67,7 +90,7 @@ export type SendOutcome = { ok: true; message: MessageDto } | { ok: false; error
  * job's return value and BullMQ's completed event); a duplicate of another send carries that message.
  */
 export type BatchOutcome =
-  | { ok: true; seq: number; createdAt: string }
+  | { ok: true; seq: number; rev: number; createdAt: string; mentions: string[] }
   | { ok: true; message: MessageDto }
   | { ok: false; error: ErrorBody };
 
@@ -76,19 +99,29 @@ export interface BatchResult {
   outcomes: Record<string, BatchOutcome>;
 }
 
-/** What the client is answered, from the send and the worker's outcome for it. */
-export function toSendOutcome(send: SendRequest, outcome: BatchOutcome): SendOutcome {
+/** What the client is answered, from the send or change and the worker's outcome for it. */
+export function toSendOutcome(change: ChangeRequest, outcome: BatchOutcome): SendOutcome {
   if (!outcome.ok || 'message' in outcome) return outcome;
+  // Only a new message is reported this short (see BatchOutcome).
+  const send = change as SendRequest;
   return {
     ok: true,
     message: {
       id: send.id,
       channelId: send.channelId,
       seq: outcome.seq,
+      rev: outcome.rev,
       userId: send.userId,
       body: send.body,
       clientMsgId: send.clientMsgId,
+      parentId: send.parentId ?? null,
       createdAt: outcome.createdAt,
+      editedAt: null,
+      deleted: false,
+      replyCount: 0,
+      lastReplyAt: null,
+      reactions: [],
+      mentions: outcome.mentions,
     },
   };
 }

@@ -2,9 +2,9 @@ import type { Emitter } from '@socket.io/redis-emitter';
 import { UnrecoverableError, type Job } from 'bullmq';
 import type { Redis } from 'ioredis';
 import type { Knex } from 'knex';
-import { MESSAGES_CREATED } from '../shared/events.js';
+import { CHANNEL_EVENTS } from '../shared/events.js';
 import type { Logger } from '../shared/logger.js';
-import { replyChannel, type BatchOutcome, type BatchReply, type BatchResult, type MessageBatchJob, type SendRequest } from '../shared/queues.js';
+import { replyChannel, type BatchOutcome, type BatchReply, type BatchResult, type ChangeRequest, type MessageBatchJob } from '../shared/queues.js';
 import Joi, { UNSTORABLE_TEXT, UUID_PATTERN, unstorableTextError } from '../shared/validation.js';
 import { isRetriableDbError, persistMessages, sqlState } from './actions/persistMessages.js';
 import type { WorkerMetrics } from './metrics.js';
@@ -12,18 +12,26 @@ import type { WorkerMetrics } from './metrics.js';
 // The ids front nodes accept (shared/validation.ts): a stricter check here (it was uuidv4/uuidv7 only) let
 // a client's channelId of another version through the front node and then failed the whole batch.
 const uuid = Joi.string().pattern(UUID_PATTERN);
+const body = Joi.string().min(1).max(100_000).required();
+const clientId = Joi.string().max(64).allow(null).required();
+const change = { id: uuid.required(), channelId: uuid.required(), userId: uuid.required() };
+const target = { ...change, messageId: uuid.required(), clientChangeId: clientId };
 const jobSchema = Joi.object<MessageBatchJob>({
   node: Joi.string().max(64).required(),
   sends: Joi.array()
     .min(1)
     .max(1000)
     .items(
-      Joi.object({
-        id: uuid.required(),
-        channelId: uuid.required(),
-        userId: uuid.required(),
-        body: Joi.string().min(1).max(100_000).required(),
-        clientMsgId: Joi.string().max(64).allow(null).required(),
+      Joi.alternatives().conditional('.kind', {
+        switch: [
+          { is: 'edit', then: Joi.object({ kind: 'edit', ...target, body }) },
+          { is: 'delete', then: Joi.object({ kind: 'delete', ...target }) },
+          {
+            is: Joi.valid('reaction:add', 'reaction:remove'),
+            then: Joi.object({ kind: Joi.valid('reaction:add', 'reaction:remove'), ...target, emoji: Joi.string().min(1).max(64).required() }),
+          },
+        ],
+        otherwise: Joi.object({ kind: 'send', ...change, body, clientMsgId: clientId, parentId: uuid.allow(null) }),
       }),
     )
     .required(),
@@ -45,8 +53,8 @@ export interface BatchProcessorDeps {
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
-/** The send fields a client wrote; the others come from the front node itself. */
-const CLIENT_TEXT_FIELDS = new Set(['body', 'clientMsgId']);
+/** The fields a client wrote; the others come from the front node itself. */
+const CLIENT_TEXT_FIELDS = new Set(['body', 'clientMsgId', 'clientChangeId', 'emoji']);
 
 /**
  * Validates a batch. A send whose body or clientMsgId cannot be stored (front nodes refuse them, but one
@@ -65,7 +73,7 @@ function parseJob(raw: unknown): { data: MessageBatchJob; refused: Record<string
   }
   const job = raw as MessageBatchJob;
   const refused: Record<string, BatchOutcome> = {};
-  const sends: SendRequest[] = [];
+  const sends: ChangeRequest[] = [];
   job.sends.forEach((send, i) => {
     const field = unstorable.get(i);
     if (field === undefined) sends.push(send);
@@ -107,10 +115,10 @@ export function createBatchProcessor(deps: BatchProcessorDeps) {
 
     const outcomes = { ...refused, ...result.outcomes };
     // A batch run again after a crash publishes (and so counts) what its first run stored.
-    deps.metrics?.messagesPersisted.inc(result.publish.length);
+    deps.metrics?.messagesPersisted.inc(result.publish.filter((e) => e.name === 'message:new').length);
     endTimer?.();
-    // One publish per batch; every front node hands each message to its local channel room in order.
-    if (result.publish.length > 0) deps.emitter.serverSideEmit(MESSAGES_CREATED, result.publish);
+    // One publish per batch; every front node hands each event to its local channel room in rev order.
+    if (result.publish.length > 0) deps.emitter.serverSideEmit(CHANNEL_EVENTS, result.publish);
     const reply: BatchReply = { jobId: job.id!, outcomes };
     // Not awaited: BullMQ completes the job on this same connection, after these commands, so Redis has
     // the emits before the partition's next batch can start, without a round trip in between. If the

@@ -3,6 +3,7 @@ import { isUniqueViolation } from '../../shared/db.js';
 import { Channel, ChannelMember, User, WorkspaceMember, type ChannelDto } from '../../shared/models/index.js';
 import { authorizeInWorkspace, channelAccess } from './access.js';
 import { can } from './policy.js';
+import { mentionCountSql } from './readState.js';
 import type { Subscriptions } from './subscriptions.js';
 
 export interface ChannelListItem extends ChannelDto {
@@ -11,6 +12,7 @@ export interface ChannelListItem extends ChannelDto {
   lastSeq?: number;
   lastReadSeq?: number;
   unreadCount?: number;
+  mentionCount?: number;
 }
 
 export interface ChannelMemberDto {
@@ -56,9 +58,14 @@ export async function listChannels(userId: string, workspaceId: string): Promise
     .where('channels.workspace_id', workspaceId)
     .where((q) => (all ? q.where('channels.is_private', false).orWhereNotNull('cm.user_id') : q.whereNotNull('cm.user_id')))
     .orderBy('channels.name')
-    .select('channels.*', 'cm.user_id as memberUserId', 'cm.last_read_seq as memberLastReadSeq');
+    .select('channels.*', 'cm.user_id as memberUserId', 'cm.last_read_seq as memberLastReadSeq')
+    .select(Channel.raw(`CASE WHEN cm.user_id IS NULL THEN NULL ELSE ${mentionCountSql()} END AS "memberMentionCount"`, [userId]));
   return rows.map((c) => {
-    const { memberUserId, memberLastReadSeq } = c as unknown as { memberUserId?: string; memberLastReadSeq: number };
+    const { memberUserId, memberLastReadSeq, memberMentionCount } = c as unknown as {
+      memberUserId?: string;
+      memberLastReadSeq: number;
+      memberMentionCount: number;
+    };
     if (!memberUserId) return { ...c.toDto(), isMember: false };
     return {
       ...c.toDto(),
@@ -66,6 +73,7 @@ export async function listChannels(userId: string, workspaceId: string): Promise
       lastSeq: c.lastSeq,
       lastReadSeq: memberLastReadSeq,
       unreadCount: c.lastSeq - memberLastReadSeq,
+      mentionCount: memberMentionCount,
     };
   });
 }

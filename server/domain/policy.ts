@@ -38,6 +38,14 @@ export interface ChannelResource {
   isMember: boolean;
 }
 
+/** A stored message an action is about, as the author and its state; null when the channel has no such message. */
+export interface MessageTarget {
+  authorId: string;
+  deleted: boolean;
+}
+
+export type MessageResource = ChannelResource & { message: MessageTarget | null };
+
 /** Each action with the resource it is decided on. */
 export interface Rules {
   'workspace.view': WorkspaceResource;
@@ -65,6 +73,12 @@ export interface Rules {
   'channel.archive': ChannelResource;
   /** Following it as one of its members: moving one's read mark, replaying its messages (socket `sync`, resume). */
   'channel.follow': ChannelResource;
+  /** Changing a message's body: its author. */
+  'message.edit': MessageResource;
+  /** Its author, or a workspace owner or admin. */
+  'message.delete': MessageResource;
+  /** Adding or removing one's own reaction: any member. */
+  'message.react': MessageResource;
 }
 
 export type Action = keyof Rules;
@@ -184,7 +198,32 @@ const RULES: { [A in Action]: (actor: Actor, resource: Rules[A]) => Decision } =
   // Members only; to anyone else the channel is NOT_FOUND, public or not, as a send to it is (the worker
   // decides sends on channel membership alike).
   'channel.follow': (actor, { isMember }) => (actor.role !== null && isMember ? ALLOW : deny(new NotFoundError('Channel'))),
+
+  'message.edit': messageRule((actor, message) =>
+    message.authorId === actor.userId ? ALLOW : forbidden('Only its author may edit a message'),
+  ),
+
+  'message.delete': messageRule((actor, message) =>
+    message.authorId === actor.userId || isManager(actor.role)
+      ? ALLOW
+      : forbidden('Only its author or a workspace owner or admin may delete a message'),
+  ),
+
+  'message.react': messageRule(() => ALLOW),
 };
+
+/**
+ * Changing a channel's messages, as sending to it: members only (anyone else is told NOT_FOUND, public
+ * channel or not), a message that exists and is not deleted (NOT_FOUND), a channel that is not archived.
+ */
+function messageRule(rule: (actor: Actor & { role: WorkspaceRole }, message: MessageTarget) => Decision) {
+  return (actor: Actor, { channel, isMember, message }: MessageResource): Decision => {
+    if (actor.role === null || !isMember) return deny(new NotFoundError('Channel'));
+    if (!message || message.deleted) return deny(new NotFoundError('Message'));
+    if (channel.archived) return forbidden('The channel is archived');
+    return rule(actor as Actor & { role: WorkspaceRole }, message);
+  };
+}
 
 function creatorOrManager(actor: Actor, { channel }: ChannelResource): Decision {
   if (isManager(actor.role)) return ALLOW;

@@ -46,6 +46,20 @@ export interface UnreadChannel {
   lastSeq: number;
   lastReadSeq: number;
   unreadCount: number;
+  /** Unread messages, not deleted, that mention the reader. */
+  mentionCount: number;
+}
+
+/**
+ * SQL for a channel member's mentionCount, over `channels` joined with their membership row as `cm`:
+ * a scan of the unread messages only, and none when there are none.
+ */
+export function mentionCountSql(userIdParam = '?'): string {
+  return `CASE WHEN channels.last_seq > cm.last_read_seq THEN (
+    SELECT count(*)::int FROM messages m
+     WHERE m.channel_id = channels.id AND m.seq > cm.last_read_seq AND m.deleted_at IS NULL
+       AND m.mentions @> ARRAY[${userIdParam}::uuid]
+  ) ELSE 0 END`;
 }
 
 /**
@@ -65,6 +79,7 @@ export async function listUnread(userId: string): Promise<UnreadChannel[]> {
       'channels.name',
       'channels.last_seq as lastSeq',
       'cm.last_read_seq as lastReadSeq',
+      Channel.raw(`${mentionCountSql()} AS "mentionCount"`, [userId]),
     )
     .castTo<Array<Omit<UnreadChannel, 'unreadCount'>>>();
   return rows.map((r) => ({ ...r, unreadCount: r.lastSeq - r.lastReadSeq }));

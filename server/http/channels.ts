@@ -1,4 +1,4 @@
-import { Router } from 'express';
+import { Router, type Request } from 'express';
 import Joi from '../../shared/validation.js';
 import { AppError } from '../../shared/errors.js';
 import {
@@ -12,7 +12,10 @@ import {
   updateChannel,
   type ChannelNotifier,
 } from '../domain/channels.js';
+import { CLIENT_CHANGE_ID, deleteMessage, editMessage, reactToMessage } from '../domain/messageChanges.js';
 import { CLIENT_MSG_ID, listHistory, sendMessage, type MessagingDeps } from '../domain/messages.js';
+import type { MessageDto } from '../../shared/models/index.js';
+import type { SendOutcome } from '../../shared/queues.js';
 import { markRead, type ReadNotifier } from '../domain/readState.js';
 import type { Subscriptions } from '../domain/subscriptions.js';
 import { currentUser } from './auth.js';
@@ -29,7 +32,17 @@ const readSchema = Joi.object({ seq: Joi.number().integer().min(0).required() })
 const sendSchema = Joi.object({
   body: Joi.string().required(),
   clientMsgId: CLIENT_MSG_ID.allow(null),
+  parentId: Joi.string().max(64).allow(null),
 });
+const editSchema = Joi.object({ body: Joi.string().required(), clientChangeId: CLIENT_CHANGE_ID.allow(null) });
+/** DELETE and PUT of a change take an optional body with the client's retry key. */
+const changeSchema = Joi.object({ clientChangeId: CLIENT_CHANGE_ID.allow(null) });
+
+/** A send's or change's outcome as a REST answer: the message, or the refusal as an error. */
+function answer(outcome: SendOutcome): { message: MessageDto } {
+  if (!outcome.ok) throw new AppError(outcome.error.code, outcome.error.message, outcome.error.details);
+  return { message: outcome.message };
+}
 
 /** Routes under /channels; every one needs an authenticated caller. */
 export function channelRoutes(deps: {
@@ -100,10 +113,48 @@ export function channelRoutes(deps: {
       channelId: id,
       body: input.body,
       clientMsgId: input.clientMsgId ?? null,
+      parentId: input.parentId ?? null,
     });
-    if (!outcome.ok) throw new AppError(outcome.error.code, outcome.error.message, outcome.error.details);
-    res.status(201).json({ message: outcome.message });
+    res.status(201).json(answer(outcome));
   });
+
+  const target = (req: Request, schema: Joi.ObjectSchema = changeSchema) => {
+    const input = parse(schema, req.body ?? {});
+    return {
+      channelId: channelId(req.params.channelId),
+      messageId: idParam(req.params.messageId, 'Message'),
+      clientChangeId: (input.clientChangeId as string | undefined) ?? null,
+      input,
+    };
+  };
+
+  router.patch('/channels/:channelId/messages/:messageId', async (req, res) => {
+    const { input, ...change } = target(req, editSchema);
+    res.json(answer(await editMessage(deps.messaging, currentUser(req).id, { ...change, body: input.body as string })));
+  });
+
+  router.delete('/channels/:channelId/messages/:messageId', async (req, res) => {
+    const { input: _input, ...change } = target(req);
+    res.json(answer(await deleteMessage(deps.messaging, currentUser(req).id, change)));
+  });
+
+  router.get('/channels/:channelId/messages/:messageId/replies', async (req, res) => {
+    const id = channelId(req.params.channelId);
+    const parentId = idParam(req.params.messageId, 'Message');
+    const query = parse(historySchema, { ...req.query });
+    res.json(await listHistory(currentUser(req).id, id, query, parentId));
+  });
+
+  for (const [method, kind] of [
+    ['put', 'reaction:add'],
+    ['delete', 'reaction:remove'],
+  ] as const) {
+    router[method]('/channels/:channelId/messages/:messageId/reactions/:emoji', async (req, res) => {
+      const { input: _input, ...change } = target(req);
+      const emoji = req.params.emoji as string;
+      res.json(answer(await reactToMessage(deps.messaging, currentUser(req).id, kind, { ...change, emoji })));
+    });
+  }
 
   router.post('/channels/:channelId/read', async (req, res) => {
     const id = channelId(req.params.channelId);

@@ -1,10 +1,10 @@
-import type { SendOutcome, SendRequest } from '../../shared/queues.js';
+import type { ChangeRequest, SendOutcome } from '../../shared/queues.js';
 import type { RateLimit } from '../domain/rateLimit.js';
 
 /** What admission hands a send to: the batching producer (SendQueue), or a fake in unit tests. */
 export interface SendSink {
   /** Must take the send into its queue synchronously: the order of calls is the order of persistence. */
-  submit(send: SendRequest): Promise<SendOutcome>;
+  submit(send: ChangeRequest): Promise<SendOutcome>;
 }
 
 /**
@@ -20,9 +20,19 @@ export class SendAdmission {
   constructor(private readonly deps: { rateLimit: RateLimit; sink: SendSink }) {}
 
   /** Resolves with the send's outcome, or rejects with the limiter's error (RATE_LIMITED, SERVICE_UNAVAILABLE). */
-  admit(send: SendRequest): Promise<SendOutcome> {
-    const key = send.userId;
+  admit(send: ChangeRequest): Promise<SendOutcome> {
+    return this.admitPrepared(send.userId, () => send);
+  }
+
+  /**
+   * Like admit(), for a send or change that needs checks of its own first (a change reads the message
+   * it changes): `prepare` runs in the user's turn, so two edits of one message are applied in the order
+   * they were made, whichever check returned first. Rejects with what `prepare` throws.
+   */
+  admitPrepared(userId: string, prepare: () => ChangeRequest | Promise<ChangeRequest>): Promise<SendOutcome> {
+    const key = userId;
     const take = async () => {
+      const send = await prepare();
       await this.deps.rateLimit.consume(key);
       // Wrapped: the outcome is a promise of its own, and the next send must not wait for it.
       return { outcome: this.deps.sink.submit(send) };

@@ -18,7 +18,7 @@ import {
   type BatchResult,
   type MessageBatchJob,
   type SendOutcome,
-  type SendRequest,
+  type ChangeRequest,
 } from '../../shared/queues.js';
 
 /** Sends enqueued together; the partition's slot frees once every one of them is answered. */
@@ -28,7 +28,7 @@ interface Batch {
 }
 
 interface Pending {
-  send: SendRequest;
+  send: ChangeRequest;
   /** The node's submission order: a send re-queued after Redis lost its batch goes back to its place. */
   order: number;
   partition: number;
@@ -120,7 +120,7 @@ export class SendQueue {
     this.sweepTimer.unref();
   }
 
-  submit(send: SendRequest): Promise<SendOutcome> {
+  submit(send: ChangeRequest): Promise<SendOutcome> {
     if (this.closing) return Promise.resolve(UNAVAILABLE);
     const partition = partitionOf(send.channelId, this.queues.length);
     return new Promise<SendOutcome>((resolve) => {

@@ -1,45 +1,53 @@
 import type { Logger } from '../../shared/logger.js';
-import { channelRoom } from '../../shared/events.js';
+import { channelRoom, eventChannel, eventRev, type ChannelEvent, type ResumePoint } from '../../shared/events.js';
 import type { MessageDto } from '../../shared/models/index.js';
 import { SeqSet } from './seqSet.js';
 import type { IoServer, IoSocket } from './types.js';
 
 /**
- * Live delivery of `message:new` on one front node, and the seam between replay and live for resumes.
+ * Live delivery of a channel's events on one front node, and the seam between replay and live for
+ * resumes.
  *
- * Workers publish each committed batch once; the sequencer hands each channel's messages here in seq
- * order, and each goes to its local channel room, serialised once for all receivers. A socket joins that
- * fast path the moment it connects: nothing is held for sockets that do not resume.
+ * Workers publish each committed batch's events once; the sequencer hands each channel's events here in
+ * rev order, and each goes to its local channel room, serialised once for all receivers. A socket joins
+ * that fast path the moment it connects: nothing is held for sockets that do not resume.
  *
  * A socket that resumes a channel (in its handshake, or with `sync`) is held out of the fast path for
- * that channel only, while its replay runs: live messages wait behind the replay, then those it did not
- * cover follow. Every seq sent to a socket is remembered per channel, so nothing is sent to it twice,
+ * that channel only, while its replay runs: live events wait behind the replay, then those it did not
+ * cover follow. Every rev sent to a socket is remembered per channel, so nothing is sent to it twice,
  * whichever of live delivery and replay got there first.
  */
 export interface ReplaySource {
-  /** Up to `limit` messages of the channel with seq > afterSeq, ascending. */
-  after(channelId: string, afterSeq: number, limit: number): Promise<MessageDto[]>;
+  /**
+   * Up to `limit` messages of the channel with seq > afterSeq, ascending, in their current state, each
+   * with the rev it was created at, and the channel's latest rev as of that read.
+   */
+  messagesAfter(
+    channelId: string,
+    afterSeq: number,
+    limit: number,
+  ): Promise<{ messages: Array<{ message: MessageDto; createdRev: number }>; latestRev: number }>;
+  /** Up to `limit` events of the channel with rev > afterRev, ascending, as they were emitted. */
+  eventsAfter(channelId: string, afterRev: number, limit: number): Promise<ChannelEvent[]>;
 }
 
-export interface SyncChannelResult {
-  /** Messages this replay sent (those the socket already had are not counted or sent again). */
-  replayed: number;
-  latestSeq: number;
-  hasMore: boolean;
-}
+/** What a replay did, as `sync` acks it per channel (resume by seq, or by rev). */
+export type SyncChannelResult =
+  | { replayed: number; latestSeq: number; latestRev: number; hasMore: boolean }
+  | { replayed: number; latestRev: number; hasMore: boolean };
 
 /**
- * How one socket's live messages of one channel are handled around a replay:
- *  - buffer: the replay runs; live messages wait behind it;
- *  - paused: the replay was cut at its limit; live messages are dropped until the next sync, which
+ * How one socket's live events of one channel are handled around a replay:
+ *  - buffer: the replay runs; live events wait behind it;
+ *  - paused: the replay was cut at its limit; live events are dropped until the next sync, which
  *    replays them from PostgreSQL without a gap;
- *  - floor: the replay is done; live messages up to `floor` are late copies of what was sent and are
- *    dropped, and the first one beyond it returns the socket to the shared fast path.
+ *  - floor: the replay is done; live events up to rev `floor` are covered by it and are dropped, and
+ *    the first one beyond it returns the socket to the shared fast path.
  */
-type Gate = { mode: 'buffer'; buffer: MessageDto[] } | { mode: 'paused' } | { mode: 'floor'; floor: number };
+type Gate = { mode: 'buffer'; buffer: ChannelEvent[] } | { mode: 'paused' } | { mode: 'floor'; floor: number };
 
 export class Delivery {
-  /** Per connected socket, per channel, the seqs it has been sent. */
+  /** Per connected socket, per channel, the revs it has been sent. */
   private readonly sent = new Map<string, Map<string, SeqSet>>();
   private readonly gates = new Map<string, Map<string, Gate>>();
 
@@ -61,47 +69,50 @@ export class Delivery {
     }
   }
 
-  /** Messages of one committed batch, each channel's in seq order. */
-  deliver(messages: MessageDto[]): void {
+  /** Events of one committed batch, each channel's in rev order. */
+  deliver(events: ChannelEvent[]): void {
     const rooms = this.io.of('/').adapter.rooms;
-    for (const message of messages) {
-      const room = channelRoom(message.channelId);
+    for (const event of events) {
+      const channelId = eventChannel(event);
+      const rev = eventRev(event);
+      const room = channelRoom(channelId);
       const members = rooms.get(room);
       if (!members) continue;
       let except: Set<string> | undefined;
-      const gates = this.gates.get(message.channelId);
+      const gates = this.gates.get(channelId);
       if (gates) {
         for (const [socketId, gate] of gates) {
-          if (gate.mode === 'floor' && message.seq > gate.floor) {
-            this.dropGate(message.channelId, socketId);
+          if (gate.mode === 'floor' && rev > gate.floor) {
+            this.dropGate(channelId, socketId);
             continue;
           }
           (except ??= new Set()).add(socketId);
-          // Only what the socket would have got live: a gate never lets a channel's messages reach a
+          // Only what the socket would have got live: a gate never lets a channel's events reach a
           // socket that is not in its room.
-          if (gate.mode === 'buffer' && members.has(socketId)) gate.buffer.push(message);
+          if (gate.mode === 'buffer' && members.has(socketId)) gate.buffer.push(event);
         }
       }
       const target = this.io.local.to(room);
-      (except ? target.except([...except]) : target).emit('message:new', message);
+      (except ? target.except([...except]) : target).emit(event.name, event.payload as never);
       for (const socketId of members) {
-        if (!except?.has(socketId)) this.seqsOf(socketId, message.channelId)?.add(message.seq);
+        if (!except?.has(socketId)) this.seqsOf(socketId, channelId)?.add(rev);
       }
     }
   }
 
   /**
-   * Replays, for each channel, the messages after the client's lastSeq that this socket has not been
-   * sent yet, then lets live delivery resume exactly where the replay ended. `isMember` says which
-   * channels the user may read; the others are left untouched and reported as not found by the caller.
+   * Replays, for each channel, what the client is missing from its resume point that this socket has
+   * not been sent yet, then lets live delivery resume exactly where the replay ended. `isMember` says
+   * which channels the user may follow; the others are left untouched and reported as not found by the
+   * caller.
    */
   async sync(
     socket: IoSocket,
-    lastSeqs: Map<string, number>,
+    points: Map<string, ResumePoint>,
     isMember: (channelIds: string[]) => Promise<Set<string>>,
   ): Promise<Map<string, SyncChannelResult>> {
-    const channelIds = [...lastSeqs.keys()];
-    // Gates first, synchronously: every live message from here on is caught for the seam.
+    const channelIds = [...points.keys()];
+    // Gates first, synchronously: every live event from here on is caught for the seam.
     for (const channelId of channelIds) this.openGate(channelId, socket.id);
 
     const results = new Map<string, SyncChannelResult>();
@@ -118,7 +129,13 @@ export class Delivery {
         continue;
       }
       try {
-        results.set(channelId, await this.replayChannel(socket, channelId, lastSeqs.get(channelId)!));
+        const point = points.get(channelId)!;
+        results.set(
+          channelId,
+          typeof point === 'number'
+            ? await this.replayMessages(socket, channelId, point)
+            : await this.replayEvents(socket, channelId, point.rev),
+        );
       } catch (err) {
         for (const id of channelIds.slice(channelIds.indexOf(channelId))) this.closeGate(id, socket, null);
         throw err;
@@ -127,28 +144,57 @@ export class Delivery {
     return results;
   }
 
-  private async replayChannel(socket: IoSocket, channelId: string, lastSeq: number): Promise<SyncChannelResult> {
+  /**
+   * Resume by seq: each message after lastSeq in its current state, as `message:new`, or as
+   * `message:updated` when this socket was sent its creation live but not its latest change. Live
+   * events follow from the channel's rev as of the read: changes to older messages before it are not
+   * the client's to get in this mode (docs/API.md).
+   */
+  private async replayMessages(socket: IoSocket, channelId: string, lastSeq: number): Promise<SyncChannelResult> {
     const limit = this.deps.replayLimit;
-    const rows = await this.deps.replay.after(channelId, lastSeq, limit + 1);
+    const { messages: rows, latestRev } = await this.deps.replay.messagesAfter(channelId, lastSeq, limit + 1);
+    const hasMore = rows.length > limit;
+    const page = rows.slice(0, limit);
+    const revs = this.seqsOf(socket.id, channelId);
+    let replayed = 0;
+    for (const { message, createdRev } of page) {
+      const event: ChannelEvent = revs?.has(createdRev)
+        ? { name: 'message:updated', payload: { channelId, rev: message.rev, message } }
+        : { name: 'message:new', payload: message };
+      if (this.send(socket, event)) replayed++;
+    }
+    const replayedUpTo = page.length > 0 ? page[page.length - 1].message.seq : lastSeq;
+    if (hasMore) {
+      this.replaceGate(channelId, socket.id, { mode: 'paused' });
+      return { replayed, latestSeq: replayedUpTo, latestRev, hasMore };
+    }
+    const after = this.closeGate(channelId, socket, latestRev);
+    return { replayed, latestSeq: Math.max(replayedUpTo, after.lastSeq), latestRev: after.lastRev, hasMore };
+  }
+
+  /** Resume by rev: every event after lastRev, as it was emitted live. */
+  private async replayEvents(socket: IoSocket, channelId: string, lastRev: number): Promise<SyncChannelResult> {
+    const limit = this.deps.replayLimit;
+    const rows = await this.deps.replay.eventsAfter(channelId, lastRev, limit + 1);
     const hasMore = rows.length > limit;
     const page = rows.slice(0, limit);
     let replayed = 0;
-    for (const message of page) if (this.send(socket, message)) replayed++;
-    const replayedUpTo = page.length > 0 ? page[page.length - 1].seq : lastSeq;
+    for (const event of page) if (this.send(socket, event)) replayed++;
+    const replayedUpTo = page.length > 0 ? eventRev(page[page.length - 1]) : lastRev;
     if (hasMore) {
       this.replaceGate(channelId, socket.id, { mode: 'paused' });
-      return { replayed, latestSeq: replayedUpTo, hasMore };
+      return { replayed, latestRev: replayedUpTo, hasMore };
     }
-    const latestSeq = this.closeGate(channelId, socket, replayedUpTo);
-    return { replayed, latestSeq, hasMore };
+    return { replayed, latestRev: this.closeGate(channelId, socket, replayedUpTo).lastRev, hasMore };
   }
 
-  /** Sends one message to one socket unless it was sent it already; says whether it did. */
-  private send(socket: IoSocket, message: MessageDto): boolean {
-    const seqs = this.seqsOf(socket.id, message.channelId);
-    if (!seqs || seqs.has(message.seq)) return false;
-    seqs.add(message.seq);
-    socket.emit('message:new', message);
+  /** Sends one event to one socket unless it was sent it already; says whether it did. */
+  private send(socket: IoSocket, event: ChannelEvent): boolean {
+    const revs = this.seqsOf(socket.id, eventChannel(event));
+    const rev = eventRev(event);
+    if (!revs || revs.has(rev)) return false;
+    revs.add(rev);
+    socket.emit(event.name, event.payload as never);
     return true;
   }
 
@@ -182,20 +228,23 @@ export class Delivery {
   }
 
   /**
-   * Sends what the gate caught beyond `afterSeq` and leaves a floor at the last seq sent, so late live
-   * copies are dropped; returns that seq. With `afterSeq` null (the replay failed), sends everything
-   * caught and removes the gate: the socket is back on live delivery and the client may sync again.
+   * Sends what the gate caught beyond `afterRev` and leaves a floor at the last rev sent, so late live
+   * copies are dropped; returns that rev (and the last seq of a new message among them). With `afterRev`
+   * null (the replay failed), sends everything caught and removes the gate: the socket is back on live
+   * delivery and the client may sync again.
    */
-  private closeGate(channelId: string, socket: IoSocket, afterSeq: number | null): number {
+  private closeGate(channelId: string, socket: IoSocket, afterRev: number | null): { lastRev: number; lastSeq: number } {
     const gate = this.gates.get(channelId)?.get(socket.id);
-    let last = afterSeq ?? 0;
-    for (const message of gate?.mode === 'buffer' ? gate.buffer : []) {
-      if (afterSeq !== null && message.seq <= last) continue;
-      this.send(socket, message);
-      last = Math.max(last, message.seq);
+    let lastRev = afterRev ?? 0;
+    let lastSeq = 0;
+    for (const event of gate?.mode === 'buffer' ? gate.buffer : []) {
+      if (afterRev !== null && eventRev(event) <= lastRev) continue;
+      this.send(socket, event);
+      lastRev = Math.max(lastRev, eventRev(event));
+      if (event.name === 'message:new') lastSeq = Math.max(lastSeq, event.payload.seq);
     }
-    if (afterSeq === null) this.dropGate(channelId, socket.id);
-    else this.replaceGate(channelId, socket.id, { mode: 'floor', floor: last });
-    return last;
+    if (afterRev === null) this.dropGate(channelId, socket.id);
+    else this.replaceGate(channelId, socket.id, { mode: 'floor', floor: lastRev });
+    return { lastRev, lastSeq };
   }
 }

@@ -1,15 +1,15 @@
+import { eventChannel, eventRev, type ChannelEvent } from '../../shared/events.js';
 import type { Logger } from '../../shared/logger.js';
-import type { MessageDto } from '../../shared/models/index.js';
 
 export interface GapSource {
-  /** The channel's messages with afterSeq < seq < beforeSeq, ascending. */
-  between(channelId: string, afterSeq: number, beforeSeq: number): Promise<MessageDto[]>;
+  /** The channel's events with afterRev < rev < beforeRev, ascending. */
+  between(channelId: string, afterRev: number, beforeRev: number): Promise<ChannelEvent[]>;
 }
 
 interface ChannelState {
   last: number;
-  /** Messages that arrived while a gap is being filled from PostgreSQL; null when none is. */
-  waiting: MessageDto[] | null;
+  /** Events that arrived while a gap is being filled from PostgreSQL; null when none is. */
+  waiting: ChannelEvent[] | null;
   touched: number;
 }
 
@@ -18,25 +18,25 @@ const IDLE_MS = 10 * 60_000;
 const MAX_FILL = 10_000;
 
 /**
- * Hands each channel's messages on in seq order, each once, whatever the way they reached this node:
+ * Hands each channel's events on in rev order, each once, whatever the way they reached this node:
  * a batch published again by a worker that re-ran it after a crash is dropped, and a gap (a publish lost
- * with a worker or by Redis pub/sub) is filled from PostgreSQL, the source of truth, before later
- * messages go out.
+ * with a worker or by Redis pub/sub) is filled from PostgreSQL's change log, the source of truth, before
+ * later events go out.
  */
 export class ChannelSequencer {
   private readonly channels = new Map<string, ChannelState>();
   private sweepTimer: NodeJS.Timeout;
 
   constructor(
-    private readonly deps: { source: GapSource; deliver: (messages: MessageDto[]) => void; logger: Logger },
+    private readonly deps: { source: GapSource; deliver: (events: ChannelEvent[]) => void; logger: Logger },
   ) {
     this.sweepTimer = setInterval(() => this.forgetIdle(), IDLE_MS);
     this.sweepTimer.unref();
   }
 
-  accept(messages: MessageDto[]): void {
-    const ready: MessageDto[] = [];
-    for (const message of messages) this.admit(message, ready);
+  accept(events: ChannelEvent[]): void {
+    const ready: ChannelEvent[] = [];
+    for (const event of events) this.admit(event, ready);
     if (ready.length > 0) this.deps.deliver(ready);
   }
 
@@ -44,56 +44,58 @@ export class ChannelSequencer {
     clearInterval(this.sweepTimer);
   }
 
-  private admit(message: MessageDto, ready: MessageDto[]): void {
-    const state = this.channels.get(message.channelId);
+  private admit(event: ChannelEvent, ready: ChannelEvent[]): void {
+    const channelId = eventChannel(event);
+    const rev = eventRev(event);
+    const state = this.channels.get(channelId);
     if (!state) {
-      this.channels.set(message.channelId, { last: message.seq, waiting: null, touched: Date.now() });
-      ready.push(message);
+      this.channels.set(channelId, { last: rev, waiting: null, touched: Date.now() });
+      ready.push(event);
       return;
     }
     state.touched = Date.now();
     if (state.waiting) {
-      state.waiting.push(message);
-    } else if (message.seq <= state.last) {
+      state.waiting.push(event);
+    } else if (rev <= state.last) {
       // Already delivered: a batch published again after its worker died.
-    } else if (message.seq === state.last + 1) {
-      state.last = message.seq;
-      ready.push(message);
+    } else if (rev === state.last + 1) {
+      state.last = rev;
+      ready.push(event);
     } else {
-      state.waiting = [message];
-      void this.fill(message.channelId, state);
+      state.waiting = [event];
+      void this.fill(channelId, state);
     }
   }
 
   private async fill(channelId: string, state: ChannelState): Promise<void> {
     // Never synchronously inside admit(): the caller delivers what it made ready first.
     await Promise.resolve();
-    const first = state.waiting![0];
-    let missing: MessageDto[] = [];
+    const first = eventRev(state.waiting![0]);
+    let missing: ChannelEvent[] = [];
     try {
-      if (first.seq - state.last - 1 <= MAX_FILL) {
-        missing = await this.deps.source.between(channelId, state.last, first.seq);
-        this.deps.logger.warn({ channelId, after: state.last, before: first.seq, filled: missing.length }, 'filled a delivery gap');
+      if (first - state.last - 1 <= MAX_FILL) {
+        missing = await this.deps.source.between(channelId, state.last, first);
+        this.deps.logger.warn({ channelId, after: state.last, before: first, filled: missing.length }, 'filled a delivery gap');
       } else {
-        this.deps.logger.warn({ channelId, after: state.last, before: first.seq }, 'delivery gap too large to fill live');
+        this.deps.logger.warn({ channelId, after: state.last, before: first }, 'delivery gap too large to fill live');
       }
     } catch (err) {
       // Clients recover what they missed with `sync`; live delivery must not stall on it.
       this.deps.logger.warn({ err, channelId }, 'could not fill a delivery gap');
     }
-    // A late copy of an older message may have arrived after the one that started the fill.
-    const waiting = state.waiting!.sort((a, b) => a.seq - b.seq);
+    // A late copy of an older event may have arrived after the one that started the fill.
+    const waiting = state.waiting!.sort((a, b) => eventRev(a) - eventRev(b));
     state.waiting = null;
-    const ready: MessageDto[] = [];
-    for (const message of missing) {
-      if (message.seq > state.last) {
-        state.last = message.seq;
-        ready.push(message);
+    const ready: ChannelEvent[] = [];
+    for (const event of missing) {
+      if (eventRev(event) > state.last) {
+        state.last = eventRev(event);
+        ready.push(event);
       }
     }
     // What waited goes through the same checks; the oldest waiting one now follows on directly.
-    if (waiting[0].seq > state.last + 1) state.last = waiting[0].seq - 1;
-    for (const message of waiting) this.admit(message, ready);
+    if (eventRev(waiting[0]) > state.last + 1) state.last = eventRev(waiting[0]) - 1;
+    for (const event of waiting) this.admit(event, ready);
     if (ready.length > 0) this.deps.deliver(ready);
   }
 

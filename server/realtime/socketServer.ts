@@ -5,7 +5,7 @@ import helmet from 'helmet';
 import proxyaddr from 'proxy-addr';
 import { Server } from 'socket.io';
 import { NotFoundError, ServiceUnavailableError, UnauthorizedError, ValidationError } from '../../shared/errors.js';
-import { socketAdapterKey, type SyncAck, type SyncChannelAck, type SyncDone } from '../../shared/events.js';
+import { socketAdapterKey, type ResumePoint, type SyncAck, type SyncChannelAck, type SyncDone } from '../../shared/events.js';
 import type { Logger } from '../../shared/logger.js';
 import Joi, { assertNoForbiddenKeys } from '../../shared/validation.js';
 import type { TokenService } from '../auth.js';
@@ -15,6 +15,7 @@ import { toClientError, toErrorAck } from '../errors.js';
 import { TRUST_PROXY } from '../http/app.js';
 import { CLIENT_MSG_ID, UUID_PATTERN, sendMessage, type MessagingDeps } from '../domain/messages.js';
 import { markRead, type ReadNotifier } from '../domain/readState.js';
+import { CLIENT_CHANGE_ID, deleteMessage, editMessage, reactToMessage } from '../domain/messageChanges.js';
 import { coalesceWrites } from './coalesceWrites.js';
 import type { Delivery } from './delivery.js';
 import type { IoServer, IoSocket } from './types.js';
@@ -53,22 +54,38 @@ export function attachIoServer(io: IoServer, httpServer: HttpServer): void {
 }
 
 const MAX_RESUME_CHANNELS = 1000;
-/** channelId → the last seq the client has; the handshake's `auth.resume` and `sync`'s `channels`. */
-const lastSeqs = Joi.object()
-  .pattern(Joi.string().max(64), Joi.number().integer().min(0).required())
+const position = Joi.number().integer().min(0);
+/**
+ * channelId → where the client resumes it: the last seq it has, or `{rev}`, the last rev; the
+ * handshake's `auth.resume` and `sync`'s `channels`.
+ */
+const resumePoints = Joi.object()
+  .pattern(Joi.string().max(64), Joi.alternatives(position, Joi.object({ rev: position.required() })).required())
   .max(MAX_RESUME_CHANNELS);
 
+const id = Joi.string().max(64);
 const sendSchema = Joi.object({
-  channelId: Joi.string().max(64).required(),
+  channelId: id.required(),
   body: Joi.string().required(),
   clientMsgId: CLIENT_MSG_ID.required(),
+  parentId: id.allow(null),
 });
-const syncSchema = Joi.object({ channels: lastSeqs.required() });
+const target = { channelId: id.required(), messageId: id.required(), clientChangeId: CLIENT_CHANGE_ID.allow(null) };
+const editSchema = Joi.object<{ channelId: string; messageId: string; body: string; clientChangeId?: string | null }>({
+  ...target,
+  body: Joi.string().required(),
+});
+const deleteSchema = Joi.object<{ channelId: string; messageId: string; clientChangeId?: string | null }>(target);
+const reactionSchema = Joi.object<{ channelId: string; messageId: string; emoji: string; clientChangeId?: string | null }>({
+  ...target,
+  emoji: Joi.string().max(200).required(),
+});
+const syncSchema = Joi.object({ channels: resumePoints.required() });
 const readSchema = Joi.object({
   channelId: Joi.string().max(64).required(),
   seq: Joi.number().integer().min(0).required(),
 });
-const handshakeSchema = Joi.object({ token: Joi.any(), resume: lastSeqs }).unknown(false);
+const handshakeSchema = Joi.object({ token: Joi.any(), resume: resumePoints }).unknown(false);
 
 /** Every socket payload and handshake `auth`: no `__proto__`/`constructor`/`prototype` key, no unknown field. */
 function validate<T>(schema: Joi.Schema<T>, payload: unknown): T {
@@ -199,7 +216,7 @@ export function registerSocketHandlers(io: IoServer, deps: SocketHandlerDeps): v
 
     // One replay at a time per socket: a later one continues from where the earlier left the gates.
     let syncs: Promise<unknown> = Promise.resolve();
-    const replay = (requested: Record<string, number>) => {
+    const replay = (requested: Record<string, ResumePoint>) => {
       const done = syncs.then(() => runSync(socket, requested));
       syncs = done.catch(() => {});
       return done;
@@ -218,6 +235,16 @@ export function registerSocketHandlers(io: IoServer, deps: SocketHandlerDeps): v
 
     // Sends have their own budget (MESSAGE_RATE_PER_SECOND), taken in the order they were made.
     handle(socket, 'message:send', sendSchema, (value) => sendMessage(deps.messaging, userId, value), { limited: false });
+    // Changes count against the same budget as sends, and are admitted in order with them.
+    const changed = <T extends { clientChangeId?: string | null }>(value: T) => ({ ...value, clientChangeId: value.clientChangeId ?? null });
+    handle(socket, 'message:edit', editSchema, (value) => editMessage(deps.messaging, userId, changed(value)), { limited: false });
+    handle(socket, 'message:delete', deleteSchema, (value) => deleteMessage(deps.messaging, userId, changed(value)), { limited: false });
+    handle(socket, 'reaction:add', reactionSchema, (value) => reactToMessage(deps.messaging, userId, 'reaction:add', changed(value)), {
+      limited: false,
+    });
+    handle(socket, 'reaction:remove', reactionSchema, (value) => reactToMessage(deps.messaging, userId, 'reaction:remove', changed(value)), {
+      limited: false,
+    });
 
     handle(socket, 'sync', syncSchema, async (value): Promise<SyncAck> => ({ ok: true, channels: await replay(value.channels) }));
 
@@ -234,10 +261,10 @@ export function registerSocketHandlers(io: IoServer, deps: SocketHandlerDeps): v
   });
 
   /** Replays what follows each mark; unknown, foreign and malformed channel ids are NOT_FOUND in place. */
-  async function runSync(socket: IoSocket, requested: Record<string, number>): Promise<Record<string, SyncChannelAck>> {
+  async function runSync(socket: IoSocket, requested: Record<string, ResumePoint>): Promise<Record<string, SyncChannelAck>> {
     const userId = socket.data.userId;
     const channels: Record<string, SyncChannelAck> = {};
-    const marks = new Map<string, number>();
+    const marks = new Map<string, ResumePoint>();
     for (const [channelId, lastSeq] of Object.entries(requested)) {
       if (UUID_PATTERN.test(channelId)) marks.set(channelId.toLowerCase(), lastSeq);
       else channels[channelId] = { error: new NotFoundError('Channel').toBody() };

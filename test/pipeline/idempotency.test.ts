@@ -104,7 +104,13 @@ describe('pipeline: idempotent sends (clientMsgId)', function () {
     expect(res.status, res.text).to.equal(201);
     expect(Object.keys(res.body)).to.deep.equal(['message']);
     const m = res.body.message as MessageDto;
-    expect(Object.keys(m).sort()).to.deep.equal(['body', 'channelId', 'clientMsgId', 'createdAt', 'id', 'seq', 'userId']);
+    expect(Object.keys(m).sort()).to.deep.equal([
+      'body', 'channelId', 'clientMsgId', 'createdAt', 'deleted', 'editedAt', 'id', 'lastReplyAt', 'mentions', 'parentId',
+      'reactions', 'replyCount', 'rev', 'seq', 'userId',
+    ]);
+    expect(m).to.include({ rev: m.seq, parentId: null, editedAt: null, deleted: false, replyCount: 0, lastReplyAt: null });
+    expect(m.reactions).to.deep.equal([]);
+    expect(m.mentions).to.deep.equal([]);
     expect(m).to.include({ channelId: channel.id, userId: alice.user.id, body: 'over rest', clientMsgId: 'rest-1' });
     expect(new Date(m.createdAt).toISOString()).to.equal(m.createdAt);
     const stored = await storedMessages(channel.id);

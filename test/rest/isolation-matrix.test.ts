@@ -77,6 +77,8 @@ type Cell = Refusal | Refusal[] | { na: string };
 interface Built {
   /** For `:userId`. */
   userId?: string;
+  /** For `:messageId` (a random id when the call is about a channel without one). */
+  messageId?: string;
   body?: unknown;
   query?: string;
 }
@@ -86,8 +88,8 @@ interface Row {
   on?: ChannelKey;
   /** Run once before the row: fresh users the row acts on, so that a success leaves the world as it was. */
   prepare?: (w: World) => Promise<Record<string, RegisteredUser>>;
-  /** A valid request (called once per attempt: bodies may need fresh names). */
-  build?: (w: World, extra: Record<string, RegisteredUser>) => Built;
+  /** A valid request (called once per attempt: bodies may need fresh names), about `channelId`. */
+  build?: (w: World, extra: Record<string, RegisteredUser>, channelId: string) => Built;
   refuse: Record<Kind, Cell>;
   ok: {
     as: Who | ((extra: Record<string, RegisteredUser>) => RegisteredUser);
@@ -130,6 +132,33 @@ async function freshMember(base: string, w: World, role?: 'member' | 'guest', ch
 
 /** Set in before(): the base URL the row table's prepare steps use. */
 let BASE = '';
+
+/** A message by `author` in each of P, Q and R, for the rows about a message: channelId → messageId. */
+async function messagesBy(author: RegisteredUser, w: World): Promise<Record<string, string>> {
+  const ids: Record<string, string> = {};
+  for (const channelId of Object.values(w.channels)) {
+    const res = await request(BASE, 'POST', `/channels/${channelId}/messages`, {
+      token: author.token,
+      body: { body: `matrix target ${randomUUID()}`, clientMsgId: randomUUID() },
+    });
+    expect(res.status, res.text).to.equal(201);
+    ids[channelId] = res.body.message.id;
+  }
+  return ids;
+}
+
+/** Rows about one message of the member's: `prepare` makes them, `build` points at the one in the call's channel. */
+let rowMessages: Record<string, string> = {};
+const aboutMessage = {
+  prepare: async (w: World) => {
+    rowMessages = await messagesBy(w.users.member, w);
+    return {};
+  },
+  build: (_w: World, _x: Record<string, RegisteredUser>, channelId: string): Built => ({
+    messageId: rowMessages[channelId] ?? randomUUID(),
+    body: { clientChangeId: randomUUID() },
+  }),
+};
 
 const P = '/api/v1';
 const REST: Record<string, Row | PublicRow> = {
@@ -349,6 +378,60 @@ const REST: Record<string, Row | PublicRow> = {
     },
     ok: { as: 'member', status: 201 },
   },
+  [`PATCH ${P}/channels/:channelId/messages/:messageId`]: {
+    ...aboutMessage,
+    build: (w, x, channelId) => ({ ...aboutMessage.build(w, x, channelId), body: { body: `edited ${randomUUID()}` } }),
+    refuse: {
+      unauthenticated: UNAUTHORIZED,
+      ...OUTSIDE_Q,
+      // Changes are for channel members (NOT_FOUND to anyone else, as sends); in P the guest is not the author.
+      guest: [NOT_FOUND(), NOT_FOUND('R'), FORBIDDEN({ on: 'P' })],
+      // The owner, a manager, is still not the author: only authors edit.
+      lower: FORBIDDEN({ as: 'owner' }),
+    },
+    ok: { as: 'member', status: 200 },
+  },
+  [`DELETE ${P}/channels/:channelId/messages/:messageId`]: {
+    ...aboutMessage,
+    refuse: {
+      unauthenticated: UNAUTHORIZED,
+      ...OUTSIDE_Q,
+      guest: [NOT_FOUND(), NOT_FOUND('R'), FORBIDDEN({ on: 'P' })],
+      lower: na("deleting depends on authorship or a manager role; the guest's row is a member who may not"),
+    },
+    ok: { as: 'member', status: 200 },
+  },
+  [`GET ${P}/channels/:channelId/messages/:messageId/replies`]: {
+    ...aboutMessage,
+    build: (w, x, channelId) => ({ messageId: aboutMessage.build(w, x, channelId).messageId }),
+    refuse: {
+      unauthenticated: UNAUTHORIZED,
+      ...OUTSIDE_Q,
+      guest: [NOT_FOUND(), FORBIDDEN({ on: 'R' })],
+      lower: FORBIDDEN({ as: 'admin', on: 'P' }),
+    },
+    ok: { as: 'member', status: 200 },
+  },
+  [`PUT ${P}/channels/:channelId/messages/:messageId/reactions/:emoji`]: {
+    ...aboutMessage,
+    refuse: {
+      unauthenticated: UNAUTHORIZED,
+      ...OUTSIDE_Q,
+      guest: [NOT_FOUND(), NOT_FOUND('R')],
+      lower: na('reacting depends on channel membership, not on a role'),
+    },
+    ok: { as: 'member', status: 200 },
+  },
+  [`DELETE ${P}/channels/:channelId/messages/:messageId/reactions/:emoji`]: {
+    ...aboutMessage,
+    refuse: {
+      unauthenticated: UNAUTHORIZED,
+      ...OUTSIDE_Q,
+      guest: [NOT_FOUND(), NOT_FOUND('R')],
+      lower: na('removing one\'s reaction depends on channel membership, not on a role'),
+    },
+    ok: { as: 'member', status: 200 },
+  },
   [`POST ${P}/channels/:channelId/read`]: {
     build: () => ({ body: { seq: 1 } }),
     refuse: {
@@ -368,7 +451,30 @@ interface SocketRow {
   refused(ack: any, channelId: string): { code: string | undefined };
   ok(ack: any, channelId: string): void;
 }
+/** Set in the socket events' before(): a message by the member in each channel (channelId → messageId). */
+let socketMessages: Record<string, string> = {};
+const aboutSocketMessage = (extra: object) => (channelId: string) => ({
+  channelId,
+  messageId: socketMessages[channelId] ?? randomUUID(),
+  clientChangeId: randomUUID(),
+  ...extra,
+});
+const changeAck = {
+  refused: (ack: any) => {
+    expect(ack.ok).to.equal(false);
+    return { code: ack.error?.code };
+  },
+  ok: (ack: any, channelId: string) => {
+    expect(ack.ok, JSON.stringify(ack)).to.equal(true);
+    expect(ack.message.channelId).to.equal(channelId);
+  },
+};
 const SOCKET: Record<string, SocketRow> = {
+  // The member's own message: the author may edit and delete it; the delete comes last.
+  'message:edit': { emit: aboutSocketMessage({ body: 'edited by socket' }), ...changeAck },
+  'reaction:add': { emit: aboutSocketMessage({ emoji: 'thumbsup' }), ...changeAck },
+  'reaction:remove': { emit: aboutSocketMessage({ emoji: 'thumbsup' }), ...changeAck },
+  'message:delete': { emit: aboutSocketMessage({}), ...changeAck },
   'message:send': {
     emit: (channelId) => ({ channelId, body: `socket ${randomUUID()}`, clientMsgId: randomUUID() }),
     refused: (ack) => {
@@ -482,7 +588,10 @@ describe('Isolation matrix (every route and socket event × every kind of caller
          (SELECT count(*)::int FROM channels) AS all_channels,
          (SELECT coalesce(string_agg(cm.channel_id || ':' || cm.user_id || ':' || cm.last_read_seq, ',' ORDER BY cm.channel_id, cm.user_id), '')
             FROM channel_members cm JOIN channels c ON c.id = cm.channel_id WHERE c.workspace_id = ANY($1::uuid[])) AS channel_members,
-         (SELECT count(*)::int FROM messages) AS messages`,
+         (SELECT count(*)::int FROM messages) AS messages,
+         (SELECT count(*)::int FROM channel_events) AS channel_events,
+         (SELECT coalesce(string_agg(id || ':' || rev || ':' || md5(body), ',' ORDER BY id), '') FROM messages m
+           WHERE m.channel_id IN (SELECT id FROM channels WHERE workspace_id = ANY($1::uuid[]))) AS message_states`,
       [ws],
     );
     return rows[0];
@@ -558,11 +667,13 @@ describe('Isolation matrix (every route and socket event × every kind of caller
       it(`${key}: ${summary || 'no refusal'}; the rightful caller ${row.ok.status}; refusals change nothing`, async function () {
         const extra = row.prepare ? await row.prepare(w) : {};
         const call = (target: Target, token: string | undefined) => {
-          const built = row.build?.(w, extra) ?? {};
+          const built = row.build?.(w, extra, target.channelId) ?? {};
           const path = template
             .slice(P.length)
             .replace(':workspaceId', target.workspaceId)
             .replace(':channelId', target.channelId)
+            .replace(':messageId', built.messageId ?? '')
+            .replace(':emoji', 'thumbsup')
             .replace(':userId', built.userId ?? '');
           return request(BASE, method, path + (built.query ? `?${built.query}` : ''), { token, body: built.body });
         };
@@ -639,6 +750,7 @@ describe('Isolation matrix (every route and socket event × every kind of caller
     const leaked: string[] = [];
 
     before(async function () {
+      socketMessages = await messagesBy(w.users.member, w);
       const removedLater = await freshMember(BASE, w, 'member', 'Q');
       await addChannelMember(BASE, w.users.owner.token, w.channels.R, removedLater.user.id);
       const tokens: Record<Caller, string> = {

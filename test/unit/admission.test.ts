@@ -71,7 +71,7 @@ class FakeSink implements SendSink {
   answer(id: string): SendOutcome {
     const outcome: SendOutcome = {
       ok: true,
-      message: { id, channelId: 'c1', seq: 1, userId: 'u', body: id, clientMsgId: null, createdAt: new Date(0).toISOString() },
+      message: { id, channelId: 'c1', seq: 1, rev: 1, parentId: null, editedAt: null, deleted: false, replyCount: 0, lastReplyAt: null, reactions: [], mentions: [], userId: 'u', body: id, clientMsgId: null, createdAt: new Date(0).toISOString() },
     };
     this.outcomes.get(id)!(outcome);
     return outcome;

@@ -226,7 +226,7 @@ async function createHarness(opts: { partitions?: number; maxBatch?: number } = 
   return h;
 }
 
-const stored = (seq: number): BatchOutcome => ({ ok: true, seq, createdAt: new Date(1_700_000_000_000 + seq).toISOString() });
+const stored = (seq: number): BatchOutcome => ({ ok: true, seq, rev: seq, createdAt: new Date(1_700_000_000_000 + seq).toISOString(), mentions: [] });
 
 /** Outcomes for the given sends, seqs from `firstSeq` on. */
 const storedAll = (ids: string[], firstSeq = 1) =>
@@ -386,6 +386,14 @@ describe('unit: SendQueue', () => {
         id: 'earlier',
         channelId: 'c1',
         seq: 7,
+        rev: 7,
+        parentId: null,
+        editedAt: null,
+        deleted: false,
+        replyCount: 0,
+        lastReplyAt: null,
+        reactions: [],
+        mentions: [],
         userId: 'u1',
         body: 'stored before',
         clientMsgId: 'cm-s3',

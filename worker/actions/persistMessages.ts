@@ -2,30 +2,22 @@ import type { Knex } from 'knex';
 import { isTransientDbError, isUniqueViolation } from '../../shared/db.js';
 import { ForbiddenError, InternalError, NotFoundError, ValidationError, type ErrorBody } from '../../shared/errors.js';
 import type { Logger } from '../../shared/logger.js';
-import { toMessageDto, type MessageDto } from '../../shared/models/index.js';
-import type { BatchOutcome, SendRequest } from '../../shared/queues.js';
+import { eventRev, toChannelEvent, type ChannelEvent, type ChannelEventRow } from '../../shared/events.js';
+import { toMessageDto } from '../../shared/models/index.js';
+import { changeKind, type BatchOutcome, type ChangeRequest } from '../../shared/queues.js';
 
 export interface PersistResult {
-  /** One outcome per send id. */
+  /** One outcome per send or change id. */
   outcomes: Record<string, BatchOutcome>;
   /**
-   * The batch's own messages to publish, in seq order per channel: the ones stored now, or, when this
-   * batch is run again after a crash, the ones its first run stored (that run may have died before
-   * publishing; front nodes drop what they already delivered). Duplicates of other sends are not here.
+   * The batch's own events to publish, in rev order: the ones stored now, or, when this batch is run
+   * again after a crash, the ones its first run stored (that run may have died before publishing; front
+   * nodes drop what they already delivered). A client's retry of another send or change adds nothing.
    */
-  publish: MessageDto[];
+  publish: ChannelEvent[];
 }
 
-interface MessageRow {
-  id: string;
-  channel_id: string;
-  seq: number;
-  user_id: string;
-  body: string;
-  client_msg_id: string | null;
-  /** JSON from the function: an ISO-8601 string. */
-  created_at: string;
-}
+type MessageRow = Parameters<typeof toMessageDto>[0];
 
 const notFound = () => ({ ok: false as const, error: new NotFoundError('Channel').toBody() });
 /** A send to an archived channel by one of its members. */
@@ -33,15 +25,22 @@ const archived = () => ({ ok: false as const, error: new ForbiddenError('The cha
 /** pg sends a JS array as one array parameter; knex's types do not know that. */
 const arrays = (...values: unknown[][]) => values as unknown as Knex.RawBinding[];
 
-type Outcome = 'created' | 'stored' | 'duplicate' | 'not_found' | 'forbidden';
+const invalidParent = () => ({
+  ok: false as const,
+  error: new ValidationError('"parentId" must be a top-level message of this channel that is not deleted', [{ field: 'parentId' }]).toBody(),
+});
+
+/**
+ * created: applied now; stored: applied by an earlier run of this batch; duplicate: a client's retry of
+ * another send or change; unchanged: a reaction that was already there (or a removal of one that was not).
+ */
+type Outcome = 'created' | 'stored' | 'duplicate' | 'unchanged' | 'not_found' | 'forbidden' | 'invalid_parent';
 
 /** What one call of the function stored, before the publish list is put together. */
 interface CallResult {
   outcomes: Record<string, BatchOutcome>;
-  /** Stored by an earlier run of these very sends, in send order. */
-  stored: MessageDto[];
-  /** Stored by this call, in send order, hence in seq order per channel. */
-  created: MessageDto[];
+  /** The events of what was applied now or by an earlier run, in change order. */
+  events: ChannelEvent[];
 }
 
 /**
@@ -72,44 +71,59 @@ function refusal(code: string | undefined): { ok: false; error: ErrorBody } {
   return { ok: false, error: new InternalError().toBody() };
 }
 
-/** One call of persist_message_batch (migrations/*_persist_message_batch.ts): one statement, one transaction. */
-async function callPersist(knex: Knex, sends: SendRequest[]): Promise<CallResult> {
-  const result = await knex.raw<{ rows: Array<{ send_id: string; outcome: Outcome; message: MessageRow | null }> }>(
-    'SELECT send_id, outcome, message FROM persist_message_batch(?::uuid[], ?::uuid[], ?::uuid[], ?::text[], ?::text[])',
+function toOutcome(change: ChangeRequest, outcome: Outcome, row: MessageRow | null, events: ChannelEventRow[] | null): BatchOutcome {
+  if (outcome === 'forbidden') return archived();
+  if (outcome === 'invalid_parent') return invalidParent();
+  if (outcome === 'not_found' || !row) {
+    return changeKind(change) === 'send' ? notFound() : { ok: false, error: new NotFoundError('Message').toBody() };
+  }
+  const message = toMessageDto(row);
+  // The front node rebuilds its own new message from the send it holds, as long as nothing changed it
+  // since (a batch run again later); anything else travels whole.
+  const created = events?.[0];
+  if (changeKind(change) === 'send' && message.id === change.id && created?.kind === 'message:new' && Number(created.rev) === message.rev) {
+    return { ok: true, seq: message.seq, rev: message.rev, createdAt: message.createdAt, mentions: message.mentions };
+  }
+  return { ok: true, message };
+}
+
+/** pg sends a JS array as one array parameter; null entries become SQL NULLs. */
+const column = <T>(changes: ChangeRequest[], pick: (c: ChangeRequest) => T | null | undefined) => changes.map((c) => pick(c) ?? null);
+
+/** One call of persist_channel_changes (migrations/*_channel_changes.ts): one statement, one transaction. */
+async function callPersist(knex: Knex, changes: ChangeRequest[]): Promise<CallResult> {
+  const result = await knex.raw<{
+    rows: Array<{ change_id: string; outcome: Outcome; message: MessageRow | null; events: ChannelEventRow[] | null }>;
+  }>(
+    `SELECT change_id, outcome, message, events
+       FROM persist_channel_changes(?::text[], ?::uuid[], ?::uuid[], ?::uuid[], ?::text[], ?::text[], ?::uuid[], ?::text[])`,
     arrays(
-      sends.map((s) => s.id),
-      sends.map((s) => s.channelId),
-      sends.map((s) => s.userId),
-      sends.map((s) => s.body),
-      sends.map((s) => s.clientMsgId),
+      column(changes, changeKind),
+      column(changes, (c) => c.id),
+      column(changes, (c) => c.channelId),
+      column(changes, (c) => c.userId),
+      column(changes, (c) => ('body' in c ? c.body : null)),
+      column(changes, (c) => ('clientMsgId' in c ? c.clientMsgId : 'clientChangeId' in c ? c.clientChangeId : null)),
+      column(changes, (c) => ('messageId' in c ? c.messageId : 'parentId' in c ? c.parentId : null)),
+      column(changes, (c) => ('emoji' in c ? c.emoji : null)),
     ),
   );
-  const call: CallResult = { outcomes: {}, stored: [], created: [] };
+  const byId = new Map(changes.map((c) => [c.id, c]));
+  const call: CallResult = { outcomes: {}, events: [] };
   for (const row of result.rows) {
-    if (row.outcome === 'forbidden') {
-      call.outcomes[row.send_id] = archived();
-      continue;
-    }
-    if (row.outcome === 'not_found' || !row.message) {
-      call.outcomes[row.send_id] = notFound();
-      continue;
-    }
-    const message = toMessageDto(row.message);
-    // The front node rebuilds its own send's message from seq and createdAt; a duplicate is another message.
-    call.outcomes[row.send_id] =
-      row.outcome === 'duplicate' ? { ok: true, message } : { ok: true, seq: message.seq, createdAt: message.createdAt };
-    if (row.outcome === 'created') call.created.push(message);
-    else if (row.outcome === 'stored') call.stored.push(message);
+    const change = byId.get(row.change_id)!;
+    call.outcomes[change.id] = toOutcome(change, row.outcome, row.message, row.events);
+    for (const event of row.events ?? []) call.events.push(toChannelEvent(change.channelId, event));
   }
   return call;
 }
 
 /**
- * Persists a batch of sends in one statement: membership checked, then the channel not archived (an
- * archived channel's members are answered FORBIDDEN), each channel's next seqs assigned, rows inserted,
- * the senders' read marks moved, atomically. Running it again for the same batch changes nothing and
- * returns the same outcomes: a send whose id or (user, clientMsgId) is already stored answers with the
- * stored message and is not emitted again.
+ * Persists a batch of sends and changes in one statement, in order: membership checked, then the
+ * channel not archived (an archived channel's members are answered FORBIDDEN), each channel's next seqs
+ * and revs assigned, rows inserted or changed, events logged, the senders' read marks moved, atomically.
+ * Running it again for the same batch changes nothing and returns the same outcomes and events; a
+ * client's retry (same clientMsgId or clientChangeId) answers with the stored message and emits nothing.
  *
  * One send cannot fail the others. When PostgreSQL refuses the batch for any reason but its own
  * unavailability (isRetriableDbError), the sends are persisted again one at a time, in order, each in
@@ -117,7 +131,7 @@ async function callPersist(knex: Knex, sends: SendRequest[]): Promise<CallResult
  * it had not been there. A retriable error, of the batch or of any single call, is thrown: the caller
  * retries the whole batch in place, and the calls that committed meanwhile answer 'stored' then.
  */
-export async function persistMessages(knex: Knex, sends: SendRequest[], logger?: Logger): Promise<PersistResult> {
+export async function persistMessages(knex: Knex, sends: ChangeRequest[], logger?: Logger): Promise<PersistResult> {
   if (sends.length === 0) return { outcomes: {}, publish: [] };
   let calls: CallResult[];
   try {
@@ -127,20 +141,18 @@ export async function persistMessages(knex: Knex, sends: SendRequest[], logger?:
     calls = await persistOneByOne(knex, sends, err, logger);
   }
   const outcomes: Record<string, BatchOutcome> = {};
-  const stored: MessageDto[] = [];
-  const created: MessageDto[] = [];
+  const publish: ChannelEvent[] = [];
   for (const call of calls) {
     Object.assign(outcomes, call.outcomes);
-    stored.push(...call.stored);
-    created.push(...call.created);
+    publish.push(...call.events);
   }
-  // Stored messages predate everything created now; created ones follow send order, which is seq order
-  // per channel (one call, or calls one after the other).
-  stored.sort((a, b) => a.seq - b.seq);
-  return { outcomes, publish: [...stored, ...created] };
+  // Events an earlier run stored come before everything applied now; per channel, rev order is the
+  // order front nodes deliver in (they would hold a later rev until the earlier one came).
+  publish.sort((a, b) => eventRev(a) - eventRev(b));
+  return { outcomes, publish };
 }
 
-async function persistOneByOne(knex: Knex, sends: SendRequest[], batchError: unknown, logger?: Logger): Promise<CallResult[]> {
+async function persistOneByOne(knex: Knex, sends: ChangeRequest[], batchError: unknown, logger?: Logger): Promise<CallResult[]> {
   // Never the error itself: knex writes the statement's parameters, the bodies, into its message.
   if (sends.length > 1) {
     logger?.warn({ pgCode: sqlState(batchError), sends: sends.length }, 'batch refused by PostgreSQL; persisting its sends one by one');
@@ -163,7 +175,7 @@ async function persistOneByOne(knex: Knex, sends: SendRequest[], batchError: unk
     const fields = { sendId: send.id, channelId: send.channelId, pgCode, code: outcome.error.code };
     if (outcome.error.code === 'INTERNAL') logger?.error(fields, 'send refused by PostgreSQL; the rest of its batch goes on');
     else logger?.warn(fields, 'send refused by PostgreSQL as invalid; the rest of its batch goes on');
-    calls.push({ outcomes: { [send.id]: outcome }, stored: [], created: [] });
+    calls.push({ outcomes: { [send.id]: outcome }, events: [] });
   }
   return calls;
 }

@@ -1,0 +1,118 @@
+import { randomUUID } from 'node:crypto';
+import { NotFoundError, ValidationError } from '../../shared/errors.js';
+import { Channel, Message, type WorkspaceRole } from '../../shared/models/index.js';
+import type { ChangeRequest, EditRequest, ReactionRequest, SendOutcome } from '../../shared/queues.js';
+import Joi, { UUID_PATTERN } from '../../shared/validation.js';
+import { normaliseBody, submitToQueue, type MessagingDeps } from './messages.js';
+import { authorize, type Action } from './policy.js';
+
+export const CLIENT_CHANGE_ID = Joi.string().pattern(/^[A-Za-z0-9_-]{1,64}$/).messages({
+  'string.pattern.base': '"clientChangeId" must be 1-64 characters of A-Z, a-z, 0-9, _ and -',
+});
+
+const SHORT_NAME = /^[a-z0-9_+-]{1,64}$/;
+// One RGI emoji, skin tones, flags and ZWJ sequences included (the `v` flag's emoji property of strings).
+const ONE_EMOJI = new RegExp('^\\p{RGI_Emoji}$', 'v');
+
+/** A reaction's emoji: a short name (`thumbsup`, `+1`) or exactly one Unicode emoji. */
+export function parseEmoji(raw: string): string {
+  if (SHORT_NAME.test(raw) || (raw.length <= 64 && ONE_EMOJI.test(raw))) return raw;
+  throw new ValidationError('"emoji" must be a short name of a-z, 0-9, _, + and - (at most 64) or one Unicode emoji', [
+    { field: 'emoji' },
+  ]);
+}
+
+interface TargetInput {
+  channelId: string;
+  messageId: string;
+  clientChangeId: string | null;
+}
+
+export type EditInput = TargetInput & { body: string };
+export type ReactionInput = TargetInput & { emoji: string };
+
+interface TargetRow {
+  is_private: boolean;
+  archived: boolean;
+  created_by: string | null;
+  caller_role: WorkspaceRole | null;
+  is_member: boolean;
+  author_id: string | null;
+  deleted: boolean | null;
+}
+
+/**
+ * Loads the channel, the caller's role and membership and the message in one statement, then lets
+ * policy decide. The author of a message never changes, so what is decided here holds when the worker
+ * applies the change; what can change meanwhile (membership, archive, deletion) the worker checks again
+ * in the transaction that applies it.
+ */
+async function authorizeChange(action: Action & `message.${string}`, userId: string, channelId: string, messageId: string) {
+  const { rows } = await Message.knex().raw<{ rows: TargetRow[] }>(
+    `SELECT c.is_private, c.archived, c.created_by, wm.role AS caller_role, cm.user_id IS NOT NULL AS is_member,
+            m.user_id AS author_id, m.deleted_at IS NOT NULL AS deleted
+       FROM channels c
+       LEFT JOIN workspace_members wm ON wm.workspace_id = c.workspace_id AND wm.user_id = :userId
+       LEFT JOIN channel_members cm ON cm.channel_id = c.id AND cm.user_id = :userId
+       LEFT JOIN messages m ON m.id = :messageId AND m.channel_id = c.id
+      WHERE c.id = :channelId`,
+    { userId, channelId, messageId },
+  );
+  const row = rows[0];
+  if (!row) throw new NotFoundError('Channel');
+  const channel = Channel.fromJson({ id: channelId, isPrivate: row.is_private, archived: row.archived, createdBy: row.created_by });
+  authorize({ userId, role: row.caller_role }, action, {
+    channel,
+    isMember: row.is_member,
+    message: row.author_id === null ? null : { authorId: row.author_id, deleted: row.deleted === true },
+  });
+}
+
+type Change = DistributiveOmit<Exclude<ChangeRequest, { kind?: 'send' }>, 'id' | 'userId'>;
+type DistributiveOmit<T, K extends PropertyKey> = T extends unknown ? Omit<T, K> : never;
+
+/**
+ * One change of a stored message, from a socket or from REST: checked and authorized here, then through
+ * the same ordered admission, rate limit and partition queue as sends, so a user's send and later edit
+ * are applied in that order. Resolves with the definitive outcome, like sendMessage.
+ */
+async function changeMessage(deps: MessagingDeps, action: Action & `message.${string}`, userId: string, change: Change) {
+  return submitToQueue(deps, userId, async () => {
+    // Opaque ids that cannot exist never reach the database, and look like any other unknown one.
+    if (!UUID_PATTERN.test(change.channelId)) throw new NotFoundError('Channel');
+    if (!UUID_PATTERN.test(change.messageId)) throw new NotFoundError('Message');
+    const channelId = change.channelId.toLowerCase();
+    const messageId = change.messageId.toLowerCase();
+    await authorizeChange(action, userId, channelId, messageId);
+    return { ...change, id: randomUUID(), userId, channelId, messageId } as ChangeRequest;
+  });
+}
+
+export function editMessage(deps: MessagingDeps, userId: string, input: EditInput): Promise<SendOutcome> {
+  return changeMessage(deps, 'message.edit', userId, {
+    kind: 'edit',
+    channelId: input.channelId,
+    messageId: input.messageId,
+    clientChangeId: input.clientChangeId,
+    body: normaliseBody(input.body, deps.maxBodyLength),
+  } satisfies Omit<EditRequest, 'id' | 'userId'>);
+}
+
+export function deleteMessage(deps: MessagingDeps, userId: string, input: TargetInput): Promise<SendOutcome> {
+  return changeMessage(deps, 'message.delete', userId, { kind: 'delete', ...input });
+}
+
+export function reactToMessage(
+  deps: MessagingDeps,
+  userId: string,
+  kind: ReactionRequest['kind'],
+  input: ReactionInput,
+): Promise<SendOutcome> {
+  return changeMessage(deps, 'message.react', userId, {
+    kind,
+    channelId: input.channelId,
+    messageId: input.messageId,
+    clientChangeId: input.clientChangeId,
+    emoji: parseEmoji(input.emoji),
+  });
+}
