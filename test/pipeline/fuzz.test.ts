@@ -425,7 +425,7 @@ describe('pipeline: fuzzing every REST route and socket event keeps the contract
     expect(DOCUMENTED_CLIENT_EVENTS.slice().sort(), 'client → server events of docs/API.md vs server/realtime/socketServer.ts').to.deep.equal(
       PRODUCT_CLIENT_EVENTS.slice().sort(),
     );
-    expect(PRODUCT_CLIENT_EVENTS).to.have.members(['message:send', 'sync', 'channel:read']);
+    expect(PRODUCT_CLIENT_EVENTS).to.have.members(['message:send', 'message:edit', 'message:delete', 'reaction:add', 'reaction:remove', 'sync', 'channel:read']);
   });
 
   /** Sends one case; returns a description of what is wrong with the answer, or undefined. */
