@@ -41,15 +41,36 @@ export type SyncChannelResult =
  *  - buffer: the replay runs; live events wait behind it;
  *  - paused: the replay was cut at its limit; live events are dropped until the next sync, which
  *    replays them from PostgreSQL without a gap;
- *  - floor: the replay is done; live events up to rev `floor` are covered by it and are dropped, and
- *    the first one beyond it returns the socket to the shared fast path.
+ *  - floor: the replay is done; a live event up to rev `floor` is sent to the socket alone unless it
+ *    was sent already or the replay covered it (`covered`), and the first one beyond `floor` returns
+ *    the socket to the shared fast path.
  */
-type Gate = { mode: 'buffer'; buffer: ChannelEvent[] } | { mode: 'paused' } | { mode: 'floor'; floor: number };
+type Gate =
+  | { mode: 'buffer'; buffer: ChannelEvent[] }
+  | { mode: 'paused' }
+  | { mode: 'floor'; floor: number; covered: Covered };
+
+/** Whether a replay already gave the client what an event says (so it must not be sent). */
+type Covered = (event: ChannelEvent) => boolean;
+
+/** The message an event is about. */
+function messageIdOf(event: ChannelEvent): string {
+  switch (event.name) {
+    case 'message:new':
+      return event.payload.id;
+    case 'message:updated':
+      return event.payload.message.id;
+    default:
+      return event.payload.messageId;
+  }
+}
 
 export class Delivery {
   /** Per connected socket, per channel, the revs it has been sent. */
   private readonly sent = new Map<string, Map<string, SeqSet>>();
   private readonly gates = new Map<string, Map<string, Gate>>();
+  /** The registered sockets, for the late events sent to one of them alone. */
+  private readonly sockets = new Map<string, IoSocket>();
 
   constructor(
     private readonly io: IoServer,
@@ -58,10 +79,12 @@ export class Delivery {
 
   /** A socket that just connected: from now on its live messages are counted. */
   register(socket: IoSocket): void {
+    this.sockets.set(socket.id, socket);
     this.sent.set(socket.id, new Map());
   }
 
   forget(socket: IoSocket): void {
+    this.sockets.delete(socket.id);
     this.sent.delete(socket.id);
     for (const [channelId, gates] of this.gates) {
       gates.delete(socket.id);
@@ -79,6 +102,7 @@ export class Delivery {
       const members = rooms.get(room);
       if (!members) continue;
       let except: Set<string> | undefined;
+      let alone: string[] | undefined;
       const gates = this.gates.get(channelId);
       if (gates) {
         for (const [socketId, gate] of gates) {
@@ -89,11 +113,18 @@ export class Delivery {
           (except ??= new Set()).add(socketId);
           // Only what the socket would have got live: a gate never lets a channel's events reach a
           // socket that is not in its room.
-          if (gate.mode === 'buffer' && members.has(socketId)) gate.buffer.push(event);
+          if (!members.has(socketId)) continue;
+          if (gate.mode === 'buffer') gate.buffer.push(event);
+          else if (gate.mode === 'floor' && !gate.covered(event)) (alone ??= []).push(socketId);
         }
       }
       const target = this.io.local.to(room);
       (except ? target.except([...except]) : target).emit(event.name, event.payload as never);
+      // A late event the replay did not cover (a change to an older message, after a resume by seq).
+      for (const socketId of alone ?? []) {
+        const socket = this.sockets.get(socketId);
+        if (socket) this.send(socket, event);
+      }
       for (const socketId of members) {
         if (!except?.has(socketId)) this.seqsOf(socketId, channelId)?.add(rev);
       }
@@ -168,7 +199,13 @@ export class Delivery {
       this.replaceGate(channelId, socket.id, { mode: 'paused' });
       return { replayed, latestSeq: replayedUpTo, latestRev, hasMore };
     }
-    const after = this.closeGate(channelId, socket, latestRev);
+    // The replay gave each of its messages as of latestRev; changes to older messages are still due.
+    // A new message at or below lastSeq the client has.
+    const replayedIds = new Set(page.map(({ message }) => message.id));
+    const covered: Covered = (event) =>
+      (event.name === 'message:new' && event.payload.seq <= lastSeq) ||
+      (eventRev(event) <= latestRev && replayedIds.has(messageIdOf(event)));
+    const after = this.closeGate(channelId, socket, latestRev, covered);
     return { replayed, latestSeq: Math.max(replayedUpTo, after.lastSeq), latestRev: after.lastRev, hasMore };
   }
 
@@ -185,7 +222,9 @@ export class Delivery {
       this.replaceGate(channelId, socket.id, { mode: 'paused' });
       return { replayed, latestRev: replayedUpTo, hasMore };
     }
-    return { replayed, latestRev: this.closeGate(channelId, socket, replayedUpTo).lastRev, hasMore };
+    // Everything up to lastRev the client has; everything after it up to replayedUpTo it was just sent.
+    const covered: Covered = (event) => eventRev(event) <= lastRev;
+    return { replayed, latestRev: this.closeGate(channelId, socket, replayedUpTo, covered).lastRev, hasMore };
   }
 
   /** Sends one event to one socket unless it was sent it already; says whether it did. */
@@ -228,23 +267,29 @@ export class Delivery {
   }
 
   /**
-   * Sends what the gate caught beyond `afterRev` and leaves a floor at the last rev sent, so late live
-   * copies are dropped; returns that rev (and the last seq of a new message among them). With `afterRev`
+   * Sends what the gate caught that the replay did not cover and the socket was not sent, and leaves a
+   * floor at `afterRev` (or the last rev sent beyond it): until a live event beyond it comes, late ones
+   * are checked the same way. Returns that rev (and the last seq of a new message sent). With `afterRev`
    * null (the replay failed), sends everything caught and removes the gate: the socket is back on live
    * delivery and the client may sync again.
    */
-  private closeGate(channelId: string, socket: IoSocket, afterRev: number | null): { lastRev: number; lastSeq: number } {
+  private closeGate(
+    channelId: string,
+    socket: IoSocket,
+    afterRev: number | null,
+    covered: Covered = () => false,
+  ): { lastRev: number; lastSeq: number } {
     const gate = this.gates.get(channelId)?.get(socket.id);
     let lastRev = afterRev ?? 0;
     let lastSeq = 0;
     for (const event of gate?.mode === 'buffer' ? gate.buffer : []) {
-      if (afterRev !== null && eventRev(event) <= lastRev) continue;
+      if (afterRev !== null && covered(event)) continue;
       this.send(socket, event);
       lastRev = Math.max(lastRev, eventRev(event));
       if (event.name === 'message:new') lastSeq = Math.max(lastSeq, event.payload.seq);
     }
     if (afterRev === null) this.dropGate(channelId, socket.id);
-    else this.replaceGate(channelId, socket.id, { mode: 'floor', floor: lastRev });
+    else this.replaceGate(channelId, socket.id, { mode: 'floor', floor: lastRev, covered });
     return { lastRev, lastSeq };
   }
 }

@@ -5,9 +5,11 @@
  * The Socket.IO server is a fake with exactly what Delivery touches: `io.of('/').adapter.rooms` (room →
  * socket ids) and `io.local.to(room).except(ids).emit(event, message)`, which reaches every socket in the
  * room but the excepted ones, like Socket.IO's (a socket id is a room of its own socket). Sockets are
- * `{id, emit}` recording what they received. One test at the end checks the fake against a real Socket.IO
- * server and client. The replay source is a fake whose promises the test settles, so live messages can be
- * interleaved with a pending replay.
+ * `{id, emit}` recording what they received (every event kind, under its own name). One test at the end
+ * checks the fake against a real Socket.IO server and client. The replay source is a fake whose promises
+ * the test settles (messagesAfter for a resume by seq, eventsAfter for a resume by `{rev}`), so live
+ * events can be interleaved with a pending replay. Most ported scenarios use `message:new` events whose
+ * rev equals the message's seq, so their revs read as the seqs they were written with.
  */
 import { createServer } from 'node:http';
 import type { AddressInfo } from 'node:net';
@@ -15,38 +17,96 @@ import { expect } from 'chai';
 import fc from 'fast-check';
 import { Server } from 'socket.io';
 import { io as connectClient } from 'socket.io-client';
+import { eventRev, type ChannelEvent, type ChannelEventName, type ResumePoint } from '../../shared/events.js';
 import type { Logger } from '../../shared/logger.js';
 import type { MessageDto } from '../../shared/models/Message.js';
 import { Delivery, type ReplaySource, type SyncChannelResult } from '../../server/realtime/delivery.js';
 import { SeqSet } from '../../server/realtime/seqSet.js';
 import type { IoServer, IoSocket } from '../../server/realtime/types.js';
 
-function msg(seq: number, channelId = 'c1'): MessageDto {
+/** A message in its full current shape; `rev` defaults to its seq (created, never changed since). */
+function message(seq: number, channelId = 'c1', over: Partial<MessageDto> = {}): MessageDto {
   return {
     id: `${channelId}-${seq}`,
     channelId,
     seq,
+    rev: seq,
     userId: 'u1',
     body: `message ${seq}`,
     clientMsgId: null,
+    parentId: null,
     createdAt: new Date(1_700_000_000_000 + seq).toISOString(),
+    editedAt: null,
+    deleted: false,
+    replyCount: 0,
+    lastReplyAt: null,
+    reactions: [],
+    mentions: [],
+    ...over,
   };
+}
+
+/** The `message:new` event of message `seq`, created at rev = seq. */
+function msg(seq: number, channelId = 'c1'): ChannelEvent {
+  return { name: 'message:new', payload: message(seq, channelId) };
 }
 
 const range = (from: number, to: number) => Array.from({ length: Math.max(0, to - from + 1) }, (_, i) => from + i);
 const msgs = (seqs: number[], channelId = 'c1') => seqs.map((s) => msg(s, channelId));
 
+/** An event of any kind at `rev`, about message `messageSeq` (default 1). */
+function ev(name: ChannelEventName, rev: number, channelId = 'c1', messageSeq = 1): ChannelEvent {
+  const messageId = `${channelId}-${messageSeq}`;
+  switch (name) {
+    case 'message:new':
+      return { name, payload: message(messageSeq, channelId, { rev }) };
+    case 'message:updated':
+      return { name, payload: { channelId, rev, message: message(messageSeq, channelId, { rev, body: `edited at ${rev}`, editedAt: new Date(1_700_000_100_000 + rev).toISOString() }) } };
+    case 'message:deleted':
+      return { name, payload: { channelId, rev, messageId, seq: messageSeq } };
+    default:
+      return { name, payload: { channelId, rev, messageId, emoji: 'thumbsup', userId: `u${rev}` } };
+  }
+}
+
+type Row = { message: MessageDto; createdRev: number };
+type MessagesPage = { messages: Row[]; latestRev: number };
+
+/**
+ * What messagesAfter() answers: the messages (a seq alone is a message created at rev = seq, never
+ * changed), and the channel's latest rev as of the read.
+ */
+function page(rows: Array<number | Row>, latestRev: number, channelId = 'c1'): MessagesPage {
+  return {
+    messages: rows.map((r) => (typeof r === 'number' ? { message: message(r, channelId), createdRev: r } : r)),
+    latestRev,
+  };
+}
+
+type Received = { event: string; payload: { channelId: string; rev: number } };
+
 class FakeSocket {
-  readonly received: MessageDto[] = [];
+  readonly received: Received[] = [];
   constructor(readonly id: string) {}
-  emit(event: string, message: MessageDto): boolean {
-    expect(event).to.equal('message:new');
-    this.received.push(message);
+  emit(event: string, payload: Received['payload']): boolean {
+    expect(['message:new', 'message:updated', 'message:deleted', 'reaction:added', 'reaction:removed']).to.include(event);
+    this.received.push({ event, payload });
     return true;
   }
-  /** Seqs received for `channelId`, in order. */
-  seqs(channelId = 'c1'): number[] {
-    return this.received.filter((m) => m.channelId === channelId).map((m) => m.seq);
+  private of(channelId: string): Received[] {
+    return this.received.filter((r) => r.payload.channelId === channelId);
+  }
+  /** Revs received for `channelId`, in order (for message:new of a new message, its seq). */
+  revs(channelId = 'c1'): number[] {
+    return this.of(channelId).map((r) => r.payload.rev);
+  }
+  /** `event@rev` of each event received for `channelId`, in order. */
+  named(channelId = 'c1'): string[] {
+    return this.of(channelId).map((r) => `${r.event}@${r.payload.rev}`);
+  }
+  /** What it received for `channelId`, as events. */
+  events(channelId = 'c1'): ChannelEvent[] {
+    return this.of(channelId).map((r) => ({ name: r.event, payload: r.payload }) as ChannelEvent);
   }
 }
 
@@ -54,7 +114,7 @@ class FakeIo {
   readonly rooms = new Map<string, Set<string>>();
   readonly sockets = new Map<string, FakeSocket>();
   /** Every room broadcast: one serialisation for all its receivers. */
-  readonly broadcasts: Array<{ room: string; except: string[]; seq: number }> = [];
+  readonly broadcasts: Array<{ room: string; except: string[]; event: string; rev: number }> = [];
 
   of(nsp: string) {
     expect(nsp).to.equal('/');
@@ -65,11 +125,11 @@ class FakeIo {
     return {
       to: (room: string) => {
         const emitTo = (except: string[]) => ({
-          emit: (event: string, message: MessageDto) => {
-            this.broadcasts.push({ room, except, seq: message.seq });
+          emit: (event: string, payload: Received['payload']) => {
+            this.broadcasts.push({ room, except, event, rev: payload.rev });
             for (const id of this.rooms.get(room) ?? []) {
               if (except.some((r) => r === id || this.rooms.get(r)?.has(id))) continue;
-              this.sockets.get(id)!.emit(event, message);
+              this.sockets.get(id)!.emit(event, payload);
             }
             return true;
           },
@@ -94,27 +154,43 @@ class FakeIo {
 }
 
 interface ReplayCall {
+  /** messagesAfter (resume by seq) or eventsAfter (resume by rev). */
+  readonly kind: 'messages' | 'events';
   readonly channelId: string;
-  readonly afterSeq: number;
+  /** afterSeq or afterRev. */
+  readonly after: number;
   readonly limit: number;
   settled: boolean;
-  resolve(messages: MessageDto[]): void;
+  resolve(answer: MessagesPage | ChannelEvent[]): void;
   reject(err: unknown): void;
 }
 
 /** A replay source whose answers the test gives, when it chooses. */
 class FakeReplay implements ReplaySource {
   readonly calls: ReplayCall[] = [];
-  after(channelId: string, afterSeq: number, limit: number): Promise<MessageDto[]> {
+  messagesAfter(channelId: string, afterSeq: number, limit: number): Promise<MessagesPage> {
+    return this.call('messages', channelId, afterSeq, limit, (answer) => {
+      expect(answer, 'messagesAfter answers a page').to.not.be.an('array');
+      return answer as MessagesPage;
+    });
+  }
+  eventsAfter(channelId: string, afterRev: number, limit: number): Promise<ChannelEvent[]> {
+    return this.call('events', channelId, afterRev, limit, (answer) => {
+      expect(answer, 'eventsAfter answers events').to.be.an('array');
+      return answer as ChannelEvent[];
+    });
+  }
+  private call<T>(kind: ReplayCall['kind'], channelId: string, after: number, limit: number, check: (a: MessagesPage | ChannelEvent[]) => T): Promise<T> {
     return new Promise((resolve, reject) => {
       const call: ReplayCall = {
+        kind,
         channelId,
-        afterSeq,
+        after,
         limit,
         settled: false,
-        resolve: (m) => {
+        resolve: (answer) => {
           call.settled = true;
-          resolve(m);
+          resolve(check(answer));
         },
         reject: (e) => {
           call.settled = true;
@@ -155,12 +231,12 @@ function setup(replayLimit = 1000) {
   /** Starts a sync; the result (or error) lands in the returned object. */
   const sync = (
     socket: FakeSocket,
-    lastSeqs: Record<string, number>,
+    points: Record<string, ResumePoint>,
     isMember: (ids: string[]) => Promise<Set<string>> = async (ids) => new Set(ids),
   ) => {
     const out: { done: boolean; results?: Map<string, SyncChannelResult>; error?: unknown } = { done: false };
     delivery
-      .sync(socket as unknown as IoSocket, new Map(Object.entries(lastSeqs)), isMember)
+      .sync(socket as unknown as IoSocket, new Map(Object.entries(points)), isMember)
       .then((results) => Object.assign(out, { done: true, results }), (error) => Object.assign(out, { done: true, error }));
     return out;
   };
@@ -234,10 +310,10 @@ describe('unit: Delivery', () => {
       delivery.deliver(msgs([1, 2, 3]));
       delivery.deliver(msgs([4]));
       delivery.deliver(msgs([1], 'nobody-here'));
-      expect(a.seqs()).to.deep.equal([1, 2, 3, 4]);
-      expect(b.seqs()).to.deep.equal([1, 2, 3, 4]);
+      expect(a.revs()).to.deep.equal([1, 2, 3, 4]);
+      expect(b.revs()).to.deep.equal([1, 2, 3, 4]);
       expect(outside.received).to.deep.equal([]);
-      expect(io.broadcasts.map((x) => x.seq)).to.deep.equal([1, 2, 3, 4]);
+      expect(io.broadcasts.map((x) => x.rev)).to.deep.equal([1, 2, 3, 4]);
       expect(io.broadcasts.every((x) => x.except.length === 0)).to.equal(true);
     });
   });
@@ -250,18 +326,18 @@ describe('unit: Delivery', () => {
       const run = sync(s, { c1: 3 });
       await flush();
       const call = replay.only();
-      expect(call).to.include({ channelId: 'c1', afterSeq: 3, limit: 1001 });
+      expect(call).to.include({ kind: 'messages', channelId: 'c1', after: 3, limit: 1001 });
 
       delivery.deliver(msgs([6]));
       delivery.deliver(msgs([7, 8]));
       expect(s.received, 'held behind the replay').to.deep.equal([]);
-      expect(other.seqs(), 'other sockets are not held').to.deep.equal([6, 7, 8]);
+      expect(other.revs(), 'other sockets are not held').to.deep.equal([6, 7, 8]);
       expect(gate(s)).to.equal('buffer');
 
-      call.resolve(msgs([4, 5, 6, 7])); // the replay read 6 and 7 too
+      call.resolve(page([4, 5, 6, 7], 7)); // the replay read 6 and 7 too
       await flush();
-      expect(run.results?.get('c1')).to.deep.equal({ replayed: 4, latestSeq: 8, hasMore: false });
-      expect(s.seqs()).to.deep.equal([4, 5, 6, 7, 8]);
+      expect(run.results?.get('c1')).to.deep.equal({ replayed: 4, latestSeq: 8, latestRev: 8, hasMore: false });
+      expect(s.revs()).to.deep.equal([4, 5, 6, 7, 8]);
       expect(gate(s)).to.equal('floor');
     });
 
@@ -270,17 +346,17 @@ describe('unit: Delivery', () => {
       const s = connect('s');
       const run = sync(s, { c1: 0 });
       await flush();
-      replay.only().resolve(msgs([1, 2, 3, 4]));
+      replay.only().resolve(page([1, 2, 3, 4], 4));
       await flush();
-      expect(run.results?.get('c1')).to.deep.equal({ replayed: 4, latestSeq: 4, hasMore: false });
+      expect(run.results?.get('c1')).to.deep.equal({ replayed: 4, latestSeq: 4, latestRev: 4, hasMore: false });
 
       // The sequencer's copies of what the replay read from PostgreSQL first.
       delivery.deliver(msgs([3, 4]));
-      expect(s.seqs()).to.deep.equal([1, 2, 3, 4]);
+      expect(s.revs()).to.deep.equal([1, 2, 3, 4]);
       expect(gate(s)).to.equal('floor');
       delivery.deliver(msgs([5]));
       delivery.deliver(msgs([6]));
-      expect(s.seqs()).to.deep.equal([1, 2, 3, 4, 5, 6]);
+      expect(s.revs()).to.deep.equal([1, 2, 3, 4, 5, 6]);
       expect(gate(s)).to.equal(undefined);
       expect(internals.gates.size, 'no empty per-channel map is left').to.equal(0);
       expect(io.broadcasts.slice(-1)[0].except, 'back on the shared broadcast').to.deep.equal([]);
@@ -292,10 +368,11 @@ describe('unit: Delivery', () => {
       delivery.deliver(msgs([1, 2, 3, 4, 5]));
       const run = sync(s, { c1: 2 });
       await flush();
-      replay.only().resolve(msgs([3, 4, 5, 6]));
+      replay.only().resolve(page([3, 4, 5, 6], 6));
       await flush();
-      expect(run.results?.get('c1')).to.deep.equal({ replayed: 1, latestSeq: 6, hasMore: false });
-      expect(s.seqs()).to.deep.equal([1, 2, 3, 4, 5, 6]);
+      expect(run.results?.get('c1')).to.deep.equal({ replayed: 1, latestSeq: 6, latestRev: 6, hasMore: false });
+      expect(s.revs()).to.deep.equal([1, 2, 3, 4, 5, 6]);
+      expect(s.named(), 'nothing as message:updated: their latest revs were sent already').to.deep.equal(range(1, 6).map((r) => `message:new@${r}`));
     });
 
     it('When the replay is empty but live messages arrived while it ran, then they are sent and latestSeq is the last of them', async () => {
@@ -304,10 +381,10 @@ describe('unit: Delivery', () => {
       const run = sync(s, { c1: 5 });
       await flush();
       delivery.deliver(msgs([4, 5, 6])); // the client already had 4 and 5 (from another node)
-      replay.only().resolve([]);
+      replay.only().resolve(page([], 5)); // read before 6 was committed
       await flush();
-      expect(s.seqs()).to.deep.equal([6]);
-      expect(run.results?.get('c1')).to.deep.equal({ replayed: 0, latestSeq: 6, hasMore: false });
+      expect(s.revs()).to.deep.equal([6]);
+      expect(run.results?.get('c1')).to.deep.equal({ replayed: 0, latestSeq: 6, latestRev: 6, hasMore: false });
     });
 
     it('When the replay hits its limit (hasMore), then live messages of that channel are dropped until the next sync, which continues without gap or duplicate', async () => {
@@ -318,30 +395,30 @@ describe('unit: Delivery', () => {
       await flush();
       const call = replay.only();
       expect(call.limit, 'one more than the limit, to know whether there is more').to.equal(4);
-      call.resolve(msgs([1, 2, 3, 4]));
+      call.resolve(page([1, 2, 3, 4], 4));
       await flush();
-      expect(first.results?.get('c1')).to.deep.equal({ replayed: 3, latestSeq: 3, hasMore: true });
-      expect(s.seqs()).to.deep.equal([1, 2, 3]);
+      expect(first.results?.get('c1')).to.deep.equal({ replayed: 3, latestSeq: 3, latestRev: 4, hasMore: true });
+      expect(s.revs()).to.deep.equal([1, 2, 3]);
       expect(gate(s)).to.equal('paused');
 
       delivery.deliver(msgs([6]));
       delivery.deliver(msgs([1], 'c2'));
-      expect(s.seqs(), 'dropped while paused').to.deep.equal([1, 2, 3]);
-      expect(other.seqs()).to.deep.equal([6]);
-      expect(s.seqs('c2'), 'other channels are not paused').to.deep.equal([1]);
+      expect(s.revs(), 'dropped while paused').to.deep.equal([1, 2, 3]);
+      expect(other.revs()).to.deep.equal([6]);
+      expect(s.revs('c2'), 'other channels are not paused').to.deep.equal([1]);
 
       const second = sync(s, { c1: 3 });
       await flush();
       const next = replay.only();
-      expect(next).to.include({ channelId: 'c1', afterSeq: 3 });
+      expect(next).to.include({ kind: 'messages', channelId: 'c1', after: 3 });
       expect(gate(s), 'the next sync buffers again').to.equal('buffer');
       delivery.deliver(msgs([7]));
-      next.resolve(msgs([4, 5, 6]));
+      next.resolve(page([4, 5, 6], 6));
       await flush();
-      expect(second.results?.get('c1')).to.deep.equal({ replayed: 3, latestSeq: 7, hasMore: false });
+      expect(second.results?.get('c1')).to.deep.equal({ replayed: 3, latestSeq: 7, latestRev: 7, hasMore: false });
       delivery.deliver(msgs([7]));
       delivery.deliver(msgs([8]));
-      expect(s.seqs()).to.deep.equal(range(1, 8));
+      expect(s.revs()).to.deep.equal(range(1, 8));
     });
 
     it('When isMember excludes a channel, then nothing of it is replayed, its gate is dropped, and its held live messages are not sent', async () => {
@@ -351,15 +428,15 @@ describe('unit: Delivery', () => {
       const run = sync(s, { c1: 0, c2: 0 }, () => new Promise((r) => (allow = r)));
       await flush();
       delivery.deliver(msgs([1], 'c2'));
-      expect(s.seqs('c2'), 'held while membership is checked').to.deep.equal([]);
+      expect(s.revs('c2'), 'held while membership is checked').to.deep.equal([]);
       allow(new Set(['c1']));
       await flush();
       expect(replay.only().channelId).to.equal('c1');
-      replay.only().resolve([]);
+      replay.only().resolve(page([], 0));
       await flush();
       expect(internals.gates.has('c2'), 'the non-member channel has no gate').to.equal(false);
       expect([...run.results!.keys()]).to.deep.equal(['c1']);
-      expect(s.seqs('c2')).to.deep.equal([]);
+      expect(s.revs('c2')).to.deep.equal([]);
       expect(replay.calls.map((c) => c.channelId)).to.deep.equal(['c1']);
     });
 
@@ -377,11 +454,11 @@ describe('unit: Delivery', () => {
       fail(new Error('PostgreSQL down'));
       await flush();
       expect((run.error as Error).message).to.equal('PostgreSQL down');
-      expect(s.seqs('c1')).to.deep.equal([1, 2]);
-      expect(s.seqs('c2'), 'never a message of a room it is not in').to.deep.equal([]);
+      expect(s.revs('c1')).to.deep.equal([1, 2]);
+      expect(s.revs('c2'), 'never a message of a room it is not in').to.deep.equal([]);
       expect(internals.gates.size).to.equal(0);
       delivery.deliver(msgs([3], 'c1'));
-      expect(s.seqs('c1'), 'back on live delivery').to.deep.equal([1, 2, 3]);
+      expect(s.revs('c1'), 'back on live delivery').to.deep.equal([1, 2, 3]);
     });
 
     it('When a replay fails, then that channel and the ones after it get their held messages and lose their gates, while channels replayed before keep their floor', async () => {
@@ -391,14 +468,14 @@ describe('unit: Delivery', () => {
       await flush();
       delivery.deliver(msgs([3], 'c2'));
       delivery.deliver(msgs([5], 'c3'));
-      replay.only().resolve(msgs([1, 2], 'c1'));
+      replay.only().resolve(page([1, 2], 2, 'c1'));
       await flush();
       replay.only().reject(new Error('query failed'));
       await flush();
       expect((run.error as Error).message).to.equal('query failed');
-      expect(s.seqs('c1')).to.deep.equal([1, 2]);
-      expect(s.seqs('c2')).to.deep.equal([3]);
-      expect(s.seqs('c3')).to.deep.equal([5]);
+      expect(s.revs('c1')).to.deep.equal([1, 2]);
+      expect(s.revs('c2')).to.deep.equal([3]);
+      expect(s.revs('c3')).to.deep.equal([5]);
       expect([gate(s, 'c1'), gate(s, 'c2'), gate(s, 'c3')]).to.deep.equal(['floor', undefined, undefined]);
     });
 
@@ -415,16 +492,16 @@ describe('unit: Delivery', () => {
       expect(internals.gates.size).to.equal(0);
       expect(internals.sent.has('s')).to.equal(false);
 
-      replay.only().resolve(msgs([1, 2, 3])); // hasMore: would pause
+      replay.only().resolve(page([1, 2, 3], 3)); // hasMore: would pause
       await flush();
-      replay.only().resolve(msgs([1], 'c2')); // would leave a floor
+      replay.only().resolve(page([1], 1, 'c2')); // would leave a floor
       await flush();
       expect(run.done).to.equal(true);
       expect(s.received).to.deep.equal([]);
       expect(internals.gates.size, 'no gate for a socket that is gone').to.equal(0);
       expect(internals.sent.has('s')).to.equal(false);
       delivery.deliver(msgs([2]));
-      expect(t.seqs()).to.deep.equal([1, 2]);
+      expect(t.revs()).to.deep.equal([1, 2]);
     });
 
     it('When a sync starts only after forget() (one the socket queued behind another before disconnecting), then it sends nothing and leaves no gate behind', async () => {
@@ -436,15 +513,272 @@ describe('unit: Delivery', () => {
       const run = sync(s, { c1: 0, c2: 0 });
       await flush();
       expect(replay.only().channelId).to.equal('c1');
-      replay.only().resolve(msgs([1, 2, 3])); // hasMore: a paused gate
+      replay.only().resolve(page([1, 2, 3], 3)); // hasMore: a paused gate
       await flush();
       expect(replay.only().channelId).to.equal('c2');
-      replay.only().resolve([]); // a floor gate
+      replay.only().resolve(page([], 0)); // a floor gate
       await flush();
       expect(run.done).to.equal(true);
       expect(s.received).to.deep.equal([]);
       // A paused gate (hasMore) is never dropped by live delivery: it would stay for the node's lifetime.
       expect([...internals.gates.keys()], 'gates of a socket that is gone').to.deep.equal([]);
+    });
+  });
+
+  describe('live delivery of every event kind', () => {
+    it('When events of every kind are delivered, then each goes to the room under its own name with its payload as given, once per socket, in rev order', () => {
+      const { io, delivery, connect } = setup();
+      const a = connect('a');
+      const outside = connect('x', ['c2']);
+      const events = [
+        ev('message:new', 1, 'c1', 1),
+        ev('reaction:added', 2, 'c1', 1),
+        ev('message:updated', 3, 'c1', 1),
+        ev('reaction:removed', 4, 'c1', 1),
+        ev('message:deleted', 5, 'c1', 1),
+      ];
+      delivery.deliver(events.slice(0, 2));
+      delivery.deliver(events.slice(2));
+      expect(a.named()).to.deep.equal(events.map((e) => `${e.name}@${eventRev(e)}`));
+      a.received.forEach((r, i) => expect(r.payload, `payload ${i}`).to.equal(events[i].payload));
+      expect(outside.received).to.deep.equal([]);
+      expect(io.broadcasts.map((x) => `${x.event}@${x.rev}`)).to.deep.equal(a.named());
+    });
+  });
+
+  describe('sync by rev', () => {
+    it('When a socket resumes by {rev}, then every event after it is replayed under its own name as emitted, then the live events held beyond the replay, each once, in rev order', async () => {
+      const { delivery, replay, connect, sync, gate } = setup();
+      const s = connect('s');
+      const other = connect('other');
+      const run = sync(s, { c1: { rev: 2 } });
+      await flush();
+      const call = replay.only();
+      expect(call).to.include({ kind: 'events', channelId: 'c1', after: 2, limit: 1001 });
+
+      // Live while the replay runs: 7 and 8 the replay will read too, 9 and 10 it will not.
+      delivery.deliver([ev('message:deleted', 7, 'c1', 3), ev('reaction:added', 8, 'c1', 1)]);
+      delivery.deliver([ev('message:new', 9, 'c1', 4)]);
+      delivery.deliver([ev('message:updated', 10, 'c1', 1)]);
+      expect(s.received, 'held behind the replay').to.deep.equal([]);
+      expect(other.revs(), 'other sockets are not held').to.deep.equal([7, 8, 9, 10]);
+      expect(gate(s)).to.equal('buffer');
+
+      const replayed = [
+        ev('message:new', 3, 'c1', 3),
+        ev('message:updated', 4, 'c1', 1),
+        ev('reaction:added', 5, 'c1', 3),
+        ev('reaction:removed', 6, 'c1', 3),
+        ev('message:deleted', 7, 'c1', 3),
+        ev('reaction:added', 8, 'c1', 1),
+      ];
+      call.resolve(replayed);
+      await flush();
+      expect(run.results?.get('c1')).to.deep.equal({ replayed: 6, latestRev: 10, hasMore: false });
+      expect(s.named()).to.deep.equal([
+        'message:new@3',
+        'message:updated@4',
+        'reaction:added@5',
+        'reaction:removed@6',
+        'message:deleted@7',
+        'reaction:added@8',
+        'message:new@9',
+        'message:updated@10',
+      ]);
+      // Replayed events exactly as emitted: same name, same payload.
+      expect(s.events().slice(0, 6)).to.deep.equal(replayed);
+      expect(gate(s)).to.equal('floor');
+
+      // Late live copies at or below the floor are dropped; the next event returns to the fast path.
+      delivery.deliver([ev('message:new', 9, 'c1', 4), ev('message:updated', 10, 'c1', 1)]);
+      delivery.deliver([ev('reaction:removed', 11, 'c1', 1)]);
+      expect(s.revs()).to.deep.equal(range(3, 11));
+      expect(gate(s)).to.equal(undefined);
+    });
+
+    it('When the replay by rev hits its limit (hasMore), then live events of that channel are paused until the next sync, which continues from the acked latestRev without gap or duplicate', async () => {
+      const { delivery, replay, connect, sync, gate } = setup(3);
+      const s = connect('s', ['c1', 'c2']);
+      const other = connect('other');
+      const first = sync(s, { c1: { rev: 0 } });
+      await flush();
+      const call = replay.only();
+      expect(call).to.include({ kind: 'events', after: 0, limit: 4 });
+      call.resolve([ev('message:new', 1, 'c1', 1), ev('reaction:added', 2, 'c1', 1), ev('message:new', 3, 'c1', 2), ev('message:updated', 4, 'c1', 1)]);
+      await flush();
+      expect(first.results?.get('c1')).to.deep.equal({ replayed: 3, latestRev: 3, hasMore: true });
+      expect(s.named()).to.deep.equal(['message:new@1', 'reaction:added@2', 'message:new@3']);
+      expect(gate(s)).to.equal('paused');
+
+      delivery.deliver([ev('reaction:removed', 5, 'c1', 1)]);
+      delivery.deliver([ev('message:deleted', 6, 'c1', 2)]);
+      delivery.deliver([ev('reaction:added', 1, 'c2', 1)]);
+      expect(s.revs(), 'dropped while paused').to.deep.equal([1, 2, 3]);
+      expect(gate(s), 'still paused: only a sync lifts it').to.equal('paused');
+      expect(other.revs()).to.deep.equal([5, 6]);
+      expect(s.named('c2'), 'other channels are not paused').to.deep.equal(['reaction:added@1']);
+
+      const second = sync(s, { c1: { rev: 3 } });
+      await flush();
+      const next = replay.only();
+      expect(next).to.include({ kind: 'events', channelId: 'c1', after: 3 });
+      expect(gate(s), 'the next sync buffers again').to.equal('buffer');
+      delivery.deliver([ev('message:new', 7, 'c1', 3)]);
+      next.resolve([ev('message:updated', 4, 'c1', 1), ev('reaction:removed', 5, 'c1', 1), ev('message:deleted', 6, 'c1', 2)]);
+      await flush();
+      expect(second.results?.get('c1')).to.deep.equal({ replayed: 3, latestRev: 7, hasMore: false });
+      delivery.deliver([ev('message:new', 7, 'c1', 3)]);
+      delivery.deliver([ev('reaction:added', 8, 'c1', 3)]);
+      expect(s.revs()).to.deep.equal(range(1, 8));
+      expect(s.named().slice(3)).to.deep.equal([
+        'message:updated@4',
+        'reaction:removed@5',
+        'message:deleted@6',
+        'message:new@7',
+        'reaction:added@8',
+      ]);
+    });
+
+    it('When a socket resumes by {rev} from before events it already got live, then those are not replayed again nor counted, and latestRev covers the page', async () => {
+      const { delivery, replay, connect, sync } = setup();
+      const s = connect('s');
+      delivery.deliver([ev('message:new', 1, 'c1', 1), ev('reaction:added', 2, 'c1', 1), ev('message:updated', 3, 'c1', 1), ev('message:deleted', 4, 'c1', 1)]);
+      const run = sync(s, { c1: { rev: 1 } });
+      await flush();
+      replay.only().resolve([ev('reaction:added', 2, 'c1', 1), ev('message:updated', 3, 'c1', 1), ev('message:deleted', 4, 'c1', 1), ev('reaction:removed', 5, 'c1', 1)]);
+      await flush();
+      expect(run.results?.get('c1')).to.deep.equal({ replayed: 1, latestRev: 5, hasMore: false });
+      expect(s.named()).to.deep.equal(['message:new@1', 'reaction:added@2', 'message:updated@3', 'message:deleted@4', 'reaction:removed@5']);
+    });
+
+    it('When the replay by rev is empty, then the held live events are sent and latestRev is the last of them, or the resume point when none came', async () => {
+      const { delivery, replay, connect, sync } = setup();
+      const s = connect('s', ['c1', 'c2']);
+      const run = sync(s, { c1: { rev: 5 }, c2: { rev: 4 } });
+      await flush();
+      delivery.deliver([ev('reaction:added', 5, 'c1', 1), ev('message:updated', 6, 'c1', 1)]); // the client had 5
+      replay.only().resolve([]);
+      await flush();
+      replay.only().resolve([]);
+      await flush();
+      expect(s.named()).to.deep.equal(['message:updated@6']);
+      expect(run.results?.get('c1')).to.deep.equal({ replayed: 0, latestRev: 6, hasMore: false });
+      expect(run.results?.get('c2')).to.deep.equal({ replayed: 0, latestRev: 4, hasMore: false });
+    });
+
+    it('When one sync mixes a seq and a {rev} resume point, then each channel is replayed from its own source and acked in its own shape', async () => {
+      const { replay, connect, sync } = setup();
+      const s = connect('s', ['c1', 'c2']);
+      const run = sync(s, { c1: 0, c2: { rev: 0 } });
+      await flush();
+      expect(replay.only()).to.include({ kind: 'messages', channelId: 'c1', after: 0 });
+      replay.only().resolve(page([1], 2)); // message 1, then a reaction to it at rev 2
+      await flush();
+      expect(replay.only()).to.include({ kind: 'events', channelId: 'c2', after: 0 });
+      replay.only().resolve([ev('message:new', 1, 'c2', 1), ev('reaction:added', 2, 'c2', 1)]);
+      await flush();
+      expect(Object.fromEntries(run.results!)).to.deep.equal({
+        c1: { replayed: 1, latestSeq: 1, latestRev: 2, hasMore: false },
+        c2: { replayed: 2, latestRev: 2, hasMore: false },
+      });
+      expect(s.named('c1')).to.deep.equal(['message:new@1']);
+      expect(s.named('c2')).to.deep.equal(['message:new@1', 'reaction:added@2']);
+    });
+
+    it('When a replay fails, then that channel and the ones after it (by rev or by seq) get their held events of every kind in rev order and lose their gates, while a channel replayed by rev before keeps its floor', async () => {
+      const { delivery, replay, connect, sync, gate, internals } = setup();
+      const s = connect('s', ['c1', 'c2', 'c3']);
+      const run = sync(s, { c1: { rev: 0 }, c2: { rev: 2 }, c3: 0 });
+      await flush();
+      delivery.deliver([ev('reaction:added', 3, 'c2', 1), ev('message:deleted', 4, 'c2', 2)]);
+      delivery.deliver([ev('message:updated', 5, 'c2', 1)]);
+      delivery.deliver([ev('reaction:removed', 7, 'c3', 1)]);
+      replay.only().resolve([ev('message:new', 1, 'c1', 1), ev('reaction:added', 2, 'c1', 1)]);
+      await flush();
+      replay.only().reject(new Error('query failed'));
+      await flush();
+      expect((run.error as Error).message).to.equal('query failed');
+      expect(replay.calls.map((c) => c.channelId), 'c3 is never asked').to.deep.equal(['c1', 'c2']);
+      expect(s.named('c1')).to.deep.equal(['message:new@1', 'reaction:added@2']);
+      expect(s.named('c2')).to.deep.equal(['reaction:added@3', 'message:deleted@4', 'message:updated@5']);
+      expect(s.named('c3')).to.deep.equal(['reaction:removed@7']);
+      expect([gate(s, 'c1'), gate(s, 'c2'), gate(s, 'c3')]).to.deep.equal(['floor', undefined, undefined]);
+      expect([...internals.gates.keys()]).to.deep.equal(['c1']);
+      delivery.deliver([ev('reaction:added', 6, 'c2', 1)]);
+      expect(s.revs('c2'), 'back on live delivery').to.deep.equal([3, 4, 5, 6]);
+    });
+  });
+
+  describe('sync by seq, with changes', () => {
+    it('When an older message changes while a connected socket resumes by seq, then the change still reaches it, once, whether it comes during the replay or late after it', async () => {
+      const { delivery, replay, connect, sync, gate } = setup();
+      const s = connect('s');
+      delivery.deliver([ev('message:new', 1, 'c1', 1), ev('message:new', 2, 'c1', 2)]);
+      const run = sync(s, { c1: 2 }); // the client is up to date
+      await flush();
+      delivery.deliver([ev('reaction:added', 3, 'c1', 1)]); // live, while the (empty) replay runs
+      replay.only().resolve(page([], 4)); // the read saw rev 4, which this node has not delivered yet
+      await flush();
+      expect(run.results?.get('c1')).to.deep.equal({ replayed: 0, latestSeq: 2, latestRev: 4, hasMore: false });
+      expect(s.named()).to.deep.equal(['message:new@1', 'message:new@2', 'reaction:added@3']);
+      expect(gate(s)).to.equal('floor');
+      // Rev 4 (an edit of message 1) arrives late, below the floor: not covered by the replay, so sent alone.
+      delivery.deliver([ev('message:updated', 4, 'c1', 1)]);
+      delivery.deliver([ev('reaction:added', 3, 'c1', 1), ev('message:updated', 4, 'c1', 1)]); // copies again
+      delivery.deliver([ev('reaction:removed', 5, 'c1', 1)]);
+      expect(s.named()).to.deep.equal(['message:new@1', 'message:new@2', 'reaction:added@3', 'message:updated@4', 'reaction:removed@5']);
+      expect(gate(s)).to.equal(undefined);
+    });
+
+    it('When a message whose creation the socket got live has changed since, then the replay sends it as message:updated at its latest rev (not a second message:new), and live events at or below the acked latestRev are not sent after it', async () => {
+      const { delivery, replay, connect, sync, gate } = setup();
+      const s = connect('s');
+      // Live before the sync: messages 1 and 2 created, message 1 edited.
+      delivery.deliver([ev('message:new', 1, 'c1', 1), ev('message:new', 2, 'c1', 2)]);
+      delivery.deliver([ev('message:updated', 3, 'c1', 1)]);
+      const run = sync(s, { c1: 0 });
+      await flush();
+      expect(replay.only()).to.include({ kind: 'messages', after: 0 });
+      // Live while the replay runs: a reaction on 2, message 3, then (after the replay's read) 1 deleted.
+      delivery.deliver([ev('reaction:added', 4, 'c1', 2)]);
+      delivery.deliver([ev('message:new', 5, 'c1', 3)]);
+      delivery.deliver([ev('message:deleted', 6, 'c1', 1)]);
+      expect(s.revs(), 'held behind the replay').to.deep.equal([1, 2, 3]);
+
+      const edited = message(1, 'c1', { rev: 3, body: 'edited at 3', editedAt: new Date(1_700_000_100_003).toISOString() });
+      const reacted = message(2, 'c1', { rev: 4, reactions: [{ emoji: 'thumbsup', count: 1, userIds: ['u4'] }] });
+      const created = message(3, 'c1', { rev: 5 });
+      replay.only().resolve(
+        page(
+          [
+            { message: edited, createdRev: 1 },
+            { message: reacted, createdRev: 2 },
+            { message: created, createdRev: 5 },
+          ],
+          5,
+        ),
+      );
+      await flush();
+      expect(run.results?.get('c1')).to.deep.equal({ replayed: 2, latestSeq: 3, latestRev: 6, hasMore: false });
+      expect(s.named()).to.deep.equal([
+        'message:new@1',
+        'message:new@2',
+        'message:updated@3',
+        // message 1 at rev 3 was sent live already: not again. Message 2's reaction comes as its new state:
+        'message:updated@4',
+        'message:new@5',
+        // beyond latestRev 5, from the buffer; reaction:added@4 and message:new@5 were not sent again.
+        'message:deleted@6',
+      ]);
+      expect(s.events()[3]).to.deep.equal({ name: 'message:updated', payload: { channelId: 'c1', rev: 4, message: reacted } });
+      expect(s.events()[4]).to.deep.equal({ name: 'message:new', payload: created });
+      expect(s.received.filter((r) => r.event === 'message:new').map((r) => (r.payload as MessageDto).id)).to.deep.equal(['c1-1', 'c1-2', 'c1-3']);
+      expect(gate(s)).to.equal('floor');
+
+      delivery.deliver([ev('reaction:added', 4, 'c1', 2), ev('message:deleted', 6, 'c1', 1)]); // late copies
+      delivery.deliver([ev('reaction:removed', 7, 'c1', 2)]);
+      expect(s.revs()).to.deep.equal(range(1, 7));
+      expect(gate(s)).to.equal(undefined);
     });
   });
 
@@ -461,8 +795,10 @@ describe('unit: Delivery', () => {
     });
     const clients = ['a', 'b'].map(() => connectClient(`http://127.0.0.1:${port}`, { transports: ['websocket'], forceNew: true }));
     try {
-      const received = clients.map(() => [] as number[]);
-      clients.forEach((c, i) => c.on('message:new', (m: MessageDto) => received[i].push(m.seq)));
+      const received = clients.map(() => [] as string[]);
+      for (const name of ['message:new', 'message:updated', 'message:deleted', 'reaction:added', 'reaction:removed']) {
+        clients.forEach((c, i) => c.on(name, (p: { rev: number }) => received[i].push(`${name}@${p.rev}`)));
+      }
       await Promise.all(clients.map((c) => new Promise<void>((r) => c.on('connect', () => r()))));
       const waitFor = async (cond: () => boolean) => {
         for (let i = 0; i < 200 && !cond(); i++) await new Promise((r) => setTimeout(r, 5));
@@ -474,13 +810,18 @@ describe('unit: Delivery', () => {
       const pending = delivery.sync(serverA as unknown as IoSocket, new Map([['c1', 1]]), async (ids) => new Set(ids));
       await flush();
       delivery.deliver(msgs([2, 3]));
-      replay.only().resolve(msgs([2]));
+      replay.only().resolve(page([2], 2));
       const results = await pending;
       delivery.deliver(msgs([3, 4]));
-      await waitFor(() => received[0].length >= 4 && received[1].length >= 4);
-      expect(results.get('c1')).to.deep.equal({ replayed: 1, latestSeq: 3, hasMore: false });
-      expect(received[0], 'the syncing socket').to.deep.equal([1, 2, 3, 4]);
-      expect(received[1], 'the other socket (3 delivered twice live: the sequencer dedupes, not Delivery)').to.deep.equal([1, 2, 3, 3, 4]);
+      delivery.deliver([ev('reaction:added', 5)]);
+      await waitFor(() => received[0].length >= 5 && received[1].length >= 6);
+      expect(results.get('c1')).to.deep.equal({ replayed: 1, latestSeq: 3, latestRev: 3, hasMore: false });
+      const news = (revs: number[]) => revs.map((r) => `message:new@${r}`);
+      expect(received[0], 'the syncing socket').to.deep.equal([...news([1, 2, 3, 4]), 'reaction:added@5']);
+      expect(received[1], 'the other socket (3 delivered twice live: the sequencer dedupes, not Delivery)').to.deep.equal([
+        ...news([1, 2, 3, 3, 4]),
+        'reaction:added@5',
+      ]);
     } finally {
       for (const c of clients) c.disconnect();
       await io.close();

@@ -1,6 +1,10 @@
 /**
  * Unit tests of ChannelSequencer (server/realtime/sequencer.ts): what decides that a front node hands each
- * channel's messages on in seq order, each once, whatever way they reached it.
+ * channel's events (message:new, message:updated, message:deleted, reaction:added, reaction:removed) on in
+ * rev order, each once, whatever way they reached it.
+ *
+ * Most scenarios use `message:new` events whose rev equals the message's seq (the straightforward mapping
+ * of the former seq-ordered stream); the "event kinds" block mixes every kind in one channel.
  *
  * No fake-timer library is a dependency of this repo, so time is controlled by hand: the sweep callback the
  * sequencer registers with setInterval is captured when it is constructed, and Date.now is replaced while an
@@ -9,6 +13,7 @@
  */
 import { expect } from 'chai';
 import fc from 'fast-check';
+import { eventChannel, eventRev, type ChannelEvent, type ChannelEventName } from '../../shared/events.js';
 import type { Logger } from '../../shared/logger.js';
 import type { MessageDto } from '../../shared/models/Message.js';
 import { ChannelSequencer, type GapSource } from '../../server/realtime/sequencer.js';
@@ -18,10 +23,10 @@ const MAX_FILL = 10_000;
 
 interface FillCall {
   readonly channelId: string;
-  readonly afterSeq: number;
-  readonly beforeSeq: number;
+  readonly afterRev: number;
+  readonly beforeRev: number;
   settled: boolean;
-  resolve(messages: MessageDto[]): void;
+  resolve(events: ChannelEvent[]): void;
   reject(err: unknown): void;
 }
 
@@ -29,16 +34,16 @@ interface FillCall {
 class FakeSource implements GapSource {
   readonly calls: FillCall[] = [];
 
-  between(channelId: string, afterSeq: number, beforeSeq: number): Promise<MessageDto[]> {
+  between(channelId: string, afterRev: number, beforeRev: number): Promise<ChannelEvent[]> {
     return new Promise((resolve, reject) => {
       const call: FillCall = {
         channelId,
-        afterSeq,
-        beforeSeq,
+        afterRev,
+        beforeRev,
         settled: false,
-        resolve: (messages) => {
+        resolve: (events) => {
           call.settled = true;
-          resolve(messages);
+          resolve(events);
         },
         reject: (err) => {
           call.settled = true;
@@ -66,9 +71,9 @@ class FakeSource implements GapSource {
     return pending[0];
   }
 
-  /** Answers `call` as PostgreSQL would, with every seq strictly between its bounds. */
+  /** Answers `call` as PostgreSQL would, with every rev strictly between its bounds (as message:new). */
   fill(call: FillCall): void {
-    call.resolve(range(call.afterSeq + 1, call.beforeSeq - 1).map((seq) => msg(seq, call.channelId)));
+    call.resolve(range(call.afterRev + 1, call.beforeRev - 1).map((rev) => msg(rev, call.channelId)));
   }
 }
 
@@ -78,19 +83,49 @@ function range(from: number, to: number): number[] {
   return out;
 }
 
-function msg(seq: number, channelId = 'c1'): MessageDto {
+/** A message in its full current shape; `rev` defaults to its seq (created, never changed since). */
+function message(seq: number, channelId = 'c1', over: Partial<MessageDto> = {}): MessageDto {
   return {
     id: `${channelId}-${seq}`,
     channelId,
     seq,
+    rev: seq,
     userId: 'u1',
     body: `message ${seq}`,
     clientMsgId: null,
+    parentId: null,
     createdAt: new Date(1_700_000_000_000 + seq).toISOString(),
+    editedAt: null,
+    deleted: false,
+    replyCount: 0,
+    lastReplyAt: null,
+    reactions: [],
+    mentions: [],
+    ...over,
   };
 }
 
+/** The `message:new` event of message `seq`, created at rev = seq. */
+function msg(seq: number, channelId = 'c1'): ChannelEvent {
+  return { name: 'message:new', payload: message(seq, channelId) };
+}
+
 const msgs = (seqs: number[], channelId = 'c1') => seqs.map((s) => msg(s, channelId));
+
+/** An event of any kind at `rev`, about message `messageSeq` (default 1). */
+function ev(name: ChannelEventName, rev: number, channelId = 'c1', messageSeq = 1): ChannelEvent {
+  const messageId = `${channelId}-${messageSeq}`;
+  switch (name) {
+    case 'message:new':
+      return { name, payload: message(messageSeq, channelId, { rev }) };
+    case 'message:updated':
+      return { name, payload: { channelId, rev, message: message(messageSeq, channelId, { rev, body: `edited at ${rev}`, editedAt: new Date(1_700_000_100_000 + rev).toISOString() }) } };
+    case 'message:deleted':
+      return { name, payload: { channelId, rev, messageId, seq: messageSeq } };
+    default:
+      return { name, payload: { channelId, rev, messageId, emoji: 'thumbsup', userId: `u${rev}` } };
+  }
+}
 
 /** Lets the sequencer's pending fill continue after its promise settled. */
 const flush = () => new Promise<void>((resolve) => setImmediate(resolve));
@@ -99,19 +134,21 @@ interface Harness {
   readonly sequencer: ChannelSequencer;
   readonly source: FakeSource;
   /** Every deliver() call, in order. */
-  readonly batches: MessageDto[][];
+  readonly batches: ChannelEvent[][];
   readonly warnings: unknown[];
   /** The sweep the sequencer registered with setInterval, and its period. */
   readonly sweep: { run(): void; everyMs: number };
-  /** Seqs delivered for `channelId`, in delivery order. */
+  /** Revs delivered for `channelId`, in delivery order. */
   delivered(channelId?: string): number[];
+  /** `name@rev` of each event delivered for `channelId`, in delivery order. */
+  named(channelId?: string): string[];
 }
 
 const harnesses: Harness[] = [];
 
 function createHarness(): Harness {
   const source = new FakeSource();
-  const batches: MessageDto[][] = [];
+  const batches: ChannelEvent[][] = [];
   const warnings: unknown[] = [];
   const logger = { warn: (obj: unknown) => warnings.push(obj) } as unknown as Logger;
 
@@ -124,7 +161,7 @@ function createHarness(): Harness {
   }) as unknown as typeof setInterval;
   let sequencer: ChannelSequencer;
   try {
-    sequencer = new ChannelSequencer({ source, deliver: (messages) => batches.push(messages), logger });
+    sequencer = new ChannelSequencer({ source, deliver: (events) => batches.push(events), logger });
   } finally {
     globalThis.setInterval = realSetInterval;
   }
@@ -137,7 +174,8 @@ function createHarness(): Harness {
     batches,
     warnings,
     sweep,
-    delivered: (channelId = 'c1') => batches.flat().filter((m) => m.channelId === channelId).map((m) => m.seq),
+    delivered: (channelId = 'c1') => batches.flat().filter((e) => eventChannel(e) === channelId).map(eventRev),
+    named: (channelId = 'c1') => batches.flat().filter((e) => eventChannel(e) === channelId).map((e) => `${e.name}@${eventRev(e)}`),
   };
   harnesses.push(harness);
   return harness;
@@ -149,20 +187,21 @@ describe('unit: ChannelSequencer', () => {
   });
 
   describe('in-order and repeated messages', () => {
-    it('When a channel\'s messages arrive in seq order, then each batch is delivered at once, unchanged, without asking the source', async () => {
+    it('When a channel\'s messages arrive in rev order, then each batch is delivered at once, unchanged, without asking the source', async () => {
       const h = createHarness();
       h.sequencer.accept(msgs([1, 2, 3]));
-      expect(h.batches.map((b) => b.map((m) => m.seq))).to.deep.equal([[1, 2, 3]]);
-      h.sequencer.accept(msgs([4]));
+      expect(h.batches.map((b) => b.map(eventRev))).to.deep.equal([[1, 2, 3]]);
+      const four = msgs([4]);
+      h.sequencer.accept(four);
       h.sequencer.accept(msgs([5, 6]));
-      expect(h.batches.map((b) => b.map((m) => m.seq))).to.deep.equal([[1, 2, 3], [4], [5, 6]]);
+      expect(h.batches.map((b) => b.map(eventRev))).to.deep.equal([[1, 2, 3], [4], [5, 6]]);
       // The very objects given, not copies.
-      expect(h.batches[1][0]).to.have.property('id', 'c1-4');
+      expect(h.batches[1][0]).to.equal(four[0]);
       await flush();
       expect(h.source.calls).to.have.length(0);
     });
 
-    it('When the first message a node sees for a channel has any seq, then it is delivered and becomes the baseline, with no fill for what came before', async () => {
+    it('When the first message a node sees for a channel has any rev, then it is delivered and becomes the baseline, with no fill for what came before', async () => {
       const h = createHarness();
       h.sequencer.accept(msgs([41]));
       h.sequencer.accept(msgs([42]));
@@ -178,37 +217,37 @@ describe('unit: ChannelSequencer', () => {
       h.sequencer.accept(msgs([2]));
       expect(h.batches, 'a batch of nothing but repeats is not delivered, not even empty').to.have.length(1);
       h.sequencer.accept(msgs([3, 4, 5]));
-      expect(h.batches.map((b) => b.map((m) => m.seq))).to.deep.equal([[1, 2, 3], [4, 5]]);
+      expect(h.batches.map((b) => b.map(eventRev))).to.deep.equal([[1, 2, 3], [4, 5]]);
       await flush();
       expect(h.source.calls).to.have.length(0);
     });
   });
 
   describe('gaps', () => {
-    it('When a gap appears, then nothing after it goes out until the source has filled it, and then the missing and the held messages go out in seq order, once', async () => {
+    it('When a gap appears, then nothing after it goes out until the source has filled it, and then the missing and the held messages go out in rev order, once', async () => {
       const h = createHarness();
       h.sequencer.accept(msgs([1]));
       h.sequencer.accept(msgs([4, 5]));
       const call = await h.source.next();
-      expect(call).to.include({ channelId: 'c1', afterSeq: 1, beforeSeq: 4 });
+      expect(call).to.include({ channelId: 'c1', afterRev: 1, beforeRev: 4 });
       expect(h.delivered(), 'held while the fill is pending').to.deep.equal([1]);
 
       h.source.fill(call);
       await flush();
       expect(h.delivered()).to.deep.equal([1, 2, 3, 4, 5]);
-      expect(h.batches.map((b) => b.map((m) => m.seq))).to.deep.equal([[1], [2, 3, 4, 5]]);
+      expect(h.batches.map((b) => b.map(eventRev))).to.deep.equal([[1], [2, 3, 4, 5]]);
       expect(h.source.calls).to.have.length(1);
 
       h.sequencer.accept(msgs([6]));
       expect(h.delivered()).to.deep.equal([1, 2, 3, 4, 5, 6]);
     });
 
-    it('When messages arrive while a fill is pending (later ones, repeats of delivered ones, the missing ones themselves and repeats of held ones), then after the fill each seq goes out exactly once, in order', async () => {
+    it('When messages arrive while a fill is pending (later ones, repeats of delivered ones, the missing ones themselves and repeats of held ones), then after the fill each rev goes out exactly once, in order', async () => {
       const h = createHarness();
       h.sequencer.accept(msgs([1, 2]));
       h.sequencer.accept(msgs([5]));
       const call = await h.source.next();
-      expect(call).to.include({ afterSeq: 2, beforeSeq: 5 });
+      expect(call).to.include({ afterRev: 2, beforeRev: 5 });
 
       h.sequencer.accept(msgs([6]));
       h.sequencer.accept(msgs([1, 2])); // re-published, already delivered
@@ -236,7 +275,7 @@ describe('unit: ChannelSequencer', () => {
       await flush();
       expect(h.delivered()).to.deep.equal([1, 2, 3, 4, 5]);
       const second = await h.source.next();
-      expect(second).to.include({ afterSeq: 5, beforeSeq: 8 });
+      expect(second).to.include({ afterRev: 5, beforeRev: 8 });
 
       h.sequencer.accept(msgs([10]));
       h.sequencer.accept(msgs([6])); // one of the missing ones, arriving itself
@@ -294,7 +333,7 @@ describe('unit: ChannelSequencer', () => {
       h.sequencer.accept(msgs([1]));
       h.sequencer.accept(msgs([MAX_FILL + 2]));
       const call = await h.source.next();
-      expect(call).to.include({ afterSeq: 1, beforeSeq: MAX_FILL + 2 });
+      expect(call).to.include({ afterRev: 1, beforeRev: MAX_FILL + 2 });
       expect(h.delivered()).to.deep.equal([1]);
       h.source.fill(call);
       await flush();
@@ -314,8 +353,134 @@ describe('unit: ChannelSequencer', () => {
     });
   });
 
+  describe('event kinds', () => {
+    it('When events of every kind for one channel arrive in rev order, then they are delivered in rev order, once each, unchanged, without asking the source', async () => {
+      const h = createHarness();
+      const first = [ev('message:new', 1, 'c1', 1), ev('message:new', 2, 'c1', 2), ev('reaction:added', 3, 'c1', 1)];
+      const second = [ev('message:updated', 4, 'c1', 2), ev('reaction:removed', 5, 'c1', 1)];
+      // A reply: its message:new (r) then the parent's message:updated (r + 1); then a delete.
+      const third = [ev('message:new', 6, 'c1', 3), ev('message:updated', 7, 'c1', 1), ev('message:deleted', 8, 'c1', 2)];
+      h.sequencer.accept(first);
+      h.sequencer.accept(second);
+      h.sequencer.accept(third);
+      expect(h.named()).to.deep.equal([
+        'message:new@1',
+        'message:new@2',
+        'reaction:added@3',
+        'message:updated@4',
+        'reaction:removed@5',
+        'message:new@6',
+        'message:updated@7',
+        'message:deleted@8',
+      ]);
+      expect(h.batches.map((b) => b.map(eventRev))).to.deep.equal([[1, 2, 3], [4, 5], [6, 7, 8]]);
+      // The very objects given, not copies.
+      expect(h.batches).to.deep.equal([first, second, third]);
+      h.batches.flat().forEach((e, i) => expect(e, `event ${i}`).to.equal([...first, ...second, ...third][i]));
+      await flush();
+      expect(h.source.calls).to.have.length(0);
+    });
+
+    it('When the first event a node sees for a channel is not a message:new, then it is the baseline all the same', async () => {
+      const h = createHarness();
+      h.sequencer.accept([ev('reaction:removed', 17)]);
+      h.sequencer.accept([ev('message:deleted', 18)]);
+      await flush();
+      expect(h.named()).to.deep.equal(['reaction:removed@17', 'message:deleted@18']);
+      expect(h.source.calls).to.have.length(0);
+    });
+
+    it('When a gap in revs is made of non-message events (an edit, reactions, a delete), then it is filled from the source and everything goes out in rev order, once', async () => {
+      const h = createHarness();
+      h.sequencer.accept([ev('message:new', 1, 'c1', 1), ev('message:new', 2, 'c1', 2)]);
+      h.sequencer.accept([ev('reaction:removed', 7, 'c1', 2)]);
+      const call = await h.source.next();
+      expect(call).to.include({ channelId: 'c1', afterRev: 2, beforeRev: 7 });
+      expect(h.delivered(), 'held while the fill is pending').to.deep.equal([1, 2]);
+      h.sequencer.accept([ev('message:updated', 8, 'c1', 1)]);
+      expect(h.delivered()).to.deep.equal([1, 2]);
+
+      call.resolve([
+        ev('message:updated', 3, 'c1', 1),
+        ev('reaction:added', 4, 'c1', 2),
+        ev('reaction:added', 5, 'c1', 1),
+        ev('message:deleted', 6, 'c1', 1),
+      ]);
+      await flush();
+      expect(h.named()).to.deep.equal([
+        'message:new@1',
+        'message:new@2',
+        'message:updated@3',
+        'reaction:added@4',
+        'reaction:added@5',
+        'message:deleted@6',
+        'reaction:removed@7',
+        'message:updated@8',
+      ]);
+      expect(h.batches.map((b) => b.map(eventRev))).to.deep.equal([[1, 2], [3, 4, 5, 6, 7, 8]]);
+      expect(h.source.calls).to.have.length(1);
+
+      h.sequencer.accept([ev('reaction:added', 9, 'c1', 2)]);
+      expect(h.delivered()).to.deep.equal(range(1, 9));
+    });
+
+    it('When events of any kind are published again (delivered ones, held ones, the missing ones themselves, or a fill overlapping them), then each rev goes out once and a batch of nothing but repeats causes no delivery', async () => {
+      const h = createHarness();
+      const delivered = [
+        ev('message:new', 1, 'c1', 1),
+        ev('message:updated', 2, 'c1', 1),
+        ev('reaction:added', 3, 'c1', 1),
+        ev('reaction:removed', 4, 'c1', 1),
+        ev('message:deleted', 5, 'c1', 1),
+      ];
+      h.sequencer.accept(delivered);
+      // Each kind again, alone and together, as fresh objects equal to the first copies.
+      for (const e of delivered) h.sequencer.accept([structuredClone(e)]);
+      h.sequencer.accept(structuredClone(delivered).reverse());
+      expect(h.batches, 'wholly old batches are not delivered, not even empty').to.have.length(1);
+
+      // Overlapping: old ones of several kinds and one new event.
+      h.sequencer.accept([ev('reaction:added', 3, 'c1', 1), ev('message:deleted', 5, 'c1', 1), ev('message:new', 6, 'c1', 2)]);
+      expect(h.batches.map((b) => b.map(eventRev))).to.deep.equal([[1, 2, 3, 4, 5], [6]]);
+
+      // A gap: 7 and 8 missing; repeats of every sort arrive while the fill is pending.
+      h.sequencer.accept([ev('reaction:removed', 9, 'c1', 2)]);
+      const call = await h.source.next();
+      expect(call).to.include({ afterRev: 6, beforeRev: 9 });
+      h.sequencer.accept([ev('reaction:removed', 9, 'c1', 2)]); // a held one again
+      h.sequencer.accept([ev('message:updated', 2, 'c1', 1), ev('message:new', 6, 'c1', 2)]); // delivered ones
+      h.sequencer.accept([ev('reaction:added', 8, 'c1', 2)]); // a missing one, arriving itself
+      h.sequencer.accept([ev('message:deleted', 10, 'c1', 2), ev('message:deleted', 10, 'c1', 2)]); // new, twice in a batch
+      expect(h.delivered()).to.deep.equal([1, 2, 3, 4, 5, 6]);
+
+      // The source answers with what it has in range and more (already delivered, and held).
+      call.resolve([ev('message:deleted', 5, 'c1', 1), ev('message:updated', 7, 'c1', 2), ev('reaction:added', 8, 'c1', 2), ev('reaction:removed', 9, 'c1', 2)]);
+      await flush();
+      expect(h.named()).to.deep.equal([
+        'message:new@1',
+        'message:updated@2',
+        'reaction:added@3',
+        'reaction:removed@4',
+        'message:deleted@5',
+        'message:new@6',
+        'message:updated@7',
+        'reaction:added@8',
+        'reaction:removed@9',
+        'message:deleted@10',
+      ]);
+      h.sequencer.accept([ev('message:deleted', 10, 'c1', 2), ev('reaction:added', 8, 'c1', 2)]);
+      expect(h.delivered()).to.deep.equal(range(1, 10));
+      expect(h.source.calls).to.have.length(1);
+      for (const batch of h.batches) expect(batch).to.not.have.length(0);
+
+      // A repeat is a rev of the same channel: rev 3 of another channel is new there.
+      h.sequencer.accept([ev('reaction:added', 3, 'c2', 1)]);
+      expect(h.named('c2')).to.deep.equal(['reaction:added@3']);
+    });
+  });
+
   describe('channels', () => {
-    it('When one channel waits for a fill, then other channels\' messages keep flowing, equal seqs in different channels are not repeats, and the fill releases only its own channel', async () => {
+    it('When one channel waits for a fill, then other channels\' messages keep flowing, equal revs in different channels are not repeats, and the fill releases only its own channel', async () => {
       const h = createHarness();
       h.sequencer.accept([msg(1, 'a'), msg(1, 'b'), msg(2, 'a'), msg(2, 'b')]);
       expect(h.batches, 'a mixed batch goes out as one').to.have.length(1);
@@ -324,7 +489,7 @@ describe('unit: ChannelSequencer', () => {
 
       h.sequencer.accept([msg(5, 'a'), msg(3, 'b')]);
       const fillA = await h.source.next();
-      expect(fillA).to.include({ channelId: 'a', afterSeq: 2, beforeSeq: 5 });
+      expect(fillA).to.include({ channelId: 'a', afterRev: 2, beforeRev: 5 });
       expect(h.delivered('b')).to.deep.equal([1, 2, 3]);
 
       h.sequencer.accept([msg(6, 'a'), msg(4, 'b'), msg(5, 'b'), msg(3, 'b')]);
@@ -333,7 +498,7 @@ describe('unit: ChannelSequencer', () => {
       expect(h.delivered('b')).to.deep.equal([1, 2, 3, 4, 5]);
       await flush();
       const fillB = h.source.pending.find((c) => c.channelId === 'b')!;
-      expect(fillB).to.include({ afterSeq: 5, beforeSeq: 9 });
+      expect(fillB).to.include({ afterRev: 5, beforeRev: 9 });
 
       // B's fill settles first; A still waits.
       h.source.fill(fillB);
@@ -365,7 +530,7 @@ describe('unit: ChannelSequencer', () => {
       h.sequencer.accept(msgs([1, 2]));
       now += h.sweep.everyMs + 1;
       h.sweep.run();
-      // Were seq 2 remembered, 9 would be a gap to fill.
+      // Were rev 2 remembered, 9 would be a gap to fill.
       h.sequencer.accept(msgs([9]));
       await flush();
       expect(h.source.calls).to.have.length(0);
@@ -380,7 +545,7 @@ describe('unit: ChannelSequencer', () => {
       now += 2;
       h.sweep.run();
       h.sequencer.accept(msgs([5]));
-      expect(await h.source.next()).to.include({ afterSeq: 2, beforeSeq: 5 });
+      expect(await h.source.next()).to.include({ afterRev: 2, beforeRev: 5 });
       expect(h.delivered()).to.deep.equal([1, 2]);
     });
 
@@ -411,7 +576,7 @@ describe('unit: ChannelSequencer', () => {
       { weight: 1, arbitrary: fc.record({ kind: fc.constant('settle' as const), pick: fc.nat(), fail: fc.boolean() }) },
     );
 
-    it('When batches of two channels arrive lost, repeated and reordered while fills settle in any order, then each channel gets strictly ascending seqs, once each, including its highest; and all of 1..highest when no fill failed', async () => {
+    it('When batches of two channels arrive lost, repeated and reordered while fills settle in any order, then each channel gets strictly ascending revs, once each, including its highest; and all of 1..highest when no fill failed', async () => {
       await fc.assert(
         fc.asyncProperty(fc.array(action, { maxLength: 40 }), fc.boolean(), async (actions, failSome) => {
           const h = createHarness();
@@ -462,11 +627,11 @@ describe('unit: ChannelSequencer', () => {
   });
 
   /**
-   * Interleavings that once broke the promise (in seq order, each once): a fill that ran synchronously inside
+   * Interleavings that once broke the promise (in rev order, each once): a fill that ran synchronously inside
    * admit() delivered ahead of its caller, and held messages were re-admitted in arrival order.
    */
   describe('fills that settle at once or find late copies', () => {
-    it('When a gap larger than MAX_FILL follows messages of the same channel that are not yet delivered (same incoming batch), then those still go out before it, in seq order', async () => {
+    it('When a gap larger than MAX_FILL follows messages of the same channel that are not yet delivered (same incoming batch), then those still go out before it, in rev order', async () => {
       const h = createHarness();
       h.sequencer.accept(msgs([1]));
       h.sequencer.accept(msgs([2, 3, MAX_FILL + 10]));
@@ -476,7 +641,7 @@ describe('unit: ChannelSequencer', () => {
       expect(h.delivered()).to.deep.equal([1, 2, 3, MAX_FILL + 10]);
     });
 
-    it('When a gap larger than MAX_FILL arrives while a small gap is being filled, then after the fill the filled and held messages still go out before it, in seq order', async () => {
+    it('When a gap larger than MAX_FILL arrives while a small gap is being filled, then after the fill the filled and held messages still go out before it, in rev order', async () => {
       const h = createHarness();
       h.sequencer.accept(msgs([1]));
       h.sequencer.accept(msgs([4]));
@@ -497,7 +662,7 @@ describe('unit: ChannelSequencer', () => {
       h.sequencer.accept(msgs([3])); // a re-published batch brings 3 after all
       call.reject(new Error('PostgreSQL unavailable'));
       await flush();
-      // After a failed fill, `last` jumps to waiting[0].seq - 1 = 3 before the held messages are re-admitted in
+      // After a failed fill, `last` jumps to rev(waiting[0]) - 1 = 3 before the held messages are re-admitted in
       // arrival order, so 3 (held, in hand, deliverable in order) is taken for a repeat and dropped.
       expect(h.delivered()).to.deep.equal([1, 3, 4]);
     });
