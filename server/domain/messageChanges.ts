@@ -39,6 +39,7 @@ interface TargetRow {
   is_member: boolean;
   author_id: string | null;
   deleted: boolean | null;
+  retried: boolean;
 }
 
 /**
@@ -47,21 +48,32 @@ interface TargetRow {
  * applies the change; what can change meanwhile (membership, archive, deletion) the worker checks again
  * in the transaction that applies it.
  */
-async function authorizeChange(action: Action & `message.${string}`, userId: string, channelId: string, messageId: string) {
+async function authorizeChange(
+  action: Action & `message.${string}`,
+  userId: string,
+  channelId: string,
+  messageId: string,
+  clientChangeId: string | null,
+) {
   const { rows } = await Message.knex().raw<{ rows: TargetRow[] }>(
     `SELECT c.is_private, c.archived, c.created_by, wm.role AS caller_role, cm.user_id IS NOT NULL AS is_member,
-            m.user_id AS author_id, m.deleted_at IS NOT NULL AS deleted
+            m.user_id AS author_id, m.deleted_at IS NOT NULL AS deleted,
+            EXISTS (SELECT 1 FROM channel_events e WHERE e.user_id = :userId AND e.client_change_id = :clientChangeId) AS retried
        FROM channels c
        LEFT JOIN workspace_members wm ON wm.workspace_id = c.workspace_id AND wm.user_id = :userId
        LEFT JOIN channel_members cm ON cm.channel_id = c.id AND cm.user_id = :userId
        LEFT JOIN messages m ON m.id = :messageId AND m.channel_id = c.id
       WHERE c.id = :channelId`,
-    { userId, channelId, messageId },
+    { userId, channelId, messageId, clientChangeId },
   );
   const row = rows[0];
   if (!row) throw new NotFoundError('Channel');
   const channel = Channel.fromJson({ id: channelId, isPrivate: row.is_private, archived: row.archived, createdBy: row.created_by });
-  authorize({ userId, role: row.caller_role }, action, {
+  const actor = { userId, role: row.caller_role };
+  // The retry of a change already applied was authorized then; the message may be deleted since. The
+  // worker answers it with the stored message, to a member of the channel.
+  if (row.retried) return authorize(actor, 'channel.follow', { channel, isMember: row.is_member });
+  authorize(actor, action, {
     channel,
     isMember: row.is_member,
     message: row.author_id === null ? null : { authorId: row.author_id, deleted: row.deleted === true },
@@ -83,7 +95,7 @@ async function changeMessage(deps: MessagingDeps, action: Action & `message.${st
     if (!UUID_PATTERN.test(change.messageId)) throw new NotFoundError('Message');
     const channelId = change.channelId.toLowerCase();
     const messageId = change.messageId.toLowerCase();
-    await authorizeChange(action, userId, channelId, messageId);
+    await authorizeChange(action, userId, channelId, messageId, change.clientChangeId);
     return { ...change, id: randomUUID(), userId, channelId, messageId } as ChangeRequest;
   });
 }
