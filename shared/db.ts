@@ -51,6 +51,11 @@ export function isTransientDbError(err: unknown): boolean {
     if (['ECONNREFUSED', 'ECONNRESET', 'ETIMEDOUT', 'EPIPE', 'ENOTFOUND', 'EAI_AGAIN'].includes(e.code)) return true;
     // 08: connection exception; 53: insufficient resources; 57P: operator intervention (shutdown); 40: rollback (serialization, deadlock).
     if (/^(08|53|57P|40)/.test(e.code)) return true;
+    // A lock or statement timeout: the same call succeeds once the other side lets go.
+    if (e.code === '55P03' || e.code === '57014') return true;
+    // 55000 is a class of its own ("object not in prerequisite state"); only a database refusing
+    // connections (ALTER DATABASE … ALLOW_CONNECTIONS false, as during maintenance) is an outage.
+    if (e.code === '55000' && /not currently accepting connections/i.test(e.message ?? '')) return true;
   }
   return /Connection terminated|connection timeout|terminating connection/i.test(e.message ?? '');
 }
