@@ -176,9 +176,12 @@ export function createFrontNode(config: Config, options: { logger?: Logger } = {
       // before the sockets close (a transport close: clients reconnect, to another node). The port stays
       // open until then: a long-polling client fetches its acks with a new request.
       closing = true;
-      await sendQueue.stop();
+      // Most of the grace for the sends in flight, the rest (up to 2 s) for their acks to leave.
+      const grace = config.shutdownGraceMs;
+      const deadline = Date.now() + grace;
+      await sendQueue.stop(grace - Math.min(2000, grace / 2));
       sequencer.stop();
-      await drainConnections(io, 2000);
+      await drainConnections(io, Math.max(0, deadline - Date.now()));
       await io.close();
       await knex.destroy();
       await Promise.all([redis, adapterPub, adapterSub, replySub].map((c) => c.quit().catch(() => c.disconnect())));

@@ -12,6 +12,11 @@ export interface Config {
   readonly metricsToken?: string;
   /** Port of a worker's health and metrics HTTP server (0: any free port). */
   readonly workerHttpPort: number;
+  /**
+   * How long a SIGTERM'd process may take to finish its work in flight (a front node: answer the sends it
+   * received and flush their acks; a worker: finish its batch) before it gives up on it and exits.
+   */
+  readonly shutdownGraceMs: number;
   readonly db: {
     readonly connection: string | {
       readonly host: string;
@@ -95,6 +100,7 @@ const schema = Joi.object({
   PORT: Joi.number().integer().min(0).max(65535).default(3000),
   METRICS_TOKEN: Joi.string().min(16).pattern(/^[\x21-\x7e]+$/),
   WORKER_HTTP_PORT: Joi.number().integer().min(0).max(65535).default(9464),
+  SHUTDOWN_GRACE_MS: Joi.number().integer().min(0).max(600_000).default(10_000),
   LOG_LEVEL: Joi.string().valid('fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent').default('info'),
   DATABASE_URL: Joi.string().uri({ scheme: ['postgres', 'postgresql'] }),
   DB_HOST: Joi.string().hostname().default('127.0.0.1'),
@@ -198,6 +204,7 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
     logLevel: v.LOG_LEVEL,
     ...(v.METRICS_TOKEN !== undefined && { metricsToken: v.METRICS_TOKEN }),
     workerHttpPort: v.WORKER_HTTP_PORT,
+    shutdownGraceMs: v.SHUTDOWN_GRACE_MS,
     db: {
       connection: v.DATABASE_URL ?? {
         host: v.DB_HOST,

@@ -26,7 +26,8 @@ export function runMain(name: string, create: (config: Config, logger: Logger) =
     const force = setTimeout(() => {
       logger.error('graceful stop timed out');
       process.exit(1);
-    }, 15_000);
+      // The process's own grace, then a margin for closing its connections.
+    }, config.shutdownGraceMs + 5_000);
     force.unref();
     node.stop().then(
       () => process.exit(0),

@@ -133,7 +133,16 @@ export function createWorkerNode(config: Config, options: { logger?: Logger } = 
       closing = true;
       const httpClosed = new Promise<void>((resolve) => httpServer.close(() => resolve()));
       httpServer.closeAllConnections();
-      await Promise.all(workers.map((w) => w.close()));
+      // A batch in flight is finished within the grace; past it, the worker closes anyway and the batch,
+      // uncommitted or not, is taken again by another worker once its lock expires (idempotent).
+      const closed = Promise.all(workers.map((w) => w.close()));
+      let timer: NodeJS.Timeout | undefined;
+      const expired = new Promise<'expired'>((resolve) => (timer = setTimeout(() => resolve('expired'), config.shutdownGraceMs)));
+      if ((await Promise.race([closed, expired])) === 'expired') {
+        logger.warn({ graceMs: config.shutdownGraceMs }, 'batch still in flight at the end of the grace; closing anyway');
+        await Promise.all(workers.map((w) => w.close(true)));
+      }
+      clearTimeout(timer);
       await knex.destroy();
       await connection.quit().catch(() => connection.disconnect());
       if (httpServer.listening) await httpClosed;

@@ -83,6 +83,7 @@ describe('loadConfig', function () {
       ['REDIS_PREFIX', { REDIS_PREFIX: 'has space' }],
       ['QUEUE_PARTITIONS', { QUEUE_PARTITIONS: '0' }],
       ['QUEUE_KEEP_COMPLETED', { QUEUE_KEEP_COMPLETED: '10' }],
+      ['SHUTDOWN_GRACE_MS', { SHUTDOWN_GRACE_MS: '-1' }],
     ];
     for (const [variable, env] of cases) {
       it(`When ${variable}=${JSON.stringify(Object.values(env)[0])}, then loadConfig throws a ConfigError naming ${variable}`, function () {
@@ -94,7 +95,9 @@ describe('loadConfig', function () {
     }
 
     it('When numeric variables are valid strings, then they are converted to numbers', function () {
-      const config = loadConfig({ PORT: '8080', BCRYPT_ROUNDS: '4', DB_POOL_MAX: '3', QUEUE_KEEP_COMPLETED: '5000' });
+      const config = loadConfig({ PORT: '8080', BCRYPT_ROUNDS: '4', DB_POOL_MAX: '3', QUEUE_KEEP_COMPLETED: '5000', SHUTDOWN_GRACE_MS: '30000' });
+      expect(config.shutdownGraceMs).to.equal(30000);
+      expect(loadConfig({}).shutdownGraceMs, 'the default').to.equal(10000);
       expect(config.port).to.equal(8080);
       expect(config.bcryptRounds).to.equal(4);
       expect(config.db.poolMax).to.equal(3);
