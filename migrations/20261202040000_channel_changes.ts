@@ -49,7 +49,6 @@ export async function up(knex: Knex): Promise<void> {
       -- The send or change that made this event (a reply makes two: the reply and its parent's update).
       change_id uuid NOT NULL,
       user_id uuid,
-      client_change_id text,
       emoji text,
       seq bigint,
       snapshot jsonb,
@@ -58,8 +57,16 @@ export async function up(knex: Knex): Promise<void> {
     );
     -- Finding a change again (a batch run twice); sends are found by their message id instead.
     CREATE INDEX channel_events_change_id ON channel_events (change_id) WHERE kind <> 'message:new';
-    CREATE UNIQUE INDEX channel_events_client_change_id ON channel_events (user_id, client_change_id)
-      WHERE client_change_id IS NOT NULL;
+    -- A client's retry key of a change, kept whether or not the change changed anything (adding a reaction
+    -- that was there), so that its retry never applies it later.
+    CREATE TABLE client_changes (
+      user_id uuid NOT NULL REFERENCES users(id) ON DELETE CASCADE,
+      client_change_id text NOT NULL,
+      change_id uuid NOT NULL,
+      message_id uuid NOT NULL,
+      created_at timestamptz NOT NULL DEFAULT now(),
+      PRIMARY KEY (user_id, client_change_id)
+    );
     -- Erasing a deleted message's snapshots.
     CREATE INDEX channel_events_snapshot_message_id ON channel_events (message_id) WHERE snapshot IS NOT NULL;
 
@@ -203,11 +210,9 @@ export async function up(knex: Knex): Promise<void> {
             SELECT * INTO v_row FROM messages m WHERE m.user_id = p_user_ids[i] AND m.client_msg_id = p_client_ids[i];
             v_found := FOUND;
           ELSE
-            SELECT * INTO v_event FROM channel_events e WHERE e.user_id = p_user_ids[i] AND e.client_change_id = p_client_ids[i];
+            SELECT m.* INTO v_row FROM client_changes cc JOIN messages m ON m.id = cc.message_id
+             WHERE cc.user_id = p_user_ids[i] AND cc.client_change_id = p_client_ids[i];
             v_found := FOUND;
-            IF v_found THEN
-              SELECT * INTO v_row FROM messages m WHERE m.id = v_event.message_id;
-            END IF;
           END IF;
           IF v_found THEN
             -- The stored message is answered only to a member of its channel: a client id reused in a
@@ -275,6 +280,10 @@ export async function up(knex: Knex): Promise<void> {
           RETURN NEXT;
           CONTINUE;
         END IF;
+        IF p_client_ids[i] IS NOT NULL THEN
+          INSERT INTO client_changes (user_id, client_change_id, change_id, message_id)
+          VALUES (p_user_ids[i], p_client_ids[i], p_ids[i], v_row.id);
+        END IF;
 
         IF v_kind = 'reaction:add' THEN
           INSERT INTO message_reactions (message_id, emoji, user_id, rev)
@@ -305,8 +314,8 @@ export async function up(knex: Knex): Promise<void> {
                                 body = p_bodies[i], mentions = message_mentions(m.channel_id, p_bodies[i]),
                                 edited_at = now(), rev = v_rev
            WHERE m.id = v_row.id RETURNING * INTO v_row;
-          INSERT INTO channel_events (channel_id, rev, kind, message_id, change_id, user_id, client_change_id, snapshot)
-          VALUES (v_row.channel_id, v_rev, 'message:updated', v_row.id, p_ids[i], p_user_ids[i], p_client_ids[i], message_snapshot(v_row))
+          INSERT INTO channel_events (channel_id, rev, kind, message_id, change_id, user_id, snapshot)
+          VALUES (v_row.channel_id, v_rev, 'message:updated', v_row.id, p_ids[i], p_user_ids[i], message_snapshot(v_row))
           RETURNING * INTO v_event;
           events := jsonb_build_array(channel_event_json(v_event));
         ELSIF v_kind = 'delete' THEN
@@ -317,8 +326,8 @@ export async function up(knex: Knex): Promise<void> {
           -- Deleted means gone: no earlier snapshot keeps the text either.
           UPDATE channel_events e SET snapshot = e.snapshot || '{"body": "", "mentions": []}'::jsonb
            WHERE e.message_id = v_row.id AND e.snapshot IS NOT NULL;
-          INSERT INTO channel_events (channel_id, rev, kind, message_id, change_id, user_id, client_change_id, seq)
-          VALUES (v_row.channel_id, v_rev, 'message:deleted', v_row.id, p_ids[i], p_user_ids[i], p_client_ids[i], v_row.seq)
+          INSERT INTO channel_events (channel_id, rev, kind, message_id, change_id, user_id, seq)
+          VALUES (v_row.channel_id, v_rev, 'message:deleted', v_row.id, p_ids[i], p_user_ids[i], v_row.seq)
           RETURNING * INTO v_event;
           events := jsonb_build_array(channel_event_json(v_event));
           IF v_row.parent_id IS NOT NULL THEN
@@ -336,9 +345,9 @@ export async function up(knex: Knex): Promise<void> {
         ELSE
           UPDATE messages m SET reactions = message_reaction_summary(m.id), rev = v_rev
            WHERE m.id = v_row.id RETURNING * INTO v_row;
-          INSERT INTO channel_events (channel_id, rev, kind, message_id, change_id, user_id, client_change_id, emoji)
+          INSERT INTO channel_events (channel_id, rev, kind, message_id, change_id, user_id, emoji)
           VALUES (v_row.channel_id, v_rev, CASE v_kind WHEN 'reaction:add' THEN 'reaction:added' ELSE 'reaction:removed' END,
-                  v_row.id, p_ids[i], p_user_ids[i], p_client_ids[i], p_emojis[i])
+                  v_row.id, p_ids[i], p_user_ids[i], p_emojis[i])
           RETURNING * INTO v_event;
           events := jsonb_build_array(channel_event_json(v_event));
         END IF;
@@ -386,6 +395,7 @@ export async function down(knex: Knex): Promise<void> {
     DROP FUNCTION message_snapshot(messages);
     DROP FUNCTION message_as_created(messages);
     DROP TABLE message_reactions;
+    DROP TABLE client_changes;
     DROP TABLE channel_events;
     -- Replies and deleted messages stay, as ordinary messages (a deleted one with its empty body).
     ALTER TABLE messages DROP COLUMN rev, DROP COLUMN created_rev, DROP COLUMN parent_id, DROP COLUMN edited_at,

@@ -58,7 +58,7 @@ async function authorizeChange(
   const { rows } = await Message.knex().raw<{ rows: TargetRow[] }>(
     `SELECT c.is_private, c.archived, c.created_by, wm.role AS caller_role, cm.user_id IS NOT NULL AS is_member,
             m.user_id AS author_id, m.deleted_at IS NOT NULL AS deleted,
-            EXISTS (SELECT 1 FROM channel_events e WHERE e.user_id = :userId AND e.client_change_id = :clientChangeId) AS retried
+            EXISTS (SELECT 1 FROM client_changes cc WHERE cc.user_id = :userId AND cc.client_change_id = :clientChangeId) AS retried
        FROM channels c
        LEFT JOIN workspace_members wm ON wm.workspace_id = c.workspace_id AND wm.user_id = :userId
        LEFT JOIN channel_members cm ON cm.channel_id = c.id AND cm.user_id = :userId
