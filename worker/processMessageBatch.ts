@@ -24,10 +24,11 @@ const jobSchema = Joi.object<MessageBatchJob>({
     .items(
       Joi.alternatives().conditional('.kind', {
         switch: [
-          { is: 'edit', then: Joi.object({ kind: 'edit', ...target, body }) },
-          { is: 'delete', then: Joi.object({ kind: 'delete', ...target }) },
+          // `is` lets undefined through unless required: a send of an older front node has no kind.
+          { is: Joi.valid('edit').required(), then: Joi.object({ kind: 'edit', ...target, body }) },
+          { is: Joi.valid('delete').required(), then: Joi.object({ kind: 'delete', ...target }) },
           {
-            is: Joi.valid('reaction:add', 'reaction:remove'),
+            is: Joi.valid('reaction:add', 'reaction:remove').required(),
             then: Joi.object({ kind: Joi.valid('reaction:add', 'reaction:remove'), ...target, emoji: Joi.string().min(1).max(64).required() }),
           },
         ],

@@ -408,10 +408,18 @@ describe('unit: SendQueue', () => {
           id: 's2',
           channelId: 'c1',
           seq: 8,
+          rev: 8,
           userId: 'u1',
           body: 'body s2',
           clientMsgId: 'cm-s2',
+          parentId: null,
           createdAt: new Date(1_700_000_000_008).toISOString(),
+          editedAt: null,
+          deleted: false,
+          replyCount: 0,
+          lastReplyAt: null,
+          reactions: [],
+          mentions: [],
         },
       });
       expect(s3.outcome).to.deep.equal({ ok: true, message: duplicate });
