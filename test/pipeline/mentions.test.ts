@@ -17,7 +17,7 @@ import { connect, disconnectAll, range, waitFor, type ClientSocket } from '../su
 import { closeDb, deadProcesses, fullHistory, seedChannel, seedTeam, startPipelineCluster, type Team } from './fixtures.js';
 
 /**
- * Mentions (docs/CHANGES-CONTRACT.md) across a cluster (2 front nodes, 2 workers): `<@userId>` in a
+ * Mentions (docs/API.md, "Edits, deletes, reactions and threads") across a cluster (2 front nodes, 2 workers): `<@userId>` in a
  * body becomes `mentions` (channel members only, ascending, once) on sends and edits, over sockets and
  * REST, in acks, events and history; `mentionCount` beside `unreadCount` in GET /me/unread and the
  * channel listing counts unread, not deleted messages that mention the reader.

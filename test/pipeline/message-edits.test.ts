@@ -17,7 +17,7 @@ import { connect, disconnectAll, range, waitFor, type ClientSocket } from '../su
 import { closeDb, deadProcesses, fullHistory, seedChannel, seedTeam, startPipelineCluster, type Team } from './fixtures.js';
 
 /**
- * Message edits and deletes (docs/CHANGES-CONTRACT.md) across a cluster (2 front nodes, 2 workers):
+ * Message edits and deletes (docs/API.md, "Edits, deletes, reactions and threads") across a cluster (2 front nodes, 2 workers):
  * `message:edit` / `message:delete` over sockets and PATCH / DELETE over REST, the `message:updated` and
  * `message:deleted` events every socket of the channel gets on both nodes, one gap-free rev counter per
  * channel, the permission rules, `clientChangeId` idempotency, and the history afterwards.

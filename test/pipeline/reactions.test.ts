@@ -17,7 +17,7 @@ import { connect, disconnectAll, range, waitFor, type ClientSocket } from '../su
 import { closeDb, deadProcesses, fullHistory, seedChannel, seedTeam, startPipelineCluster, type Team } from './fixtures.js';
 
 /**
- * Reactions (docs/CHANGES-CONTRACT.md) across a cluster (2 front nodes, 2 workers): `reaction:add` /
+ * Reactions (docs/API.md, "Edits, deletes, reactions and threads") across a cluster (2 front nodes, 2 workers): `reaction:add` /
  * `reaction:remove` over sockets and PUT / DELETE …/reactions/:emoji over REST, the `reaction:added` and
  * `reaction:removed` events every socket of the channel gets on both nodes in one gap-free rev stream,
  * the order of `reactions` and of their `userIds` (at most 50), emoji validation, the permission rules,

@@ -17,7 +17,7 @@ import { connect, disconnectAll, range, waitFor, type ClientSocket } from '../su
 import { closeDb, deadProcesses, fullHistory, seedChannel, seedTeam, startPipelineCluster, type Team } from './fixtures.js';
 
 /**
- * Threads (docs/CHANGES-CONTRACT.md) across a cluster (2 front nodes, 2 workers): `parentId` on sends
+ * Threads (docs/API.md, "Edits, deletes, reactions and threads") across a cluster (2 front nodes, 2 workers): `parentId` on sends
  * (socket and REST), the parent's `message:updated` with `replyCount` / `lastReplyAt` right after each
  * reply (rev r, then r+1) and after a reply is deleted, GET …/replies paged like history, the
  * VALIDATION_FAILED cases of `parentId`, and the history afterwards.

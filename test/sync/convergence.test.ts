@@ -1,5 +1,5 @@
 /**
- * Convergence of message changes (docs/CHANGES-CONTRACT.md, issue #11), property-based.
+ * Convergence of message changes (docs/API.md, "Edits, deletes, reactions and threads", issue #11), property-based.
  *
  * A real cluster (2 front nodes, 2 workers); per run a fresh workspace: an owner and three members
  * (alice, bob, reader), channel 0 with all four, channel 1 without bob. Every user keeps a socket open

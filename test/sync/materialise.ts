@@ -1,5 +1,5 @@
 /**
- * A client-side materialiser of a channel's message changes (docs/CHANGES-CONTRACT.md): it applies the
+ * A client-side materialiser of a channel's message changes (docs/API.md, "Edits, deletes, reactions and threads"): it applies the
  * server → client events (`message:new`, `message:updated`, `message:deleted`, `reaction:added`,
  * `reaction:removed`) in rev order to a per-channel Map<messageId, message>, following the contract's
  * rules exactly, so that what a client ends up with can be compared, field by field, with the REST history.
