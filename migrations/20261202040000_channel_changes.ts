@@ -85,47 +85,66 @@ export async function up(knex: Knex): Promise<void> {
   `);
 
   await knex.raw(`
+    -- PL/pgSQL, not SQL: called once per row from persist_channel_changes, a SQL function would be parsed
+    -- and planned again at every call (its plans live for one statement); these keep theirs per session.
+
     -- The message as its message:new event showed it. A deleted message's content is gone for good.
-    CREATE FUNCTION message_as_created(m messages) RETURNS jsonb LANGUAGE sql STABLE AS $fn$
-      SELECT to_jsonb(m) - 'original_body' - 'original_mentions' || jsonb_build_object(
+    CREATE FUNCTION message_as_created(m messages) RETURNS jsonb LANGUAGE plpgsql STABLE AS $fn$
+    BEGIN
+      RETURN to_jsonb(m) - 'original_body' - 'original_mentions' || jsonb_build_object(
         'rev', m.created_rev,
         'body', CASE WHEN m.deleted_at IS NULL THEN coalesce(m.original_body, m.body) ELSE '' END,
         'mentions', CASE WHEN m.deleted_at IS NULL THEN to_jsonb(coalesce(m.original_mentions, m.mentions)) ELSE '[]'::jsonb END,
-        'edited_at', NULL, 'deleted_at', NULL, 'reply_count', 0, 'last_reply_at', NULL, 'reactions', '[]'::jsonb)
+        'edited_at', NULL, 'deleted_at', NULL, 'reply_count', 0, 'last_reply_at', NULL, 'reactions', '[]'::jsonb);
+    END
     $fn$;
 
     -- A message row as clients see it (without what only the server keeps).
-    CREATE FUNCTION message_snapshot(m messages) RETURNS jsonb LANGUAGE sql STABLE AS $fn$
-      SELECT to_jsonb(m) - 'original_body' - 'original_mentions'
+    CREATE FUNCTION message_snapshot(m messages) RETURNS jsonb LANGUAGE plpgsql IMMUTABLE AS $fn$
+    BEGIN
+      RETURN to_jsonb(m) - 'original_body' - 'original_mentions';
+    END
     $fn$;
 
     -- An event row as the worker publishes it and resume replays it.
-    CREATE FUNCTION channel_event_json(e channel_events) RETURNS jsonb LANGUAGE sql STABLE AS $fn$
-      SELECT jsonb_build_object('rev', e.rev, 'kind', e.kind, 'message_id', e.message_id, 'user_id', e.user_id,
-        'emoji', e.emoji, 'seq', e.seq,
-        'message', CASE WHEN e.kind = 'message:new'
-                        THEN (SELECT message_as_created(m) FROM messages m WHERE m.id = e.message_id)
-                        ELSE e.snapshot END)
+    CREATE FUNCTION channel_event_json(e channel_events) RETURNS jsonb LANGUAGE plpgsql STABLE AS $fn$
+    DECLARE
+      v_message jsonb := e.snapshot;
+    BEGIN
+      IF e.kind = 'message:new' THEN
+        SELECT message_as_created(m) INTO v_message FROM messages m WHERE m.id = e.message_id;
+      END IF;
+      RETURN jsonb_build_object('rev', e.rev, 'kind', e.kind, 'message_id', e.message_id, 'user_id', e.user_id,
+        'emoji', e.emoji, 'seq', e.seq, 'message', v_message);
+    END
     $fn$;
 
     -- Channel members written as <@userId> in a body, ascending, each once.
-    CREATE FUNCTION message_mentions(p_channel_id uuid, p_body text) RETURNS uuid[] LANGUAGE sql STABLE AS $fn$
-      SELECT CASE WHEN strpos(p_body, '<@') = 0 THEN '{}'::uuid[] ELSE coalesce((
+    CREATE FUNCTION message_mentions(p_channel_id uuid, p_body text) RETURNS uuid[] LANGUAGE plpgsql STABLE AS $fn$
+    BEGIN
+      IF strpos(p_body, '<@') = 0 THEN
+        RETURN '{}'::uuid[];
+      END IF;
+      RETURN coalesce((
         SELECT array_agg(DISTINCT cm.user_id ORDER BY cm.user_id)
           FROM channel_members cm
          WHERE cm.channel_id = p_channel_id
            AND cm.user_id IN (
              SELECT lower(x[1])::uuid
                FROM regexp_matches(p_body, '<@([0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12})>', 'g') AS x)
-      ), '{}'::uuid[]) END
+      ), '{}'::uuid[]);
+    END
     $fn$;
 
     -- Reactions of a message as clients see them: per emoji, in the order of its oldest current reaction.
-    CREATE FUNCTION message_reaction_summary(p_message_id uuid) RETURNS jsonb LANGUAGE sql STABLE AS $fn$
-      SELECT coalesce(jsonb_agg(jsonb_build_object('emoji', s.emoji, 'count', s.n, 'userIds', s.user_ids) ORDER BY s.first_rev), '[]'::jsonb)
-        FROM (SELECT r.emoji, count(*) AS n, min(r.rev) AS first_rev,
-                     to_jsonb((array_agg(r.user_id ORDER BY r.rev, r.user_id))[1:50]) AS user_ids
-                FROM message_reactions r WHERE r.message_id = p_message_id GROUP BY r.emoji) s
+    CREATE FUNCTION message_reaction_summary(p_message_id uuid) RETURNS jsonb LANGUAGE plpgsql STABLE AS $fn$
+    BEGIN
+      RETURN (
+        SELECT coalesce(jsonb_agg(jsonb_build_object('emoji', s.emoji, 'count', s.n, 'userIds', s.user_ids) ORDER BY s.first_rev), '[]'::jsonb)
+          FROM (SELECT r.emoji, count(*) AS n, min(r.rev) AS first_rev,
+                       to_jsonb((array_agg(r.user_id ORDER BY r.rev, r.user_id))[1:50]) AS user_ids
+                  FROM message_reactions r WHERE r.message_id = p_message_id GROUP BY r.emoji) s);
+    END
     $fn$;
   `);
 
@@ -251,8 +270,9 @@ export async function up(knex: Knex): Promise<void> {
           RETURNING * INTO v_row;
           INSERT INTO channel_events (channel_id, rev, kind, message_id, change_id, user_id)
           VALUES (p_channel_ids[i], v_rev, 'message:new', v_row.id, p_ids[i], p_user_ids[i]);
+          message := message_snapshot(v_row);
           events := jsonb_build_array(jsonb_build_object('rev', v_rev, 'kind', 'message:new', 'message_id', v_row.id,
-            'user_id', v_row.user_id, 'emoji', NULL, 'seq', NULL, 'message', message_snapshot(v_row)));
+            'user_id', v_row.user_id, 'emoji', NULL, 'seq', NULL, 'message', message));
           IF p_message_ids[i] IS NOT NULL THEN
             v_last_revs[k] := v_last_revs[k] + 1;
             UPDATE messages m SET reply_count = m.reply_count + 1, last_reply_at = v_row.created_at, rev = v_last_revs[k]
@@ -267,7 +287,6 @@ export async function up(knex: Knex): Promise<void> {
           v_read_seqs := v_read_seqs || v_seq;
           v_touched := true;
           outcome := 'created';
-          message := message_snapshot(v_row);
           RETURN NEXT;
           CONTINUE;
         END IF;
