@@ -1,6 +1,7 @@
 import { parseArgs } from 'node:util';
+import type { OpMix } from './agents/protocol.js';
 
-export const SCENARIOS = ['baselines', 'throughput', 'latency', 'order', 'fanout', 'history'] as const;
+export const SCENARIOS = ['baselines', 'throughput', 'latency', 'mixed', 'order', 'fanout', 'history'] as const;
 export type Scenario = (typeof SCENARIOS)[number];
 
 export interface BenchOptions {
@@ -24,6 +25,8 @@ export interface BenchOptions {
   rates: number[];
   /** Window of the order check's senders (at the default send rate limit). */
   orderWindow: number;
+  /** The mixed phases' op mix, in % of the op slots. */
+  mix: OpMix;
   fanoutSockets: number;
   fanoutUsers: number;
   fanoutNodes: number;
@@ -68,6 +71,11 @@ Load shape
   --duration S           seconds of load per phase                            (default 10)
   --rates P,P,...        latency phases' offered rates, % of the throughput   (default 25,50,75)
   --rate R,R,...         latency phases' offered rates in msg/s (instead of --rates)
+Mixed load (changes of issue #11 beside sends, same layout and sockets as throughput and latency)
+  --mix S,R,E,D          % of op slots that are sends, reactions (add/remove), edits, deletes
+                         (default 70,15,10,5). The mixed scenario repeats the throughput phase's closed
+                         loop and each latency rate (in ops/s) with this mix; --smoke runs only one
+                         open-loop point
   --body-bytes N         message body size                                    (default 100)
   --client-procs N       load agent processes                                 (default 2)
 Order check (at the product's default send rate limit)
@@ -99,6 +107,18 @@ Run
   --chart FILE           latency chart (SVG)                                  (default bench-results/latency.svg)
   -h, --help
 `;
+
+const DEFAULT_MIX: OpMix = { send: 70, reaction: 15, edit: 10, delete: 5 };
+
+function parseMix(raw: string | undefined): OpMix {
+  if (raw === undefined) return DEFAULT_MIX;
+  const parts = raw.split(',').map((v) => Number(v.trim()));
+  if (parts.length !== 4 || parts.some((v) => !Number.isFinite(v) || v < 0) || parts[0] <= 0) {
+    throw new Error(`--mix needs four weights S,R,E,D (sends > 0), got ${raw}`);
+  }
+  const [send, reaction, edit, del] = parts;
+  return { send, reaction, edit, delete: del };
+}
 
 const SMOKE: Partial<BenchOptions> = {
   users: 6,
@@ -149,6 +169,7 @@ export function parseOptions(argv: string[]): BenchOptions | null {
       duration: { type: 'string' },
       rates: { type: 'string' },
       rate: { type: 'string' },
+      mix: { type: 'string' },
       'body-bytes': { type: 'string' },
       'client-procs': { type: 'string' },
       'fanout-sockets': { type: 'string' },
@@ -204,6 +225,7 @@ export function parseOptions(argv: string[]): BenchOptions | null {
     durationS: int('duration', v.duration, d.durationS, 0.1),
     ratesPct: list('rates', v.rates) ?? d.ratesPct,
     rates: list('rate', v.rate) ?? [],
+    mix: parseMix(v.mix),
     fanoutSockets,
     fanoutUsers: Math.min(fanoutSockets, int('fanout-users', v['fanout-users'], fanoutSockets, 1)),
     fanoutNodes: int('fanout-nodes', v['fanout-nodes'], d.fanoutNodes, 1),

@@ -2,11 +2,12 @@
  * The run's table: every figure with its ratio to the part limits measured in the same run, and the
  * targets, as terminal text or Markdown (docs/PERFORMANCE.md).
  */
-import { RECEIVER_KINDS, type ReceiverKind } from './agents/protocol.js';
+import { CHANGE_EVENTS, CHANGE_KINDS, RECEIVER_KINDS, type ChangeKind, type ReceiverKind, type RevOrderCounts } from './agents/protocol.js';
 import type { LatencySummary } from './lib/histogram.js';
 import type { BenchResults, TargetCheck } from './results.js';
 import type { PhaseResult } from './scenarios/phase.js';
 import { PAGE_KINDS } from './scenarios/history.js';
+import { mixText, type MixedPoint } from './scenarios/mixed.js';
 
 interface Row {
   figure: string;
@@ -77,18 +78,50 @@ export function rateLimitLine(r: BenchResults): string {
   );
 }
 
+/** Rev order errors of a mixed phase: out of order, missing, twice, unmatched or of the wrong kind. */
+function revErrors(o: RevOrderCounts | undefined): number {
+  return o ? o.violations + o.gaps + o.duplicates + o.unmatched + o.mismatched : 0;
+}
+
+function revText(p: Pick<PhaseResult, 'revOrder' | 'revEvents'>): string {
+  const o = p.revOrder;
+  if (!o) return 'not checked (no sender acked a rev?)';
+  const events = p.revEvents ? `; ${n(p.revEvents.received)} of ${n(p.revEvents.expected)} events` : '';
+  return `${o.violations} / ${o.gaps} / ${o.duplicates}; unmatched ${o.unmatched}, wrong kind or no rev ${o.mismatched}${events}`;
+}
+
 /** Every phase's order counts, summed. */
 export function totalOrderErrors(r: BenchResults): number {
   const phases: Array<{ order: PhaseResult['order'] }> = [
     ...(r.throughput ? [r.throughput] : []),
     ...(r.latency ?? []),
+    ...(r.mixed ?? []),
     ...(r.order ? [r.order.phase] : []),
     ...(r.fanout ? [r.fanout.phase] : []),
     ...(r.baselines.rawFanout ? [r.baselines.rawFanout] : []),
     ...(r.baselines.rawLatency ?? []),
   ];
-  return phases.reduce((s, p) => s + orderErrors(p.order), 0) + (r.history ? orderErrors(r.history.order) : 0);
+  return (
+    phases.reduce((s, p) => s + orderErrors(p.order), 0) +
+    (r.history ? orderErrors(r.history.order) : 0) +
+    (r.mixed ?? []).reduce((s, p) => s + (p.revOrder ? revErrors(p.revOrder) : 1), 0)
+  );
 }
+
+/** The send-only phase a mixed one is compared with: throughput for the closed loop, latency at the same rate. */
+export function sendOnlyOf(r: BenchResults, m: MixedPoint): PhaseResult | undefined {
+  if (m.mode === 'closed') return r.throughput;
+  return r.latency?.find((p) => m.offeredRate !== undefined && Math.abs(p.offeredRate - m.offeredRate) < 1e-6);
+}
+
+/** The open-loop mixed point nearest 50 % of the throughput (the one the mixed target is judged at). */
+export function mixedMidPoint(r: BenchResults) {
+  const points = (r.mixed ?? []).filter((p) => p.mode === 'open');
+  return [...points].sort((a, b) => Math.abs((a.pctOfThroughput ?? 50) - 50) - Math.abs((b.pctOfThroughput ?? 50) - 50))[0];
+}
+
+/** Mixed sends may be this much slower (p50 send→deliver) than send-only ones in the same run: noise. */
+export const MIXED_SEND_P50_LIMIT = 1.1;
 
 /** The latency point the 50 % targets are judged at (the one nearest 50 % of the throughput). */
 export function midPoint(r: BenchResults) {
@@ -127,6 +160,20 @@ export function evaluateTargets(r: BenchResults): TargetCheck[] {
         check('send→deliver p99 @50 % vs raw', mid.deliver.p99 / raw.deliver.p99, 2, '≤', `${ms(mid.deliver.p99)} ms vs raw ${ms(raw.deliver.p99)} ms = ${x(mid.deliver.p99, raw.deliver.p99)}`, '≤ 2.00× raw emitter p99'),
       );
     }
+  }
+  const mm = mixedMidPoint(r);
+  const mmBase = mm && sendOnlyOf(r, mm);
+  if (mm && mmBase) {
+    checks.push(
+      check(
+        'mixed: sends send→deliver p50 @50 % vs send-only',
+        mm.deliver.p50 / mmBase.deliver.p50,
+        MIXED_SEND_P50_LIMIT,
+        '≤',
+        `${ms(mm.deliver.p50)} vs ${ms(mmBase.deliver.p50)} ms = ${x(mm.deliver.p50, mmBase.deliver.p50)} (p99 ${x(mm.deliver.p99, mmBase.deliver.p99)})`,
+        `≤ ${MIXED_SEND_P50_LIMIT.toFixed(2)}× (sends must not get slower; run noise)`,
+      ),
+    );
   }
   const fan = r.fanout;
   const rawFan = r.baselines.rawFanout;
@@ -229,6 +276,8 @@ function sections(r: BenchResults): Section[] {
     out.push({ title: 'Latency under load: open loop, times from the scheduled send, taken in the clients', rows });
   }
 
+  if (r.mixed?.length) out.push(mixedSection(r, target));
+
   const o = r.order;
   if (o) {
     const p = o.phase;
@@ -310,6 +359,10 @@ function sections(r: BenchResults): Section[] {
   };
   add('throughput', r.throughput?.order);
   for (const p of r.latency ?? []) add(p.label, p.order);
+  for (const p of r.mixed ?? []) {
+    add(`${p.label}: message:new seqs`, p.order);
+    order.push({ figure: `${p.label}: revs of every event kind`, value: revText(p), ok: p.revOrder ? revErrors(p.revOrder) === 0 : false });
+  }
   add('order @ default send rate limit', r.order?.phase.order);
   add('fan-out', r.fanout?.phase.order);
   add('history pages', r.history?.order);
@@ -317,6 +370,80 @@ function sections(r: BenchResults): Section[] {
   for (const p of b.rawLatency ?? []) add(p.label, p.order);
   if (order.length) out.push({ title: 'Order at the receivers: violations / gaps / duplicates (target 0)', rows: order });
   return out;
+}
+
+const CHANGE_LABEL: Record<ChangeKind, string> = {
+  edit: 'edits',
+  delete: 'deletes',
+  'reaction:add': 'reactions added',
+  'reaction:remove': 'reactions removed',
+};
+
+const changeRefused = (c: { failed: number; errors: Record<string, number> }) =>
+  c.failed > 0 ? `, ${n(c.failed)} refused (${Object.entries(c.errors).map(([code, count]) => `${code} ${count}`).join(', ')})` : '';
+
+/** `p50 a× / p99 b×` of `m` against `base`, with base's own figures. */
+function latRatio(m: LatencySummary, base: LatencySummary | undefined, what: string): string | undefined {
+  if (!base) return undefined;
+  return `p50 ${x(m.p50, base.p50)} / p99 ${x(m.p99, base.p99)} ${what} (p50 ${ms(base.p50)} / p99 ${ms(base.p99)} ms)`;
+}
+
+/**
+ * The mixed phases, each beside its send-only counterpart of the same run: ops and sends per second, the
+ * sends' latencies and their ratios, each change kind's change→ack and change→event, the rev check.
+ */
+function mixedSection(r: BenchResults, target: (name: string) => TargetCheck | undefined): Section {
+  const rows: Row[] = [];
+  const mid = mixedMidPoint(r);
+  const t = target('mixed: sends send→deliver p50 @50 % vs send-only');
+  for (const m of r.mixed ?? []) {
+    const base = sendOnlyOf(r, m);
+    const what = m.mode === 'closed' ? 'throughput' : 'send-only';
+    const changesPerS = (m.opsAckedPerS ?? 0) - m.ackedPerS;
+    const label =
+      m.mode === 'closed'
+        ? `closed loop, window ${r.layout?.window ?? '?'} (beside throughput)`
+        : `${m.pctOfThroughput !== undefined ? `${m.pctOfThroughput} % = ` : ''}${n(m.offeredRate)} ops/s offered (beside latency at the same rate)`;
+    rows.push({
+      figure: label,
+      value: `${n(m.opsAckedPerS)} ops/s acked = ${n(m.ackedPerS)} sends/s + ${n(changesPerS)} changes/s${m.lateSends ? `, ${m.lateSends} late ops` : ''}${refused(m)}`,
+      ratio: base ? `ops ${x(m.opsAckedPerS ?? NaN, base.ackedPerS)}, sends ${x(m.ackedPerS, base.ackedPerS)} ${what} (${n(base.ackedPerS)} msg/s acked)` : undefined,
+    });
+    rows.push({
+      figure: '  sends: acked + persisted + delivered',
+      value: `${n(m.completedPerS)} msg/s`,
+      ratio: base ? `${x(m.completedPerS, base.completedPerS)} ${what} (${n(base.completedPerS)} msg/s; mix share ${(m.mix.send / (m.mix.send + m.mix.reaction + m.mix.edit + m.mix.delete)).toFixed(2)})` : undefined,
+    });
+    if (m.mode === 'open') rows.push({ figure: '  scheduled→sent (load agent lag)', value: lat(m.sendLag), ratio: base ? latRatio(m.sendLag, base.sendLag, what) : undefined });
+    rows.push({ figure: '  sends: send→ack', value: lat(m.ack), ratio: latRatio(m.ack, base?.ack, what) });
+    const isMid = m === mid;
+    rows.push({
+      figure: '  sends: send→deliver (message:new)',
+      value: lat(m.deliver),
+      ratio: latRatio(m.deliver, base?.deliver, what),
+      target: isMid && t ? t.target : undefined,
+      ok: isMid && t ? t.ok : undefined,
+    });
+    for (const k of CHANGE_KINDS) {
+      const c = m.changes?.[k];
+      if (!c || c.sent === 0) continue;
+      rows.push({ figure: `  ${CHANGE_LABEL[k]}: ${CHANGE_EVENTS[k].emit}→ack`, value: lat(c.ack), ratio: `${n(c.acked)} acked, ${n(c.ackedPerS)}/s${changeRefused(c)}` });
+      rows.push({
+        figure: `  ${CHANGE_LABEL[k]}: ${CHANGE_EVENTS[k].emit}→${CHANGE_EVENTS[k].event}`,
+        value: c.event.count > 0 ? lat(c.event) : 'no event matched',
+        ratio: c.event.count > 0 ? `p50 ${x(c.event.p50, m.deliver.p50)} / p99 ${x(c.event.p99, m.deliver.p99)} send→deliver of the same phase` : undefined,
+      });
+    }
+    rows.push({ figure: '  revs of every event kind: violations / gaps / duplicates', value: revText(m), ok: m.revOrder ? revErrors(m.revOrder) === 0 : false });
+    if (m.revOrder?.badAcks) rows.push({ figure: "  change acks that do not show the change", value: n(m.revOrder.badAcks), ok: false });
+    if (m.batches) rows.push({ ...batchRow(m.batches), figure: '  batches' });
+    rows.push({ figure: '  CPU', value: cpuText(m.cpu) ?? '–', ratio: base?.cpu ? `send-only: ${cpuText(base.cpu)}` : undefined });
+  }
+  const mix = r.mixed?.[0]?.mix;
+  return {
+    title: `Mixed load: ${mix ? mixText(mix) : '?'} of the op slots, same layout and sockets, each beside its send-only phase of this run (ratios: mixed ÷ send-only)`,
+    rows,
+  };
 }
 
 function receiversText(l: NonNullable<BenchResults['layout']>): string {

@@ -5,6 +5,7 @@ import type { PersistProfile } from './profile/persistBatch.js';
 import type { FanoutResult } from './scenarios/fanout.js';
 import type { HistoryResult } from './scenarios/history.js';
 import type { LatencyPoint } from './scenarios/latency.js';
+import type { MixedPoint } from './scenarios/mixed.js';
 import type { OrderResult } from './scenarios/order.js';
 import type { PhaseResult } from './scenarios/phase.js';
 
@@ -73,13 +74,18 @@ export interface BenchResults {
   };
   throughput?: PhaseResult & { batches?: BatchProfile };
   latency?: Array<LatencyPoint & { batches?: BatchProfile }>;
+  /** Mixed sends and changes: the closed loop beside throughput, open-loop points beside latency's. */
+  mixed?: Array<MixedPoint & { batches?: BatchProfile }>;
   /** Order check at the product's default send rate limit. */
   order?: OrderResult;
   fanout?: FanoutResult;
   history?: HistoryResult;
   /** The worker's persistMessages() alone: on an empty table, and on the product's after history seeding. */
   persistProfile?: PersistProfile[];
-  /** Order violations + gaps + duplicates (+ ack order violations) over every scenario. */
+  /**
+   * Order violations + gaps + duplicates (+ ack order violations) over every scenario, and in the mixed
+   * phases those of the revs of every event kind (+ events unmatched or of the wrong kind).
+   */
   orderErrors: number;
   targets: TargetCheck[];
 }

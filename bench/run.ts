@@ -19,6 +19,7 @@ import type { BenchResults } from './results.js';
 import { runFanout } from './scenarios/fanout.js';
 import { runHistory } from './scenarios/history.js';
 import { runLatency } from './scenarios/latency.js';
+import { runMixed } from './scenarios/mixed.js';
 import { runOrder } from './scenarios/order.js';
 import type { PhaseResult } from './scenarios/phase.js';
 import { prepareChannels, runThroughput } from './scenarios/throughput.js';
@@ -135,7 +136,7 @@ export async function run(options: BenchOptions, env: BenchEnv, pool: AgentPool,
       ? batchProfile({ redisUrl: env.redisUrl, redisPrefix: ctx.productRedisPrefix, partitions: productConfig.queue.partitions, keepCompleted: productConfig.queue.keepCompleted, fromMs: phase.loadStartMs, toMs: phase.loadEndMs })
       : undefined;
 
-  if (has('throughput') || has('latency')) {
+  if (has('throughput') || has('latency') || has('mixed')) {
     const l = await prepareChannels(ctx);
     const perChannel = Math.floor(options.users / options.channels);
     results.layout = {
@@ -147,20 +148,35 @@ export async function run(options: BenchOptions, env: BenchEnv, pool: AgentPool,
       resumingPerChannel: l.resuming * options.socketsPerUser,
       window: options.window,
     };
+    // Each mixed phase runs right after its send-only counterpart, on the same sockets: this VM's speed
+    // drifts over minutes, and the pairs are what the report compares. Smoke: one open-loop point only
+    // (the closed loop when there is no rate).
+    const mixed = async (o: Parameters<typeof runMixed>[2]) => {
+      for (const p of await runMixed(ctx, l, o)) (results.mixed ??= []).push({ ...p, batches: await profileBatches(p) });
+    };
     if (has('throughput')) {
       const tp = await runThroughput(ctx, l);
       results.throughput = { ...tp, batches: await profileBatches(tp) };
+      if (has('mixed') && !options.smoke) await mixed({ closed: true, rates: [] });
     }
     let rates: Array<{ rate: number; pct?: number }> = options.rates.map((rate) => ({ rate }));
-    if (rates.length === 0 && has('latency')) {
-      if (!results.throughput) throw new Error('latency rates in % need the throughput scenario; give --rate R,R,... instead');
-      const max = results.throughput.completedPerS;
-      rates = options.ratesPct.map((pct) => ({ rate: Math.max(1, Math.round((max * pct) / 100)), pct }));
+    if (rates.length === 0 && (has('latency') || has('mixed'))) {
+      if (results.throughput) {
+        const max = results.throughput.completedPerS;
+        rates = options.ratesPct.map((pct) => ({ rate: Math.max(1, Math.round((max * pct) / 100)), pct }));
+      } else if (has('latency')) {
+        throw new Error('latency rates in % need the throughput scenario; give --rate R,R,... instead');
+      } else {
+        note('[mixed] no throughput scenario and no --rate: the mixed load runs in closed loop only');
+      }
     }
-    if (has('latency')) {
-      const points = await runLatency(ctx, l, rates);
-      results.latency = [];
-      for (const p of points) results.latency.push({ ...p, batches: await profileBatches(p) });
+    if (has('mixed') && !has('throughput') && (!options.smoke || rates.length === 0)) await mixed({ closed: true, rates: [] });
+    for (const [i, rate] of rates.entries()) {
+      if (has('latency')) {
+        const [p] = await runLatency(ctx, l, [rate]);
+        (results.latency ??= []).push({ ...p, batches: await profileBatches(p) });
+      }
+      if (has('mixed') && (!options.smoke || i === 0)) await mixed({ closed: false, rates: [rate] });
     }
     await pool.disconnect();
     if (has('latency') && has('baselines')) {

@@ -4,7 +4,21 @@ import { fileURLToPath } from 'node:url';
 import { killOnExit } from '../../scripts/child-process.js';
 import { Histogram } from '../lib/histogram.js';
 import { addOrderCounts, noOrderErrors } from '../lib/orderCheck.js';
-import { RECEIVER_KINDS, type AgentCommand, type AgentMessage, type AgentResult, type AgentStats, type LoadSpec, type ReceiverKind, type SocketSpec, type TimedPage } from './protocol.js';
+import {
+  CHANGE_KINDS,
+  RECEIVER_KINDS,
+  type AgentCommand,
+  type AgentMessage,
+  type AgentResult,
+  type AgentStats,
+  type ChangeIssue,
+  type ChangeKind,
+  type LoadSpec,
+  type ReceiverKind,
+  type RevOrderCounts,
+  type SocketSpec,
+  type TimedPage,
+} from './protocol.js';
 
 const REPO_ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..', '..');
 const AGENT_ENTRY = path.join('bench', 'agents', 'agent.ts');
@@ -17,7 +31,17 @@ interface Agent {
   disarm: () => void;
 }
 
-const emptyStats = (): AgentStats => ({ sent: 0, acked: 0, failed: 0, delivered: 0, disconnects: 0 });
+const emptyStats = (): AgentStats => ({ sent: 0, acked: 0, failed: 0, delivered: 0, disconnects: 0, changesSent: 0, changesSettled: 0, revEvents: 0 });
+
+/** One change kind of a phase, every agent merged. */
+export interface PoolChange {
+  sent: number;
+  acked: number;
+  failed: number;
+  errors: Record<string, number>;
+  ack: Histogram;
+  event: Histogram;
+}
 
 /** Merged results of every agent for one phase. */
 export interface PoolResult {
@@ -37,6 +61,10 @@ export interface PoolResult {
   firstSendUs: number;
   lastAckUs: number;
   lastDeliverUs: number;
+  /** Mixed phase: per change kind (all zero otherwise). */
+  changes: Record<ChangeKind, PoolChange>;
+  /** When the phase checked revs. */
+  revOrder?: RevOrderCounts;
 }
 
 /**
@@ -146,8 +174,18 @@ export class AgentPool {
     return seqs;
   }
 
-  async arm(bases: Record<string, number>): Promise<void> {
-    await this.all({ type: 'arm', bases });
+  /** With `revBases`, the sockets also check every event kind's revs (see RevCheck). */
+  async arm(bases: Record<string, number>, revBases?: Record<string, number>): Promise<void> {
+    await this.all({ type: 'arm', bases, revBases });
+  }
+
+  /** Per channel, the highest rev any sender's ack reported (the channel's latest once every op is answered). */
+  async revs(): Promise<Record<string, number>> {
+    const out: Record<string, number> = {};
+    for (const marks of await this.all<Record<string, number>>({ type: 'revs' })) {
+      for (const [channelId, rev] of Object.entries(marks)) out[channelId] = Math.max(out[channelId] ?? 0, rev);
+    }
+    return out;
   }
 
   async load(spec: LoadSpec): Promise<void> {
@@ -167,6 +205,9 @@ export class AgentPool {
       total.failed += stats.failed;
       total.delivered += stats.delivered;
       total.disconnects += stats.disconnects;
+      total.changesSent += stats.changesSent ?? 0;
+      total.changesSettled += stats.changesSettled ?? 0;
+      total.revEvents += stats.revEvents ?? 0;
     }
     return total;
   }
@@ -176,8 +217,19 @@ export class AgentPool {
     for (const agent of this.agents) agent.stats = emptyStats();
   }
 
-  async collect(finals: Record<string, number>): Promise<PoolResult> {
-    const results = await this.all<AgentResult>({ type: 'collect', finals });
+  /**
+   * Ends the phase. With `finalRevs` (a rev-checked phase), every agent's acked changes are gathered first
+   * and handed to every agent, whose receivers time change → event against them.
+   */
+  async collect(finals: Record<string, number>, finalRevs?: Record<string, number>): Promise<PoolResult> {
+    let issues: Record<string, ChangeIssue[]> | undefined;
+    if (finalRevs) {
+      issues = {};
+      for (const part of await this.all<Record<string, ChangeIssue[]>>({ type: 'issues' })) {
+        for (const [channelId, list] of Object.entries(part)) (issues[channelId] ??= []).push(...list);
+      }
+    }
+    const results = await this.all<AgentResult>({ type: 'collect', finals, finalRevs, issues });
     const merged: PoolResult = {
       sent: 0,
       acked: 0,
@@ -195,6 +247,9 @@ export class AgentPool {
       firstSendUs: Infinity,
       lastAckUs: 0,
       lastDeliverUs: 0,
+      changes: Object.fromEntries(
+        CHANGE_KINDS.map((k) => [k, { sent: 0, acked: 0, failed: 0, errors: {}, ack: new Histogram(), event: new Histogram() }]),
+      ) as Record<ChangeKind, PoolChange>,
     };
     for (const r of results) {
       merged.sent += r.sent;
@@ -213,6 +268,28 @@ export class AgentPool {
       if (r.firstSendUs > 0) merged.firstSendUs = Math.min(merged.firstSendUs, r.firstSendUs);
       merged.lastAckUs = Math.max(merged.lastAckUs, r.lastAckUs);
       merged.lastDeliverUs = Math.max(merged.lastDeliverUs, r.lastDeliverUs);
+      for (const k of CHANGE_KINDS) {
+        const from = r.changes?.[k];
+        if (!from) continue;
+        const to = merged.changes[k];
+        to.sent += from.sent;
+        to.acked += from.acked;
+        to.failed += from.failed;
+        for (const [code, n] of Object.entries(from.errors)) to.errors[code] = (to.errors[code] ?? 0) + n;
+        to.ack.merge(from.ack);
+        to.event.merge(from.event);
+      }
+      if (r.revOrder) {
+        const a = merged.revOrder ?? { violations: 0, gaps: 0, duplicates: 0, unmatched: 0, mismatched: 0, badAcks: 0 };
+        merged.revOrder = {
+          violations: a.violations + r.revOrder.violations,
+          gaps: a.gaps + r.revOrder.gaps,
+          duplicates: a.duplicates + r.revOrder.duplicates,
+          unmatched: a.unmatched + r.revOrder.unmatched,
+          mismatched: a.mismatched + r.revOrder.mismatched,
+          badAcks: a.badAcks + r.revOrder.badAcks,
+        };
+      }
     }
     if (merged.firstSendUs === Infinity) merged.firstSendUs = 0;
     this.resetStats();

@@ -39,6 +39,69 @@ export interface LoadSpec {
   phase: string;
   /** Closed loop: each sender stops after this many sends (to stay within a per-user rate-limit budget). */
   maxSendsPerSender?: number;
+  /**
+   * Mixed phase: each op slot (a send of the other phases) is a send or a change, drawn with these weights
+   * (see OpMix). Without it every op is a send.
+   */
+  mix?: OpMix;
+}
+
+/**
+ * Weights of the op kinds of a mixed load (any scale; the default is 70/15/10/5). Changes target messages
+ * sent earlier: edits and deletes only the sender's own, reactions any recent message of its channel
+ * (reactions are adds and removes of the sender's own reactions, each a real change: no event-less no-ops).
+ * A change with no message to target is a send instead.
+ */
+export interface OpMix {
+  send: number;
+  reaction: number;
+  edit: number;
+  delete: number;
+}
+
+/** The changes of the contract (docs/API.md, "Edits, deletes, reactions and threads"), by the client event that makes them. */
+export const CHANGE_KINDS = ['edit', 'delete', 'reaction:add', 'reaction:remove'] as const;
+export type ChangeKind = (typeof CHANGE_KINDS)[number];
+
+/** The client → server event of each change, and the server → client event it produces. */
+export const CHANGE_EVENTS: Record<ChangeKind, { emit: string; event: string }> = {
+  edit: { emit: 'message:edit', event: 'message:updated' },
+  delete: { emit: 'message:delete', event: 'message:deleted' },
+  'reaction:add': { emit: 'reaction:add', event: 'reaction:added' },
+  'reaction:remove': { emit: 'reaction:remove', event: 'reaction:removed' },
+};
+
+/** Every event a channel's sockets receive, each with the channel's rev of the change. */
+export const REV_EVENTS = ['message:new', 'message:updated', 'message:deleted', 'reaction:added', 'reaction:removed'] as const;
+export type RevEvent = (typeof REV_EVENTS)[number];
+
+/**
+ * One change acked by the product: the channel rev its ack reported (the message's `rev` after the change),
+ * when it was (scheduled to be) made, µs, and its kind (index into CHANGE_KINDS). Receivers match the
+ * events they got by (channel, rev) to time change → event.
+ */
+export type ChangeIssue = [rev: number, kind: number, sentAtUs: number];
+
+/** What the changes of a phase did, per kind, as one agent measured them. */
+export interface ChangeData {
+  sent: number;
+  acked: number;
+  failed: number;
+  errors: Record<string, number>;
+  /** change → ack, µs (sender side). */
+  ack: HistogramData;
+  /** change → its event at every receiving socket of the channel, µs. */
+  event: HistogramData;
+}
+
+/** Rev order at the receivers (mixed phase): every event kind of a channel, one gap-free rev sequence. */
+export interface RevOrderCounts extends OrderCounts {
+  /** Change events (not message:new) whose (channel, rev) no acked change of the run reported. */
+  unmatched: number;
+  /** Events whose kind is not the one the acked change at that rev should produce. */
+  mismatched: number;
+  /** Acks of changes that break the contract: not ok-shaped, no rev, or a message that does not show the change. */
+  badAcks: number;
 }
 
 export interface AgentStats {
@@ -48,6 +111,11 @@ export interface AgentStats {
   delivered: number;
   /** Sockets that dropped after connecting. */
   disconnects: number;
+  /** Mixed phase: changes made and answered (sends are counted above only). */
+  changesSent: number;
+  changesSettled: number;
+  /** Events of any kind received past the rev base, when the phase checks revs. */
+  revEvents: number;
 }
 
 export interface AgentResult extends AgentStats {
@@ -73,6 +141,10 @@ export interface AgentResult extends AgentStats {
   firstSendUs: number;
   lastAckUs: number;
   lastDeliverUs: number;
+  /** Mixed phase: per change kind. */
+  changes: Record<ChangeKind, ChangeData>;
+  /** Present when the phase checked revs. */
+  revOrder?: RevOrderCounts;
 }
 
 export type AgentCommand =
@@ -81,11 +153,22 @@ export type AgentCommand =
   | { type: 'watermarks' }
   /** Each listed sender socket sends one warm-up message; replies with the seq each got, by channel. */
   | { type: 'probe'; keys: string[]; phase: string }
-  /** Starts counting: seqs above `bases` are the run's. Resets counters and histograms. */
-  | { type: 'arm'; bases: Record<string, number> }
+  /**
+   * Starts counting: seqs above `bases` are the run's. Resets counters and histograms. With `revBases`,
+   * every socket also checks each channel's events of every kind for gap-free increasing revs above them.
+   */
+  | { type: 'arm'; bases: Record<string, number>; revBases?: Record<string, number> }
   | { type: 'load'; spec: LoadSpec }
   | { type: 'stop' }
-  | { type: 'collect'; finals: Record<string, number> }
+  /** Per channel, the highest rev any of the agent's sender sockets got in an ack (sends and changes). */
+  | { type: 'revs' }
+  /** The changes this agent's senders made and got acked since arm, by channel. */
+  | { type: 'issues' }
+  /**
+   * Ends the phase: `finalRevs` (with a rev check) are the channels' last revs; `issues` every agent's
+   * acked changes, to time change → event at this agent's receivers.
+   */
+  | { type: 'collect'; finals: Record<string, number>; finalRevs?: Record<string, number>; issues?: Record<string, ChangeIssue[]> }
   /** GETs the URLs one after the other with the token, each timed; replies with TimedPage[] in order. */
   | { type: 'get'; urls: string[]; token: string }
   | { type: 'close' };

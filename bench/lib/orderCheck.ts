@@ -86,3 +86,35 @@ export class AckOrder {
     return count;
   }
 }
+
+/**
+ * Rev order of one channel at one socket (mixed phase). Every change of a channel (a send, an edit, a delete,
+ * a reaction added or removed) takes the next value of the channel's one gap-free rev counter, and every
+ * socket gets the channel's events in rev order, once each (docs/CHANGES-CONTRACT.md): whatever their kind,
+ * the events must arrive as base+1, base+2, ... The StreamCheck above counts violations, gaps and
+ * duplicates; this also keeps each change event's kind and arrival time (not message:new's, whose latency
+ * is in its body), to be matched at the end against the acked changes' revs.
+ */
+export class RevCheck {
+  readonly stream: StreamCheck;
+  /** rev → [event kind (an index the caller defines), arrival µs]: change events past the base, first arrival. */
+  readonly arrivals = new Map<number, [number, number]>();
+  /** Events without an integer rev. */
+  noRev = 0;
+
+  constructor(readonly base: number) {
+    this.stream = new StreamCheck(base);
+  }
+
+  /** Whether the event is part of the run (past the base). `kind` 0 is message:new, which keeps no arrival. */
+  see(rev: unknown, kind: number, atUs: number): boolean {
+    if (typeof rev !== 'number' || !Number.isInteger(rev)) {
+      this.noRev++;
+      return true;
+    }
+    if (rev <= this.base) return false;
+    this.stream.see(rev);
+    if (kind !== 0 && !this.arrivals.has(rev)) this.arrivals.set(rev, [kind, atUs]);
+    return true;
+  }
+}

@@ -4,7 +4,7 @@
  * and every delivery, collect what the clients measured.
  */
 import type { AgentPool, PoolResult } from '../agents/pool.js';
-import { RECEIVER_KINDS, type ReceiverKind } from '../agents/protocol.js';
+import { CHANGE_KINDS, RECEIVER_KINDS, type ChangeKind, type ReceiverKind, type RevOrderCounts } from '../agents/protocol.js';
 import { sleep } from '../lib/clock.js';
 import type { LatencySummary } from '../lib/histogram.js';
 import { round } from '../lib/histogram.js';
@@ -24,6 +24,11 @@ export interface PhaseTarget {
   finals(): Promise<Record<string, number>>;
   /** Sends made and answered so far and when the first went out (µs), when the load is not the agents'. */
   counts?(): { sent: number; settled: number; firstSendUs: number };
+  /**
+   * Mixed phase: each channel's latest rev, as the senders' acks reported it. Given, the receivers check
+   * every event kind's revs from the warm-up's on, and the phase also waits for every change event.
+   */
+  revs?(): Promise<Record<string, number>>;
   durationMs: number;
   /** For the CPU breakdown. */
   cpu?: CpuGroups;
@@ -66,6 +71,26 @@ export interface PhaseResult {
   lateSends: number;
   /** % of one core per process group during the load. */
   cpu?: Record<string, number>;
+  /** Mixed phase: the changes made beside the sends (sent, acked, ack and deliver above are the sends'). */
+  changes?: Record<ChangeKind, ChangeSummary>;
+  /** Mixed phase: sends and changes acked per second of the ack window. */
+  opsAckedPerS?: number;
+  /** Mixed phase: every event kind's revs at the receivers (see RevCheck), and change → event matching. */
+  revOrder?: RevOrderCounts;
+  /** Mixed phase: events of every kind the receivers got, and how many the channels' revs said to expect. */
+  revEvents?: { received: number; expected: number };
+}
+
+export interface ChangeSummary {
+  sent: number;
+  acked: number;
+  failed: number;
+  errors: Record<string, number>;
+  ackedPerS: number;
+  /** change → ack, at the client that made it. */
+  ack: LatencySummary;
+  /** change → its event, at every socket of the channel. */
+  event: LatencySummary;
 }
 
 const WARM_UP_TIMEOUT_MS = 60_000;
@@ -92,12 +117,19 @@ async function warmUp(target: PhaseTarget): Promise<Record<string, number>> {
 export async function runPhase(target: PhaseTarget): Promise<PhaseResult> {
   const { pool } = target;
   const bases = await warmUp(target);
-  await pool.arm(bases);
+  const revBases = target.revs ? await target.revs() : undefined;
+  await pool.arm(bases, revBases);
   pool.resetStats();
   const counts = () => {
     const s = pool.stats();
     const own = target.counts?.();
-    return { sent: own?.sent ?? s.sent, settled: own?.settled ?? s.acked + s.failed, acked: own?.settled ?? s.acked, delivered: s.delivered };
+    return {
+      sent: own?.sent ?? s.sent + s.changesSent,
+      settled: own?.settled ?? s.acked + s.failed + s.changesSettled,
+      acked: own?.settled ?? s.acked,
+      delivered: s.delivered,
+      revEvents: s.revEvents,
+    };
   };
 
   const progress = new Progress(target.label);
@@ -123,20 +155,25 @@ export async function runPhase(target: PhaseTarget): Promise<PhaseResult> {
   if (counts().settled < counts().sent) note(`${target.label}: ${counts().sent - counts().settled} sends still unanswered`);
 
   const finals = await target.finals();
+  const finalRevs = revBases && target.revs ? await target.revs() : undefined;
   let expected = 0;
+  let expectedEvents = 0;
   for (const [channelId, receivers] of Object.entries(target.receivers)) {
     expected += Math.max(0, (finals[channelId] ?? 0) - (bases[channelId] ?? 0)) * receivers;
+    if (finalRevs && revBases) expectedEvents += Math.max(0, (finalRevs[channelId] ?? 0) - (revBases[channelId] ?? 0)) * receivers;
   }
   let lastDelivered = -1;
   let lastProgressMs = Date.now();
   for (;;) {
-    const delivered = counts().delivered;
-    if (delivered >= expected) break;
+    const c = counts();
+    // Deliveries of message:new and, in a mixed phase, events of every kind.
+    const delivered = c.delivered + c.revEvents;
+    if (c.delivered >= expected && c.revEvents >= expectedEvents) break;
     if (delivered !== lastDelivered) {
       lastDelivered = delivered;
       lastProgressMs = Date.now();
     } else if (Date.now() - lastProgressMs > DELIVERY_STALL_MS) {
-      note(`${target.label}: deliveries stalled at ${delivered} of ${expected}`);
+      note(`${target.label}: deliveries stalled at ${c.delivered} of ${expected}${finalRevs ? `, events at ${c.revEvents} of ${expectedEvents}` : ''}`);
       break;
     }
     await sleep(100);
@@ -145,10 +182,25 @@ export async function runPhase(target: PhaseTarget): Promise<PhaseResult> {
   progress.update(counts(), true);
 
   const loadEndMs = Date.now();
-  const result = await pool.collect(finals);
+  const revEvents = counts().revEvents;
+  const result = await pool.collect(finals, finalRevs);
   const persisted = Object.keys(target.receivers).reduce((sum, c) => sum + Math.max(0, (finals[c] ?? 0) - (bases[c] ?? 0)), 0);
   const summary = summarise(target, result, persisted, expected, cpuStart && cpuEnd ? cpuPercent(cpuStart, cpuEnd) : undefined);
-  return { ...summary, loadStartMs, loadEndMs };
+  if (!finalRevs) return { ...summary, loadStartMs, loadEndMs };
+  return { ...summary, ...summariseChanges(result, summary.ackWindowS), revEvents: { received: revEvents, expected: expectedEvents }, loadStartMs, loadEndMs };
+}
+
+function summariseChanges(r: PoolResult, ackWindowS: number): Pick<PhaseResult, 'changes' | 'opsAckedPerS' | 'revOrder'> {
+  const perS = (n: number) => (ackWindowS > 0 ? round(n / ackWindowS, 1) : 0);
+  const changes = Object.fromEntries(
+    CHANGE_KINDS.map((k) => {
+      const c = r.changes[k];
+      const summary: ChangeSummary = { sent: c.sent, acked: c.acked, failed: c.failed, errors: c.errors, ackedPerS: perS(c.acked), ack: c.ack.summary(), event: c.event.summary() };
+      return [k, summary];
+    }),
+  ) as Record<ChangeKind, ChangeSummary>;
+  const changesAcked = CHANGE_KINDS.reduce((sum, k) => sum + r.changes[k].acked, 0);
+  return { changes, opsAckedPerS: perS(r.acked + changesAcked), revOrder: r.revOrder };
 }
 
 function summarise(
