@@ -90,7 +90,7 @@ export class AckOrder {
 /**
  * Rev order of one channel at one socket (mixed phase). Every change of a channel (a send, an edit, a delete,
  * a reaction added or removed) takes the next value of the channel's one gap-free rev counter, and every
- * socket gets the channel's events in rev order, once each (docs/CHANGES-CONTRACT.md): whatever their kind,
+ * socket gets the channel's events in rev order, once each (docs/API.md, "Edits, deletes, reactions and threads"): whatever their kind,
  * the events must arrive as base+1, base+2, ... The StreamCheck above counts violations, gaps and
  * duplicates; this also keeps each change event's kind and arrival time (not message:new's, whose latency
  * is in its body), to be matched at the end against the acked changes' revs.

@@ -1,6 +1,6 @@
 /**
  * Scenario 2b, mixed load (issue #11): the senders of the throughput/latency layout, on the same sockets,
- * fill each op slot with a send or a change of the contract (docs/CHANGES-CONTRACT.md), by default 70 %
+ * fill each op slot with a send or a change of the contract (docs/API.md, "Edits, deletes, reactions and threads"), by default 70 %
  * sends, 15 % reactions (adds and removes of the sender's own), 10 % edits and 5 % deletes. Edits and
  * deletes target the sender's own earlier messages, reactions any recent message of its channel; every
  * change is a real one (no event-less no-op). Each load shape of the send-only phases is repeated mixed:
