@@ -1,20 +1,31 @@
 import { expect } from 'chai';
 import { randomUUID } from 'node:crypto';
-import type { Cluster } from '../../scripts/cluster.js';
+import { expectError, request, unique, type RegisteredUser } from '../support/api.js';
+import { range, type ClientSocket } from '../support/sockets.js';
+import { seedChannel } from './fixtures.js';
 import {
-  addWorkspaceMember,
-  createChannel,
-  createWorkspace,
-  expectError,
-  registerUser,
-  request,
-  unique,
-  type ApiResponse,
-  type ChannelDto,
-  type RegisteredUser,
-} from '../support/api.js';
-import { connect, disconnectAll, range, waitFor, type ClientSocket } from '../support/sockets.js';
-import { closeDb, deadProcesses, fullHistory, seedChannel, seedTeam, startPipelineCluster, type Team } from './fixtures.js';
+  useChangesCluster,
+  emit,
+  expectMessage,
+  acked,
+  expectRefused,
+  answered,
+  expectHistoryMatchesEvents,
+  expectOneGapFreeStream,
+  expectEvents,
+  say,
+  marker,
+  edit,
+  unreact,
+  restReact,
+  newMsg,
+  updated,
+  deletedEvent,
+  reactionEvent,
+  type Msg,
+  type Where,
+} from './changes-harness.js';
+import type { Team } from './fixtures.js';
 
 /**
  * Threads (docs/API.md, "Edits, deletes, reactions and threads") across a cluster (2 front nodes, 2 workers): `parentId` on sends
@@ -23,323 +34,24 @@ import { closeDb, deadProcesses, fullHistory, seedChannel, seedTeam, startPipeli
  * VALIDATION_FAILED cases of `parentId`, and the history afterwards.
  */
 
-// ---------------------------------------------------------------------------------------------------
-// The contract's shapes, typed here: the shared DTOs may lag behind the contract.
-
-interface Reaction {
-  emoji: string;
-  count: number;
-  userIds: string[];
-}
-
-interface Msg {
-  id: string;
-  channelId: string;
-  seq: number;
-  rev: number;
-  userId: string;
-  body: string;
-  clientMsgId: string | null;
-  parentId: string | null;
-  createdAt: string;
-  editedAt: string | null;
-  deleted: boolean;
-  replyCount: number;
-  lastReplyAt: string | null;
-  reactions: Reaction[];
-  mentions: string[];
-}
-
-const MESSAGE_KEYS = [
-  'id', 'channelId', 'seq', 'rev', 'userId', 'body', 'clientMsgId', 'parentId', 'createdAt',
-  'editedAt', 'deleted', 'replyCount', 'lastReplyAt', 'reactions', 'mentions',
-].sort();
-
-interface Refusal {
-  ok: false;
-  error: { code: string; message: string };
-}
-type Ack = { ok: true; message: Msg } | Refusal;
-
-const CHANGE_EVENTS = ['message:new', 'message:updated', 'message:deleted', 'reaction:added', 'reaction:removed'] as const;
-type ChangeEventName = (typeof CHANGE_EVENTS)[number];
-interface ChangeEvent {
-  name: ChangeEventName;
-  channelId: string;
-  rev: number;
-  payload: any;
-}
-
-/** Every change event one socket receives, in arrival order. */
-class EventLog {
-  readonly all: ChangeEvent[] = [];
-
-  constructor(
-    readonly label: string,
-    socket: ClientSocket,
-  ) {
-    for (const name of CHANGE_EVENTS) {
-      socket.on(name, (payload: any) => this.all.push({ name, channelId: payload?.channelId, rev: payload?.rev, payload }));
-    }
-  }
-
-  of(channelId: string): ChangeEvent[] {
-    return this.all.filter((e) => e.channelId === channelId);
-  }
-
-  trace(channelId: string): string[] {
-    return this.of(channelId).map((e) => `${e.name}@${e.rev}`);
-  }
-}
-
-async function emit(socket: ClientSocket, event: string, payload: unknown): Promise<Ack> {
-  return (await socket.timeout(15_000).emitWithAck(event, payload)) as Ack;
-}
-
-function expectMessage(m: Msg, what: string): void {
-  expect(Object.keys(m ?? {}).sort(), `${what}: the message's keys`).to.deep.equal(MESSAGE_KEYS);
-  expect(m.rev, `${what}: rev`).to.be.a('number').and.at.least(1);
-  if (m.deleted) {
-    expect({ body: m.body, mentions: m.mentions, reactions: m.reactions }, `${what}: a deleted message is erased`).to.deep.equal({
-      body: '',
-      mentions: [],
-      reactions: [],
-    });
-  }
-}
-
-/** The message of an accepted ack: exactly `{ok: true, message}`. */
-function acked(ack: Ack, what: string): Msg {
-  if (!ack || ack.ok !== true) expect.fail(`${what}: expected {ok: true, message}, got ${JSON.stringify(ack)}`);
-  expect(Object.keys(ack).sort(), what).to.deep.equal(['message', 'ok']);
-  expectMessage(ack.message, what);
-  return ack.message;
-}
-
-function expectRefused(ack: Ack, code: string, what: string): void {
-  expect(ack?.ok, `${what}: ${JSON.stringify(ack)}`).to.equal(false);
-  expect((ack as Refusal).error?.code, `${what}: ${JSON.stringify(ack)}`).to.equal(code);
-}
-
-/** The message of an answer: exactly `{message}` with `status`. */
-function answered(res: ApiResponse, what: string, status = 200): Msg {
-  expect(res.status, `${what}: ${res.text}`).to.equal(status);
-  expect(Object.keys(res.body), what).to.deep.equal(['message']);
-  expectMessage(res.body.message, what);
-  return res.body.message;
-}
-
-/**
- * The channel's messages as its change events describe them, by seq: what its history must show.
- * Reactions are rebuilt from reaction:added / reaction:removed with the contract's order rules.
- */
-function fold(events: ChangeEvent[]): Msg[] {
-  const byId = new Map<string, Msg>();
-  const reactors = new Map<string, Array<{ emoji: string; userId: string; rev: number }>>();
-  const reactionsOf = (id: string): Reaction[] => {
-    const groups = new Map<string, string[]>();
-    for (const r of [...(reactors.get(id) ?? [])].sort((a, b) => a.rev - b.rev)) groups.set(r.emoji, [...(groups.get(r.emoji) ?? []), r.userId]);
-    return [...groups].map(([emoji, userIds]) => ({ emoji, count: userIds.length, userIds: userIds.slice(0, 50) }));
-  };
-  const known = (id: string, e: ChangeEvent): Msg => {
-    const m = byId.get(id);
-    if (!m) expect.fail(`${e.name}@${e.rev} for a message never announced: ${JSON.stringify(e.payload)}`);
-    return m;
-  };
-  for (const e of events) {
-    const p = e.payload;
-    if (e.name === 'message:new') byId.set(p.id, p);
-    else if (e.name === 'message:updated') byId.set(p.message.id, p.message);
-    else if (e.name === 'message:deleted') {
-      byId.set(p.messageId, { ...known(p.messageId, e), rev: p.rev, deleted: true, body: '', mentions: [], reactions: [] });
-      reactors.set(p.messageId, []);
-    } else {
-      const m = known(p.messageId, e);
-      const list = (reactors.get(p.messageId) ?? []).filter((r) => !(r.emoji === p.emoji && r.userId === p.userId));
-      if (e.name === 'reaction:added') list.push({ emoji: p.emoji, userId: p.userId, rev: p.rev });
-      reactors.set(p.messageId, list);
-      byId.set(p.messageId, { ...m, rev: p.rev, reactions: reactionsOf(p.messageId) });
-    }
-  }
-  return [...byId.values()].sort((a, b) => a.seq - b.seq);
-}
-
-/** History equals what the events said, field by field (a delete's editedAt is not the contract's business). */
-function expectHistoryMatchesEvents(history: Msg[], events: ChangeEvent[]): void {
-  history.forEach((m, i) => expectMessage(m, `history #${i}`));
-  const expected = fold(events);
-  const got = history.map((m, i) => (m.deleted && expected[i]?.deleted ? { ...m, editedAt: expected[i].editedAt } : m));
-  expect(got, 'history against the events').to.deep.equal(expected);
-}
-
-// ---------------------------------------------------------------------------------------------------
-
 describe('pipeline: threads and replies across nodes', function () {
   this.timeout(60_000);
 
-  let cluster: Cluster;
+  const harness = useChangesCluster('threads');
+  const { openRoom, history } = harness;
   let A: string;
   let B: string;
   let team: Team;
   let owner: RegisteredUser;
-  let admin: RegisteredUser;
   let alice: RegisteredUser;
   let bob: RegisteredUser;
   /** In the workspace, never in the test channels. */
   let carol: RegisteredUser;
   /** In no workspace of the team. */
   let outsider: RegisteredUser;
-
-  before(async () => {
-    cluster = await startPipelineCluster('threads');
-    [A, B] = cluster.urls;
-    team = await seedTeam(A, 3);
-    owner = team.owner;
-    [alice, bob, carol] = team.members;
-    admin = await registerUser(A);
-    await addWorkspaceMember(A, owner.token, team.workspace.id, admin.email, 'admin');
-    outsider = await registerUser(A);
-    await createWorkspace(A, outsider.token);
+  before(() => {
+    ({ A, B, team, owner, alice, bob, carol, outsider } = harness.world);
   });
-
-  afterEach(function () {
-    disconnectAll();
-    const dead = deadProcesses(cluster);
-    if (dead.length > 0) throw new Error(dead.join('\n'));
-  });
-
-  after(async () => {
-    disconnectAll();
-    await cluster?.stop();
-    await closeDb();
-  });
-
-  interface Room {
-    channel: ChannelDto;
-    id: string;
-    /** Alice's sockets: one on each node. */
-    aliceA: ClientSocket;
-    aliceB: ClientSocket;
-    bobB: ClientSocket;
-    ownerB: ClientSocket;
-    adminA: ClientSocket;
-    carolA: ClientSocket;
-    /** The logs of every socket of a channel member. */
-    logs: EventLog[];
-    /** Carol's sockets (a workspace member outside the channel), on both nodes. */
-    strangers: EventLog[];
-  }
-
-  /** A fresh channel (rev starts at 1) of owner, alice, bob, admin and `extra`, with sockets of the first four on both nodes. */
-  async function openRoom(extra: RegisteredUser[] = []): Promise<Room> {
-    const channel = await seedChannel(A, team, [alice, bob, admin, ...extra]);
-    const [aliceA, aliceB, bobB, ownerB, adminA, carolA, carolB] = await Promise.all([
-      connect(A, alice.token),
-      connect(B, alice.token),
-      connect(B, bob.token),
-      connect(B, owner.token),
-      connect(A, admin.token),
-      connect(A, carol.token),
-      connect(B, carol.token),
-    ]);
-    return {
-      channel,
-      id: channel.id,
-      aliceA,
-      aliceB,
-      bobB,
-      ownerB,
-      adminA,
-      carolA,
-      logs: [
-        new EventLog('alice@A', aliceA),
-        new EventLog('alice@B', aliceB),
-        new EventLog('bob@B', bobB),
-        new EventLog('owner@B', ownerB),
-        new EventLog('admin@A', adminA),
-      ],
-      strangers: [new EventLog('carol@A', carolA), new EventLog('carol@B', carolB)],
-    };
-  }
-
-  async function settle(room: Room, rev: number): Promise<void> {
-    await waitFor(
-      () => room.logs.every((l) => l.of(room.id).some((e) => e.rev >= rev)),
-      10_000,
-      () => `waiting for rev ${rev}: ${room.logs.map((l) => `${l.label} [${l.trace(room.id).join(' ')}]`).join('; ')}`,
-    );
-  }
-
-  /**
-   * Every member socket got the same events, once each, with revs 1, 2, 3 … in arrival order, and the
-   * strangers none; returns them.
-   */
-  function expectOneGapFreeStream(room: Room): ChangeEvent[] {
-    const [first, ...others] = room.logs;
-    const events = first.of(room.id);
-    expect(events.map((e) => e.rev), `${first.label}: revs in arrival order (${first.trace(room.id).join(' ')})`).to.deep.equal(
-      range(events.length),
-    );
-    for (const l of others) expect(l.of(room.id), `${l.label} got exactly what ${first.label} got`).to.deep.equal(events);
-    for (const s of room.strangers) expect(s.of(room.id), `${s.label} (not a member) got nothing`).to.deep.equal([]);
-    return events;
-  }
-
-  function expectEvents(room: Room, expected: Array<[ChangeEventName, unknown]>): ChangeEvent[] {
-    const events = expectOneGapFreeStream(room);
-    expect(events.map((e) => [e.name, e.payload])).to.deep.equal(expected);
-    return events;
-  }
-
-  /** A channel, by id: a Room or any other. */
-  type Where = { id: string };
-
-  async function say(socket: ClientSocket, room: Where, body: string): Promise<Msg> {
-    return acked(await emit(socket, 'message:send', { channelId: room.id, body, clientMsgId: unique('m-') }), `send ${body}`);
-  }
-
-  /** A later change everyone must get; once it is there, anything emitted before it is there too. */
-  async function marker(room: Room): Promise<Msg> {
-    const m = await say(room.aliceA, room, `marker ${unique()}`);
-    await settle(room, m.rev);
-    return m;
-  }
-
-  async function history(room: Where, token = alice.token): Promise<Msg[]> {
-    return (await fullHistory(B, token, room.id)) as unknown as Msg[];
-  }
-
-  const edit = (socket: ClientSocket, room: Where, messageId: string, body: unknown, extra: Record<string, unknown> = {}) =>
-    emit(socket, 'message:edit', { channelId: room.id, messageId, body, ...extra });
-  const remove = (socket: ClientSocket, room: Where, messageId: string, extra: Record<string, unknown> = {}) =>
-    emit(socket, 'message:delete', { channelId: room.id, messageId, ...extra });
-  const restEdit = (url: string, token: string, channelId: string, messageId: string, body: unknown) =>
-    request(url, 'PATCH', `/channels/${channelId}/messages/${messageId}`, { token, body });
-  const restDelete = (url: string, token: string, channelId: string, messageId: string, body?: unknown) =>
-    request(url, 'DELETE', `/channels/${channelId}/messages/${messageId}`, { token, body });
-
-  const react = (socket: ClientSocket, room: Where, messageId: string, emoji: unknown, extra: Record<string, unknown> = {}) =>
-    emit(socket, 'reaction:add', { channelId: room.id, messageId, emoji, ...extra });
-  const unreact = (socket: ClientSocket, room: Where, messageId: string, emoji: unknown, extra: Record<string, unknown> = {}) =>
-    emit(socket, 'reaction:remove', { channelId: room.id, messageId, emoji, ...extra });
-  const reactionPath = (channelId: string, messageId: string, emoji: string) =>
-    `/channels/${channelId}/messages/${messageId}/reactions/${encodeURIComponent(emoji)}`;
-  const restReact = (url: string, token: string, channelId: string, messageId: string, emoji: string, body?: unknown) =>
-    request(url, 'PUT', reactionPath(channelId, messageId, emoji), { token, body });
-  const restUnreact = (url: string, token: string, channelId: string, messageId: string, emoji: string, body?: unknown) =>
-    request(url, 'DELETE', reactionPath(channelId, messageId, emoji), { token, body });
-
-  const newMsg = (m: Msg): [ChangeEventName, unknown] => ['message:new', m];
-  const updated = (m: Msg): [ChangeEventName, unknown] => ['message:updated', { channelId: m.channelId, rev: m.rev, message: m }];
-  const deletedEvent = (m: Msg): [ChangeEventName, unknown] => [
-    'message:deleted',
-    { channelId: m.channelId, rev: m.rev, messageId: m.id, seq: m.seq },
-  ];
-  /** reaction:added / reaction:removed of `user` with `emoji`, as the answer `m` to that change. */
-  const reactionEvent = (kind: 'added' | 'removed', m: Msg, emoji: string, user: RegisteredUser): [ChangeEventName, unknown] => [
-    `reaction:${kind}`,
-    { channelId: m.channelId, rev: m.rev, messageId: m.id, emoji, userId: user.user.id },
-  ];
 
   /** A reply over a socket: `message:send` with `parentId`. */
   async function reply(socket: ClientSocket, room: Where, parentId: string, body: string, clientMsgId = unique('r-')): Promise<Msg> {
