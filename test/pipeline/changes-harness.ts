@@ -1,11 +1,11 @@
 /**
- * What the test files of message changes share (message-edits, reactions, threads, mentions): the
- * contract's shapes typed here (the shared DTOs may lag behind the contract), a log of every change event
- * a socket receives, checks of acks, answers and history against the events, and one cluster per file
- * with a team whose channels ("rooms") get sockets of their members on both front nodes.
+ * What the test files of message changes share (message-edits, reactions, threads, mentions): a log of
+ * every change event a socket receives, checks of acks, answers and history against the events, and one
+ * cluster per file with a team whose channels ("rooms") get sockets of their members on both front nodes.
  */
 import { expect } from 'chai';
 import type { Cluster } from '../../scripts/cluster.js';
+import type { MessageDto, ReactionDto } from '../../shared/models/Message.js';
 import {
   addWorkspaceMember,
   createWorkspace,
@@ -20,31 +20,10 @@ import { connect, disconnectAll, range, waitFor, type ClientSocket } from '../su
 import { closeDb, deadProcesses, fullHistory, seedChannel, seedTeam, startPipelineCluster, type Team } from './fixtures.js';
 
 // ---------------------------------------------------------------------------------------------------
-// The contract's shapes, typed here: the shared DTOs may lag behind the contract.
+// The contract's shapes, as the product defines them (shared/).
 
-export interface Reaction {
-  emoji: string;
-  count: number;
-  userIds: string[];
-}
-
-export interface Msg {
-  id: string;
-  channelId: string;
-  seq: number;
-  rev: number;
-  userId: string;
-  body: string;
-  clientMsgId: string | null;
-  parentId: string | null;
-  createdAt: string;
-  editedAt: string | null;
-  deleted: boolean;
-  replyCount: number;
-  lastReplyAt: string | null;
-  reactions: Reaction[];
-  mentions: string[];
-}
+export type Reaction = ReactionDto;
+export type Msg = MessageDto;
 
 export const MESSAGE_KEYS = [
   'id', 'channelId', 'seq', 'rev', 'userId', 'body', 'clientMsgId', 'parentId', 'createdAt',

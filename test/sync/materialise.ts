@@ -8,66 +8,21 @@
  * arrive once, strictly increasing and without a gap (after a resume from rev n the first event is n+1), a
  * reply's creation and deletion are followed at once by its parent's `message:updated`, and each payload
  * agrees with what the client already has. Any breach throws a MaterialiseError.
- *
- * The payload types are declared here, from the contract, not imported from the product.
  */
 import { isDeepStrictEqual } from 'node:util';
+import type { ChannelEvent, MessageDeleted, MessageUpdated, ReactionChanged } from '../../shared/events.js';
+import type { MessageDto, ReactionDto } from '../../shared/models/Message.js';
 
-export interface ReactionState {
-  emoji: string;
-  count: number;
-  userIds: string[];
-}
-
-/** The message shape of the contract ("Message shape"). */
-export interface ChangeMessage {
-  id: string;
-  channelId: string;
-  seq: number;
-  rev: number;
-  userId: string;
-  body: string;
-  clientMsgId: string | null;
-  parentId: string | null;
-  createdAt: string;
-  editedAt: string | null;
-  deleted: boolean;
-  replyCount: number;
-  lastReplyAt: string | null;
-  reactions: ReactionState[];
-  mentions: string[];
-}
-
-export interface MessageUpdatedEvent {
-  channelId: string;
-  rev: number;
-  message: ChangeMessage;
-}
-
-export interface MessageDeletedEvent {
-  channelId: string;
-  rev: number;
-  messageId: string;
-  seq: number;
-}
-
-export interface ReactionEvent {
-  channelId: string;
-  rev: number;
-  messageId: string;
-  emoji: string;
-  userId: string;
-}
-
-export type ChangeEvent =
-  | { name: 'message:new'; payload: ChangeMessage }
-  | { name: 'message:updated'; payload: MessageUpdatedEvent }
-  | { name: 'message:deleted'; payload: MessageDeletedEvent }
-  | { name: 'reaction:added'; payload: ReactionEvent }
-  | { name: 'reaction:removed'; payload: ReactionEvent };
+/** The contract's shapes, as the product defines them (shared/), under the names this module uses. */
+export type ReactionState = ReactionDto;
+export type ChangeMessage = MessageDto;
+export type MessageUpdatedEvent = MessageUpdated;
+export type MessageDeletedEvent = MessageDeleted;
+export type ReactionEvent = ReactionChanged;
+export type ChangeEvent = ChannelEvent;
 
 export const CHANGE_EVENT_NAMES = ['message:new', 'message:updated', 'message:deleted', 'reaction:added', 'reaction:removed'] as const;
-export type ChangeEventName = (typeof CHANGE_EVENT_NAMES)[number];
+export type ChangeEventName = (typeof CHANGE_EVENT_NAMES)[number] & ChannelEvent['name'];
 
 /** A resume point by rev, as `auth.resume` and `sync` take it. */
 export interface RevPoint {

@@ -13,10 +13,10 @@
  */
 import { expect } from 'chai';
 import fc from 'fast-check';
-import { eventChannel, eventRev, type ChannelEvent, type ChannelEventName } from '../../shared/events.js';
+import { eventChannel, eventRev, type ChannelEvent } from '../../shared/events.js';
 import type { Logger } from '../../shared/logger.js';
-import type { MessageDto } from '../../shared/models/Message.js';
 import { ChannelSequencer, type GapSource } from '../../server/realtime/sequencer.js';
+import { ev, msg, msgs } from './events.js';
 
 /** sequencer.ts does not export them; kept in step with it by the boundary tests below. */
 const MAX_FILL = 10_000;
@@ -83,49 +83,6 @@ function range(from: number, to: number): number[] {
   return out;
 }
 
-/** A message in its full current shape; `rev` defaults to its seq (created, never changed since). */
-function message(seq: number, channelId = 'c1', over: Partial<MessageDto> = {}): MessageDto {
-  return {
-    id: `${channelId}-${seq}`,
-    channelId,
-    seq,
-    rev: seq,
-    userId: 'u1',
-    body: `message ${seq}`,
-    clientMsgId: null,
-    parentId: null,
-    createdAt: new Date(1_700_000_000_000 + seq).toISOString(),
-    editedAt: null,
-    deleted: false,
-    replyCount: 0,
-    lastReplyAt: null,
-    reactions: [],
-    mentions: [],
-    ...over,
-  };
-}
-
-/** The `message:new` event of message `seq`, created at rev = seq. */
-function msg(seq: number, channelId = 'c1'): ChannelEvent {
-  return { name: 'message:new', payload: message(seq, channelId) };
-}
-
-const msgs = (seqs: number[], channelId = 'c1') => seqs.map((s) => msg(s, channelId));
-
-/** An event of any kind at `rev`, about message `messageSeq` (default 1). */
-function ev(name: ChannelEventName, rev: number, channelId = 'c1', messageSeq = 1): ChannelEvent {
-  const messageId = `${channelId}-${messageSeq}`;
-  switch (name) {
-    case 'message:new':
-      return { name, payload: message(messageSeq, channelId, { rev }) };
-    case 'message:updated':
-      return { name, payload: { channelId, rev, message: message(messageSeq, channelId, { rev, body: `edited at ${rev}`, editedAt: new Date(1_700_000_100_000 + rev).toISOString() }) } };
-    case 'message:deleted':
-      return { name, payload: { channelId, rev, messageId, seq: messageSeq } };
-    default:
-      return { name, payload: { channelId, rev, messageId, emoji: 'thumbsup', userId: `u${rev}` } };
-  }
-}
 
 /** Lets the sequencer's pending fill continue after its promise settled. */
 const flush = () => new Promise<void>((resolve) => setImmediate(resolve));
