@@ -84,7 +84,7 @@ export async function submitToQueue(
 
 async function admit(deps: MessagingDeps, userId: string, prepare: () => ChangeRequest | Promise<ChangeRequest>): Promise<SendOutcome> {
   try {
-    return await deps.admission.admitPrepared(userId, prepare);
+    return await deps.admission.admit(userId, prepare);
   } catch (err) {
     // RATE_LIMITED is thrown as is (it never reached the queue): REST and socket acks add how long to
     // wait (Retry-After and RateLimit headers, retryAfterMs) from it, in server/errors.ts.

@@ -19,17 +19,13 @@ export class SendAdmission {
 
   constructor(private readonly deps: { rateLimit: RateLimit; sink: SendSink }) {}
 
-  /** Resolves with the send's outcome, or rejects with the limiter's error (RATE_LIMITED, SERVICE_UNAVAILABLE). */
-  admit(send: ChangeRequest): Promise<SendOutcome> {
-    return this.admitPrepared(send.userId, () => send);
-  }
-
   /**
-   * Like admit(), for a send or change that needs checks of its own first (a change reads the message
-   * it changes): `prepare` runs in the user's turn, so two edits of one message are applied in the order
-   * they were made, whichever check returned first. Rejects with what `prepare` throws.
+   * Resolves with the send's outcome, or rejects with the limiter's error (RATE_LIMITED,
+   * SERVICE_UNAVAILABLE) or what `prepare` throws. `prepare` makes the send or change, with any checks of
+   * its own (a change reads the message it changes); it runs in the user's turn, so a user's sends and
+   * changes reach the queue in the order they were made, however long each check takes.
    */
-  admitPrepared(userId: string, prepare: () => ChangeRequest | Promise<ChangeRequest>): Promise<SendOutcome> {
+  admit(userId: string, prepare: () => ChangeRequest | Promise<ChangeRequest>): Promise<SendOutcome> {
     const key = userId;
     const take = async () => {
       const send = await prepare();

@@ -126,7 +126,7 @@ export class Delivery {
         if (socket) this.send(socket, event);
       }
       for (const socketId of members) {
-        if (!except?.has(socketId)) this.seqsOf(socketId, channelId)?.add(rev);
+        if (!except?.has(socketId)) this.revsOf(socketId, channelId)?.add(rev);
       }
     }
   }
@@ -186,7 +186,7 @@ export class Delivery {
     const { messages: rows, latestRev } = await this.deps.replay.messagesAfter(channelId, lastSeq, limit + 1);
     const hasMore = rows.length > limit;
     const page = rows.slice(0, limit);
-    const revs = this.seqsOf(socket.id, channelId);
+    const revs = this.revsOf(socket.id, channelId);
     let replayed = 0;
     for (const { message, createdRev } of page) {
       const event: ChannelEvent = revs?.has(createdRev)
@@ -229,7 +229,7 @@ export class Delivery {
 
   /** Sends one event to one socket unless it was sent it already; says whether it did. */
   private send(socket: IoSocket, event: ChannelEvent): boolean {
-    const revs = this.seqsOf(socket.id, eventChannel(event));
+    const revs = this.revsOf(socket.id, eventChannel(event));
     const rev = eventRev(event);
     if (!revs || revs.has(rev)) return false;
     revs.add(rev);
@@ -237,12 +237,12 @@ export class Delivery {
     return true;
   }
 
-  private seqsOf(socketId: string, channelId: string): SeqSet | undefined {
+  private revsOf(socketId: string, channelId: string): SeqSet | undefined {
     const channels = this.sent.get(socketId);
     if (!channels) return undefined;
-    let seqs = channels.get(channelId);
-    if (!seqs) channels.set(channelId, (seqs = new SeqSet()));
-    return seqs;
+    let revs = channels.get(channelId);
+    if (!revs) channels.set(channelId, (revs = new SeqSet()));
+    return revs;
   }
 
   private openGate(channelId: string, socketId: string): void {

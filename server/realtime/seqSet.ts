@@ -1,6 +1,7 @@
 /**
- * The seqs of one channel that one socket has been sent, as sorted, disjoint, non-adjacent ranges. Live
- * delivery and replays each send runs of consecutive seqs, so this is one range almost always.
+ * A set of sequence numbers as sorted, disjoint, non-adjacent ranges: the revs of one channel that one
+ * socket has been sent. Live delivery and replays each send runs of consecutive revs, so this is one
+ * range almost always.
  */
 export class SeqSet {
   /** [from, to] pairs, inclusive, ascending. */

@@ -89,9 +89,10 @@ function setup() {
   const rateLimit = new FakeRateLimit();
   const sink = new FakeSink();
   const admission = new SendAdmission({ rateLimit, sink });
-  const admit = (id: string, userId = 'u1'): Admitted => {
+  /** A send, or with `prepare`, a send or change that has a check of its own to make first. */
+  const admit = (id: string, userId = 'u1', prepare?: () => Promise<SendRequest>): Admitted => {
     const a: Admitted = { id, state: 'pending' };
-    admission.admit({ id, channelId: 'c1', userId, body: id, clientMsgId: null }).then(
+    admission.admit(userId, prepare ?? (() => ({ id, channelId: 'c1', userId, body: id, clientMsgId: null }))).then(
       (value) => Object.assign(a, { state: 'resolved', value }),
       (error) => Object.assign(a, { state: 'rejected', error }),
     );
@@ -105,6 +106,27 @@ const tick = () => new Promise<void>((r) => setImmediate(r));
 const sleep = (ms: number) => new Promise<void>((r) => setTimeout(r, ms));
 
 describe('unit: SendAdmission', () => {
+  it("When a user's change must first read its message (20 ms) and their next send needs nothing, then the sink gets the change first, and a check that fails refuses only its own change", async () => {
+    const { rateLimit, sink, admit } = setup();
+    // Points at once for the two that pass their checks.
+    rateLimit.script.push({}, {});
+    const change = admit('edit', 'u1', async () => {
+      await sleep(20);
+      return { id: 'edit', channelId: 'c1', userId: 'u1', body: 'edited', clientMsgId: null };
+    });
+    const refused = admit('bad-edit', 'u1', async () => {
+      throw new Error('not the author');
+    });
+    admit('s1');
+    await tick();
+    expect(sink.submitted, 'nothing overtakes the check of the first change').to.deep.equal([]);
+    await sleep(40);
+    expect(sink.submitted).to.deep.equal(['edit', 's1']);
+    expect(change.state).to.equal('pending');
+    expect(refused.state).to.equal('rejected');
+    expect((refused.error as Error).message).to.equal('not the author');
+  });
+
   it('When the limiter answers a user\'s 1st send after 20 ms and the 2nd at once, then the sink still gets the 1st before the 2nd', async () => {
     const { rateLimit, sink, admit } = setup();
     rateLimit.script.push({ ms: 20 }, {}, {});
