@@ -2,13 +2,9 @@ import { randomUUID } from 'node:crypto';
 import { NotFoundError, ValidationError } from '../../shared/errors.js';
 import { Channel, Message, type WorkspaceRole } from '../../shared/models/index.js';
 import type { ChangeRequest, EditRequest, ReactionRequest, SendOutcome } from '../../shared/queues.js';
-import Joi, { UUID_PATTERN } from '../../shared/validation.js';
+import { UUID_PATTERN } from '../../shared/validation.js';
 import { normaliseBody, submitToQueue, type MessagingDeps } from './messages.js';
 import { authorize, type Action } from './policy.js';
-
-export const CLIENT_CHANGE_ID = Joi.string().pattern(/^[A-Za-z0-9_-]{1,64}$/).messages({
-  'string.pattern.base': '"clientChangeId" must be 1-64 characters of A-Z, a-z, 0-9, _ and -',
-});
 
 const SHORT_NAME = /^[a-z0-9_+-]{1,64}$/;
 // One RGI emoji, skin tones, flags and ZWJ sequences included (the `v` flag's emoji property of strings).

@@ -7,8 +7,9 @@ import { toChannelEvent, type ChannelEvent, type ChannelEventRow } from '../../s
 import type { SendAdmission } from '../messaging/admission.js';
 import { authorize } from './policy.js';
 
-export const CLIENT_MSG_ID = Joi.string().pattern(/^[A-Za-z0-9_-]{1,64}$/).messages({
-  'string.pattern.base': '"clientMsgId" must be 1-64 characters of A-Z, a-z, 0-9, _ and -',
+/** A client's retry key, `clientMsgId` of a send or `clientChangeId` of a change: the same rule for both. */
+export const CLIENT_ID = Joi.string().pattern(/^[A-Za-z0-9_-]{1,64}$/).messages({
+  'string.pattern.base': '{{#label}} must be 1-64 characters of A-Z, a-z, 0-9, _ and -',
 });
 export { UUID_PATTERN } from '../../shared/validation.js';
 

@@ -12,8 +12,8 @@ import {
   updateChannel,
   type ChannelNotifier,
 } from '../domain/channels.js';
-import { CLIENT_CHANGE_ID, deleteMessage, editMessage, reactToMessage } from '../domain/messageChanges.js';
-import { CLIENT_MSG_ID, listHistory, sendMessage, type MessagingDeps } from '../domain/messages.js';
+import { deleteMessage, editMessage, reactToMessage } from '../domain/messageChanges.js';
+import { CLIENT_ID, listHistory, sendMessage, type MessagingDeps } from '../domain/messages.js';
 import type { MessageDto } from '../../shared/models/index.js';
 import type { SendOutcome } from '../../shared/queues.js';
 import { markRead, type ReadNotifier } from '../domain/readState.js';
@@ -31,12 +31,12 @@ const historySchema = Joi.object({
 const readSchema = Joi.object({ seq: Joi.number().integer().min(0).required() });
 const sendSchema = Joi.object({
   body: Joi.string().required(),
-  clientMsgId: CLIENT_MSG_ID.allow(null),
+  clientMsgId: CLIENT_ID.allow(null),
   parentId: Joi.string().max(64).allow(null),
 });
-const editSchema = Joi.object({ body: Joi.string().required(), clientChangeId: CLIENT_CHANGE_ID.allow(null) });
+const editSchema = Joi.object({ body: Joi.string().required(), clientChangeId: CLIENT_ID.allow(null) });
 /** DELETE and PUT of a change take an optional body with the client's retry key. */
-const changeSchema = Joi.object({ clientChangeId: CLIENT_CHANGE_ID.allow(null) });
+const changeSchema = Joi.object({ clientChangeId: CLIENT_ID.allow(null) });
 
 /** A send's or change's outcome as a REST answer: the message, or the refusal as an error. */
 function answer(outcome: SendOutcome): { message: MessageDto } {

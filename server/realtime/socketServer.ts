@@ -13,9 +13,9 @@ import { allowedChannels } from '../domain/access.js';
 import type { RateLimit } from '../domain/rateLimit.js';
 import { toClientError, toErrorAck } from '../errors.js';
 import { TRUST_PROXY } from '../http/app.js';
-import { CLIENT_MSG_ID, UUID_PATTERN, sendMessage, type MessagingDeps } from '../domain/messages.js';
+import { CLIENT_ID, UUID_PATTERN, sendMessage, type MessagingDeps } from '../domain/messages.js';
 import { markRead, type ReadNotifier } from '../domain/readState.js';
-import { CLIENT_CHANGE_ID, deleteMessage, editMessage, reactToMessage } from '../domain/messageChanges.js';
+import { deleteMessage, editMessage, reactToMessage } from '../domain/messageChanges.js';
 import { coalesceWrites } from './coalesceWrites.js';
 import type { Delivery } from './delivery.js';
 import type { IoServer, IoSocket } from './types.js';
@@ -67,10 +67,10 @@ const id = Joi.string().max(64);
 const sendSchema = Joi.object({
   channelId: id.required(),
   body: Joi.string().required(),
-  clientMsgId: CLIENT_MSG_ID.required(),
+  clientMsgId: CLIENT_ID.required(),
   parentId: id.allow(null),
 });
-const target = { channelId: id.required(), messageId: id.required(), clientChangeId: CLIENT_CHANGE_ID.allow(null) };
+const target = { channelId: id.required(), messageId: id.required(), clientChangeId: CLIENT_ID.allow(null) };
 const editSchema = Joi.object<{ channelId: string; messageId: string; body: string; clientChangeId?: string | null }>({
   ...target,
   body: Joi.string().required(),
