@@ -34,9 +34,9 @@ const sendSchema = Joi.object({
   clientMsgId: CLIENT_ID.allow(null),
   parentId: Joi.string().max(64).allow(null),
 });
-const editSchema = Joi.object({ body: Joi.string().required(), clientChangeId: CLIENT_ID.allow(null) });
+const editSchema = Joi.object({ body: Joi.string().required(), clientChangeId: CLIENT_ID.allow(null).default(null) });
 /** DELETE and PUT of a change take an optional body with the client's retry key. */
-const changeSchema = Joi.object({ clientChangeId: CLIENT_ID.allow(null) });
+const changeSchema = Joi.object({ clientChangeId: CLIENT_ID.allow(null).default(null) });
 
 /** A send's or change's outcome as a REST answer: the message, or the refusal as an error. */
 function answer(outcome: SendOutcome): { message: MessageDto } {
@@ -123,7 +123,7 @@ export function channelRoutes(deps: {
     return {
       channelId: channelId(req.params.channelId),
       messageId: idParam(req.params.messageId, 'Message'),
-      clientChangeId: (input.clientChangeId as string | undefined) ?? null,
+      clientChangeId: input.clientChangeId as string | null,
       input,
     };
   };

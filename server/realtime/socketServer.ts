@@ -70,13 +70,13 @@ const sendSchema = Joi.object({
   clientMsgId: CLIENT_ID.required(),
   parentId: id.allow(null),
 });
-const target = { channelId: id.required(), messageId: id.required(), clientChangeId: CLIENT_ID.allow(null) };
-const editSchema = Joi.object<{ channelId: string; messageId: string; body: string; clientChangeId?: string | null }>({
+const target = { channelId: id.required(), messageId: id.required(), clientChangeId: CLIENT_ID.allow(null).default(null) };
+const editSchema = Joi.object<{ channelId: string; messageId: string; body: string; clientChangeId: string | null }>({
   ...target,
   body: Joi.string().required(),
 });
-const deleteSchema = Joi.object<{ channelId: string; messageId: string; clientChangeId?: string | null }>(target);
-const reactionSchema = Joi.object<{ channelId: string; messageId: string; emoji: string; clientChangeId?: string | null }>({
+const deleteSchema = Joi.object<{ channelId: string; messageId: string; clientChangeId: string | null }>(target);
+const reactionSchema = Joi.object<{ channelId: string; messageId: string; emoji: string; clientChangeId: string | null }>({
   ...target,
   emoji: Joi.string().max(200).required(),
 });
@@ -236,13 +236,12 @@ export function registerSocketHandlers(io: IoServer, deps: SocketHandlerDeps): v
     // Sends have their own budget (MESSAGE_RATE_PER_SECOND), taken in the order they were made.
     handle(socket, 'message:send', sendSchema, (value) => sendMessage(deps.messaging, userId, value), { limited: false });
     // Changes count against the same budget as sends, and are admitted in order with them.
-    const changed = <T extends { clientChangeId?: string | null }>(value: T) => ({ ...value, clientChangeId: value.clientChangeId ?? null });
-    handle(socket, 'message:edit', editSchema, (value) => editMessage(deps.messaging, userId, changed(value)), { limited: false });
-    handle(socket, 'message:delete', deleteSchema, (value) => deleteMessage(deps.messaging, userId, changed(value)), { limited: false });
-    handle(socket, 'reaction:add', reactionSchema, (value) => reactToMessage(deps.messaging, userId, 'reaction:add', changed(value)), {
+    handle(socket, 'message:edit', editSchema, (value) => editMessage(deps.messaging, userId, value), { limited: false });
+    handle(socket, 'message:delete', deleteSchema, (value) => deleteMessage(deps.messaging, userId, value), { limited: false });
+    handle(socket, 'reaction:add', reactionSchema, (value) => reactToMessage(deps.messaging, userId, 'reaction:add', value), {
       limited: false,
     });
-    handle(socket, 'reaction:remove', reactionSchema, (value) => reactToMessage(deps.messaging, userId, 'reaction:remove', changed(value)), {
+    handle(socket, 'reaction:remove', reactionSchema, (value) => reactToMessage(deps.messaging, userId, 'reaction:remove', value), {
       limited: false,
     });
 
