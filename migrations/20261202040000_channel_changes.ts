@@ -91,7 +91,7 @@ export async function up(knex: Knex): Promise<void> {
     -- The message as its message:new event showed it. A deleted message's content is gone for good.
     CREATE FUNCTION message_as_created(m messages) RETURNS jsonb LANGUAGE plpgsql STABLE AS $fn$
     BEGIN
-      RETURN to_jsonb(m) - 'original_body' - 'original_mentions' || jsonb_build_object(
+      RETURN message_snapshot(m) || jsonb_build_object(
         'rev', m.created_rev,
         'body', CASE WHEN m.deleted_at IS NULL THEN coalesce(m.original_body, m.body) ELSE '' END,
         'mentions', CASE WHEN m.deleted_at IS NULL THEN to_jsonb(coalesce(m.original_mentions, m.mentions)) ELSE '[]'::jsonb END,
