@@ -49,6 +49,11 @@ export class ValidationError extends AppError {
     super('VALIDATION_FAILED', message, details);
   }
 }
+/** A reply whose `parentId` is not a top-level, not deleted message of its channel: the front node (an id
+ * that cannot exist) and the worker (one that does not qualify) answer alike. */
+export const invalidParentError = () =>
+  new ValidationError('"parentId" must be a top-level message of this channel that is not deleted', [{ field: 'parentId' }]);
+
 export class UnauthorizedError extends AppError {
   constructor(message = 'Missing, invalid or expired token') {
     super('UNAUTHORIZED', message);

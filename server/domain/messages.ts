@@ -1,6 +1,6 @@
 import { randomUUID } from 'node:crypto';
 import Joi, { UUID_PATTERN } from '../../shared/validation.js';
-import { AppError, NotFoundError, RateLimitedError, ValidationError } from '../../shared/errors.js';
+import { AppError, NotFoundError, RateLimitedError, ValidationError, invalidParentError } from '../../shared/errors.js';
 import { Channel, Message, toMessageDto, type MessageDto, type WorkspaceRole } from '../../shared/models/index.js';
 import type { ChangeRequest, SendOutcome } from '../../shared/queues.js';
 import { toChannelEvent, type ChannelEvent, type ChannelEventRow } from '../../shared/events.js';
@@ -49,7 +49,7 @@ export function sendMessage(deps: MessagingDeps, userId: string, input: SendInpu
     if (!UUID_PATTERN.test(input.channelId)) throw new NotFoundError('Channel');
     const parentId = input.parentId ?? null;
     if (parentId !== null && !UUID_PATTERN.test(parentId)) {
-      throw new ValidationError('"parentId" must be a top-level message of this channel that is not deleted', [{ field: 'parentId' }]);
+      throw invalidParentError();
     }
     return {
       kind: 'send' as const,

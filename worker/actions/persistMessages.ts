@@ -1,6 +1,6 @@
 import type { Knex } from 'knex';
 import { isTransientDbError, isUniqueViolation } from '../../shared/db.js';
-import { ForbiddenError, InternalError, NotFoundError, ValidationError, type ErrorBody } from '../../shared/errors.js';
+import { ForbiddenError, InternalError, NotFoundError, ValidationError, invalidParentError, type ErrorBody } from '../../shared/errors.js';
 import type { Logger } from '../../shared/logger.js';
 import { eventRev, toChannelEvent, type ChannelEvent, type ChannelEventRow } from '../../shared/events.js';
 import { toMessageDto } from '../../shared/models/index.js';
@@ -25,10 +25,7 @@ const archived = () => ({ ok: false as const, error: new ForbiddenError('The cha
 /** pg sends a JS array as one array parameter; knex's types do not know that. */
 const arrays = (...values: unknown[][]) => values as unknown as Knex.RawBinding[];
 
-const invalidParent = () => ({
-  ok: false as const,
-  error: new ValidationError('"parentId" must be a top-level message of this channel that is not deleted', [{ field: 'parentId' }]).toBody(),
-});
+const invalidParent = () => ({ ok: false as const, error: invalidParentError().toBody() });
 
 /**
  * created: applied now; stored: applied by an earlier run of this batch; duplicate: a client's retry of
