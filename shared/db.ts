@@ -37,6 +37,9 @@ function pgError(err: unknown): { code?: string; constraint?: string; name?: str
   return (e?.nativeError ?? e) as ReturnType<typeof pgError>;
 }
 
+/** pg sends a JS array as one array parameter (`?::uuid[]`); knex's types do not know that. */
+export const arrayBindings = (...values: unknown[][]) => values as unknown as Knex.RawBinding[];
+
 export function isUniqueViolation(err: unknown, constraint?: string): boolean {
   const e = pgError(err);
   return e?.code === '23505' && (constraint === undefined || e.constraint === constraint);

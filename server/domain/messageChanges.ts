@@ -1,6 +1,6 @@
 import { randomUUID } from 'node:crypto';
 import { NotFoundError, ValidationError } from '../../shared/errors.js';
-import { Channel, Message, type WorkspaceRole } from '../../shared/models/index.js';
+import { Channel } from '../../shared/models/index.js';
 import type { ChangeRequest, EditRequest, ReactionRequest, SendOutcome } from '../../shared/queues.js';
 import { UUID_PATTERN } from '../../shared/validation.js';
 import { normaliseBody, submitToQueue, type MessagingDeps } from './messages.js';
@@ -27,42 +27,21 @@ interface TargetInput {
 export type EditInput = TargetInput & { body: string };
 export type ReactionInput = TargetInput & { emoji: string };
 
-interface TargetRow {
-  is_private: boolean;
-  archived: boolean;
-  created_by: string | null;
-  caller_role: WorkspaceRole | null;
-  is_member: boolean;
-  author_id: string | null;
-  deleted: boolean | null;
-  retried: boolean;
-}
-
 /**
- * Loads the channel, the caller's role and membership and the message in one statement, then lets
- * policy decide. The author of a message never changes, so what is decided here holds when the worker
- * applies the change; what can change meanwhile (membership, archive, deletion) the worker checks again
- * in the transaction that applies it.
+ * Loads the channel, the caller's role and membership and the message (batched with the other changes of
+ * this turn), then lets policy decide. The author of a message never changes, so what is decided here
+ * holds when the worker applies the change; what can change meanwhile (membership, archive, deletion)
+ * the worker checks again in the transaction that applies it.
  */
 async function authorizeChange(
+  deps: MessagingDeps,
   action: Action & `message.${string}`,
   userId: string,
   channelId: string,
   messageId: string,
   clientChangeId: string | null,
 ) {
-  const { rows } = await Message.knex().raw<{ rows: TargetRow[] }>(
-    `SELECT c.is_private, c.archived, c.created_by, wm.role AS caller_role, cm.user_id IS NOT NULL AS is_member,
-            m.user_id AS author_id, m.deleted_at IS NOT NULL AS deleted,
-            EXISTS (SELECT 1 FROM client_changes cc WHERE cc.user_id = :userId AND cc.client_change_id = :clientChangeId) AS retried
-       FROM channels c
-       LEFT JOIN workspace_members wm ON wm.workspace_id = c.workspace_id AND wm.user_id = :userId
-       LEFT JOIN channel_members cm ON cm.channel_id = c.id AND cm.user_id = :userId
-       LEFT JOIN messages m ON m.id = :messageId AND m.channel_id = c.id
-      WHERE c.id = :channelId`,
-    { userId, channelId, messageId, clientChangeId },
-  );
-  const row = rows[0];
+  const row = await deps.changeTargets.read({ userId, channelId, messageId, clientChangeId });
   if (!row) throw new NotFoundError('Channel');
   const channel = Channel.fromJson({ id: channelId, isPrivate: row.is_private, archived: row.archived, createdBy: row.created_by });
   const actor = { userId, role: row.caller_role };
@@ -91,7 +70,7 @@ async function changeMessage(deps: MessagingDeps, action: Action & `message.${st
     if (!UUID_PATTERN.test(change.messageId)) throw new NotFoundError('Message');
     const channelId = change.channelId.toLowerCase();
     const messageId = change.messageId.toLowerCase();
-    await authorizeChange(action, userId, channelId, messageId, change.clientChangeId);
+    await authorizeChange(deps, action, userId, channelId, messageId, change.clientChangeId);
     return { ...change, id: randomUUID(), userId, channelId, messageId } as ChangeRequest;
   });
 }

@@ -113,6 +113,39 @@ describe('pipeline: message edits and deletes across nodes', function () {
       expect(await history(room)).to.deep.equal([sent, mark]);
     });
 
+    // Front nodes read what changes are authorized on in one statement per turn of the event loop
+    // (server/domain/changeTargets.ts): each change must still be decided on its own caller and message.
+    it('When changes of different callers reach one node together, then each is decided on its own caller and message', async () => {
+      const room = await openRoom();
+      const mine = await say(room.aliceA, room, 'alice wrote this');
+      const bobs = await say(room.bobB, room, 'bob wrote this');
+      const [aliceEdits, adminEdits, carolEdits, adminDeletes, aliceReacts, aliceEditsNothing, restBobDeletes, restOwnerReacts] =
+        await Promise.all([
+          edit(room.aliceA, room, mine.id, 'alice edited this'),
+          edit(room.adminA, room, mine.id, 'admin was here'),
+          edit(room.carolA, room, mine.id, 'carol was here'),
+          remove(room.adminA, room, bobs.id),
+          react(room.aliceA, room, bobs.id, 'eyes'),
+          edit(room.aliceA, room, randomUUID(), 'no such message'),
+          restDelete(A, bob.token, room.id, mine.id),
+          request(A, 'PUT', `/channels/${room.id}/messages/${mine.id}/reactions/tada`, { token: owner.token }),
+        ]);
+      expect(acked(aliceEdits, 'the author edits').body).to.equal('alice edited this');
+      expectRefused(adminEdits, 'FORBIDDEN', 'an admin edits what alice wrote');
+      expectRefused(carolEdits, 'NOT_FOUND', 'carol, outside the channel, edits');
+      expect(acked(adminDeletes, 'an admin deletes what bob wrote').deleted).to.equal(true);
+      expectRefused(aliceEditsNothing, 'NOT_FOUND', 'alice edits a message that does not exist');
+      expectError(restBobDeletes, 403, 'FORBIDDEN');
+      expect(answered(restOwnerReacts, 'the owner reacts over REST').reactions.map((r) => r.emoji)).to.include('tada');
+      // Alice's reaction raced the admin's delete of bob's message: applied before it, or refused after it.
+      if (!aliceReacts.ok) expectRefused(aliceReacts, 'NOT_FOUND', 'alice reacts to a message deleted just before');
+
+      const mark = await marker(room);
+      const applied = 3 + (aliceReacts.ok ? 1 : 0);
+      expect(mark.rev, 'one rev per change applied, none for the refusals').to.equal(2 + applied + 1);
+      expectHistoryMatchesEvents(await history(room), expectOneGapFreeStream(room));
+    });
+
     it('When the body is empty after trimming, too long, not a string, or a field is malformed or unknown, then VALIDATION_FAILED / 400 and nothing changes; 4000 characters after trimming and a 64-character clientChangeId are accepted', async () => {
       const room = await openRoom();
       const sent = await say(room.aliceA, room, 'validate me');

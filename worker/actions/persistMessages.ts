@@ -1,5 +1,5 @@
 import type { Knex } from 'knex';
-import { isTransientDbError, isUniqueViolation } from '../../shared/db.js';
+import { arrayBindings, isTransientDbError, isUniqueViolation } from '../../shared/db.js';
 import { ForbiddenError, InternalError, NotFoundError, ValidationError, invalidParentError, type ErrorBody } from '../../shared/errors.js';
 import type { Logger } from '../../shared/logger.js';
 import { eventRev, toChannelEvent, type ChannelEvent, type ChannelEventRow } from '../../shared/events.js';
@@ -22,8 +22,6 @@ type MessageRow = Parameters<typeof toMessageDto>[0];
 const notFound = () => ({ ok: false as const, error: new NotFoundError('Channel').toBody() });
 /** A send to an archived channel by one of its members. */
 const archived = () => ({ ok: false as const, error: new ForbiddenError('The channel is archived').toBody() });
-/** pg sends a JS array as one array parameter; knex's types do not know that. */
-const arrays = (...values: unknown[][]) => values as unknown as Knex.RawBinding[];
 
 const invalidParent = () => ({ ok: false as const, error: invalidParentError().toBody() });
 
@@ -94,7 +92,7 @@ async function callPersist(knex: Knex, changes: ChangeRequest[]): Promise<CallRe
   }>(
     `SELECT change_id, outcome, message, events
        FROM persist_channel_changes(?::text[], ?::uuid[], ?::uuid[], ?::uuid[], ?::text[], ?::text[], ?::uuid[], ?::text[])`,
-    arrays(
+    arrayBindings(
       column(changes, changeKind),
       column(changes, (c) => c.id),
       column(changes, (c) => c.channelId),
