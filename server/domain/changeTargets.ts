@@ -24,11 +24,10 @@ export interface ChangeTargetKey {
 }
 
 /**
- * Reads the targets of the changes made in one turn of the event loop with one statement. Changes are
- * authorized on the front node (sends are not: the worker checks membership), and one statement per
- * change cost PostgreSQL more than persisting the change did: under mixed load it was what made sends
- * slower (docs/PERFORMANCE.md). Batching keeps that cost per turn, not per change. Never cached: the
- * rows must be read after the change was made.
+ * Reads the targets of the changes made in one turn of the event loop with one call. Changes are
+ * authorized on the front node (sends are not: the worker checks membership), and a planned statement per
+ * change cost PostgreSQL several persisted sends (bench/profile/changeCost.ts): under mixed load it was
+ * what made sends slower (docs/PERFORMANCE.md). Never cached: the rows must be read after the change was made.
  */
 export class ChangeTargets {
   private readonly loader: DataLoader<ChangeTargetKey, ChangeTarget | undefined>;
@@ -50,16 +49,9 @@ export class ChangeTargets {
 }
 
 async function readTargets(knex: Knex, keys: readonly ChangeTargetKey[]): Promise<(ChangeTarget | undefined)[]> {
+  // migrations/*_change_targets.ts: a function, so that PostgreSQL keeps its plan.
   const { rows } = await knex.raw<{ rows: (ChangeTarget & { i: string })[] }>(
-    `SELECT k.i, c.is_private, c.archived, c.created_by, wm.role AS caller_role,
-            cm.user_id IS NOT NULL AS is_member, m.user_id AS author_id, m.deleted_at IS NOT NULL AS deleted,
-            EXISTS (SELECT 1 FROM client_changes cc
-                     WHERE cc.user_id = k.user_id AND cc.client_change_id = k.client_change_id) AS retried
-       FROM unnest(?::uuid[], ?::uuid[], ?::uuid[], ?::text[]) WITH ORDINALITY AS k(user_id, channel_id, message_id, client_change_id, i)
-       JOIN channels c ON c.id = k.channel_id
-       LEFT JOIN workspace_members wm ON wm.workspace_id = c.workspace_id AND wm.user_id = k.user_id
-       LEFT JOIN channel_members cm ON cm.channel_id = c.id AND cm.user_id = k.user_id
-       LEFT JOIN messages m ON m.id = k.message_id AND m.channel_id = c.id`,
+    'SELECT * FROM change_targets(?::uuid[], ?::uuid[], ?::uuid[], ?::text[])',
     arrayBindings(
       keys.map((k) => k.userId),
       keys.map((k) => k.channelId),
