@@ -49,13 +49,17 @@ export async function createChannel(
   return channel;
 }
 
-/** Public channels and the caller's private ones; to a guest, only the channels they are in. */
+/**
+ * Public channels and the caller's private ones; to a guest, only the channels they are in. Not DMs:
+ * they are listed by GET /workspaces/:workspaceId/dms (server/domain/dms.ts).
+ */
 export async function listChannels(userId: string, workspaceId: string): Promise<ChannelListItem[]> {
   const actor = await authorizeInWorkspace(userId, 'workspace.view', { workspaceId });
   const all = can(actor, 'channel.listAll', { workspaceId }).allow;
   const rows = await Channel.query()
     .leftJoin('channel_members as cm', (j) => j.on('cm.channel_id', 'channels.id').andOnVal('cm.user_id', userId))
     .where('channels.workspace_id', workspaceId)
+    .where('channels.kind', 'channel')
     .where((q) => (all ? q.where('channels.is_private', false).orWhereNotNull('cm.user_id') : q.whereNotNull('cm.user_id')))
     .orderBy('channels.name')
     .select('channels.*', 'cm.user_id as memberUserId', 'cm.last_read_seq as memberLastReadSeq')

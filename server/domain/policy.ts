@@ -12,6 +12,9 @@ import type { Channel, WorkspaceRole } from '../../shared/models/index.js';
  * Roles, highest first: owner > admin > member > guest. Owners and admins are the workspace's managers.
  * A guest sees only the channels they were added to: not the public channel list, not the members of
  * the workspace beyond the channels they share, and creates and joins no channel.
+ *
+ * A DM (channel kind 'dm') is a private channel whose members are fixed when it is opened: nobody joins,
+ * leaves, adds or removes members of it, renames or archives it (FORBIDDEN to its members).
  */
 
 /** The caller, with their role in the workspace the resource belongs to: null when they are not in it. */
@@ -46,6 +49,24 @@ export interface MessageTarget {
 
 export type MessageResource = ChannelResource & { message: MessageTarget | null };
 
+/**
+ * Whether the actor's socket is subscribed to the channel (in its room). Subscriptions follow channel
+ * membership on every front node before a membership change returns, so this is membership, known
+ * without a query.
+ */
+export interface SubscriptionResource {
+  subscribed: boolean;
+}
+
+/** One of the people a DM is opened for, as the actor may know them. */
+export interface DmPerson {
+  userId: string;
+  /** Their role in the workspace; null when they are not in it. */
+  role: WorkspaceRole | null;
+  /** Whether they are in a channel (a DM too) of the workspace with the actor. */
+  sharesChannel: boolean;
+}
+
 /** Each action with the resource it is decided on. */
 export interface Rules {
   'workspace.view': WorkspaceResource;
@@ -57,6 +78,8 @@ export interface Rules {
   /** The actor leaving: `target` is their own membership. */
   'workspace.leave': WorkspaceResource & { target: MemberTarget };
   'channel.create': WorkspaceResource;
+  /** Opening (or finding) the DM of the actor and `people` (the actor may be among them). */
+  'dm.open': WorkspaceResource & { people: DmPerson[] };
   /** Every public channel of the workspace (denied: only the actor's own channels). */
   'channel.listAll': WorkspaceResource;
   'channel.view': ChannelResource;
@@ -99,6 +122,7 @@ function workspaceRule(rule: (actor: Actor & { role: WorkspaceRole }, resource: 
 }
 
 const MANAGERS_ONLY = 'Only workspace owners and admins may do this';
+const DM_FIXED = 'The members of a direct message are fixed when it is opened';
 const LAST_OWNER = 'The last owner of a workspace can neither leave, be removed nor be demoted';
 
 /** Seeing a channel at all: NOT_FOUND outside its workspace and for private channels one is not in. */
@@ -158,17 +182,28 @@ const RULES: { [A in Action]: (actor: Actor, resource: Rules[A]) => Decision } =
 
   'channel.create': workspaceRule((actor) => (actor.role === 'guest' ? forbidden('Guests may not create channels') : ALLOW)),
 
+  // Someone outside the workspace, or to a guest someone outside the guest's channels, is not found, as
+  // a random id is: a DM reveals no more of the workspace than its member list does.
+  'dm.open': workspaceRule((actor, { people }: Rules['dm.open']) => {
+    for (const person of people) {
+      if (person.userId === actor.userId) continue;
+      if (person.role === null || (actor.role === 'guest' && !person.sharesChannel)) return deny(new NotFoundError('User'));
+    }
+    return ALLOW;
+  }),
+
   'channel.listAll': workspaceRule((actor) =>
     actor.role === 'guest' ? forbidden('Guests only see the channels they were added to') : ALLOW,
   ),
 
   'channel.view': channelRule(() => ALLOW),
 
-  'channel.join': channelRule((_actor, { channel }: ChannelResource) =>
-    channel.archived ? forbidden('The channel is archived') : ALLOW,
-  ),
+  'channel.join': channelRule((_actor, { channel }: ChannelResource) => {
+    if (channel.kind === 'dm') return forbidden(DM_FIXED);
+    return channel.archived ? forbidden('The channel is archived') : ALLOW;
+  }),
 
-  'channel.leave': channelRule(() => ALLOW),
+  'channel.leave': channelRule((_actor, { channel }: ChannelResource) => (channel.kind === 'dm' ? forbidden(DM_FIXED) : ALLOW)),
 
   'channel.members.list': channelRule(() => ALLOW),
 
@@ -177,6 +212,7 @@ const RULES: { [A in Action]: (actor: Actor, resource: Rules[A]) => Decision } =
   ),
 
   'channel.members.add': channelRule((actor, { channel, isMember }: ChannelResource) => {
+    if (channel.kind === 'dm') return forbidden(DM_FIXED);
     if (actor.role === 'guest') return forbidden('Guests may not add channel members');
     if (channel.archived) return forbidden('The channel is archived');
     // Private channels are invite-only: their members invite (non-members were told NOT_FOUND above).
@@ -185,15 +221,20 @@ const RULES: { [A in Action]: (actor: Actor, resource: Rules[A]) => Decision } =
     return ALLOW;
   }),
 
-  'channel.members.remove': channelRule((actor, { userId }: Rules['channel.members.remove']) =>
-    actor.userId === userId || isManager(actor.role)
+  'channel.members.remove': channelRule((actor, { channel, userId }: Rules['channel.members.remove']) => {
+    if (channel.kind === 'dm') return forbidden(DM_FIXED);
+    return actor.userId === userId || isManager(actor.role)
       ? ALLOW
-      : forbidden('Only the member themself or a workspace admin may remove a channel member'),
+      : forbidden('Only the member themself or a workspace admin may remove a channel member');
+  }),
+
+  'channel.update': channelRule((actor, resource: ChannelResource) =>
+    resource.channel.kind === 'dm' ? forbidden('A direct message has no name or topic to change') : creatorOrManager(actor, resource),
   ),
 
-  'channel.update': channelRule((actor, resource: ChannelResource) => creatorOrManager(actor, resource)),
-
-  'channel.archive': channelRule((actor, resource: ChannelResource) => creatorOrManager(actor, resource)),
+  'channel.archive': channelRule((actor, resource: ChannelResource) =>
+    resource.channel.kind === 'dm' ? forbidden('A direct message cannot be archived') : creatorOrManager(actor, resource),
+  ),
 
   // Members only; to anyone else the channel is NOT_FOUND, public or not, as a send to it is (the worker
   // decides sends on channel membership alike).

@@ -42,7 +42,8 @@ export async function markRead(notify: ReadNotifier, userId: string, channelId: 
 export interface UnreadChannel {
   channelId: string;
   workspaceId: string;
-  name: string;
+  /** Null for a DM. */
+  name: string | null;
   lastSeq: number;
   lastReadSeq: number;
   unreadCount: number;

@@ -13,6 +13,8 @@ import type { ReadNotifier } from '../domain/readState.js';
 import type { Subscriptions } from '../domain/subscriptions.js';
 import { authRoutes, requireAuth } from './auth.js';
 import { channelRoutes } from './channels.js';
+import { dmRoutes } from './dms.js';
+import { apiDocs } from './docs.js';
 import { errorHandler, notFoundRoute } from './errors.js';
 import { healthRoutes } from '../../shared/health.js';
 import { metricsHandler } from '../../shared/metrics.js';
@@ -94,6 +96,8 @@ export function createHttpApp(deps: HttpDeps): Express {
   api.use(['/workspaces', '/channels'], requireAuth(deps.tokens, deps.limits.perUser));
   api.use(workspaceRoutes(deps));
   api.use(channelRoutes(deps));
+  api.use(dmRoutes(deps));
+  api.use(searchRoutes());
   app.use(API_PREFIX, api);
 
   app.use(notFoundRoute);

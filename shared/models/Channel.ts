@@ -1,9 +1,14 @@
 import { BaseModel } from './BaseModel.js';
 
+/** 'channel': named, public or private, open to joins and invitations; 'dm': a direct message (see Channel.dmUserIds). */
+export type ChannelKind = 'channel' | 'dm';
+
 export interface ChannelDto {
   id: string;
   workspaceId: string;
-  name: string;
+  kind: ChannelKind;
+  /** Null for a DM. */
+  name: string | null;
   isPrivate: boolean;
   topic: string;
   /** Archived: history and members kept, sends and joins refused (FORBIDDEN). */
@@ -16,7 +21,10 @@ export class Channel extends BaseModel {
 
   id!: string;
   workspaceId!: string;
-  name!: string;
+  kind!: ChannelKind;
+  name!: string | null;
+  /** A DM's people, sorted, as it was opened (its key in the workspace); null for other channels. */
+  dmUserIds!: string[] | null;
   isPrivate!: boolean;
   topic!: string;
   lastSeq!: number;
@@ -29,6 +37,7 @@ export class Channel extends BaseModel {
     return {
       id: this.id,
       workspaceId: this.workspaceId,
+      kind: this.kind,
       name: this.name,
       isPrivate: this.isPrivate,
       topic: this.topic,

@@ -84,6 +84,8 @@ const EFFECTS: Record<string, { add?: Partial<Counts>; remove?: Partial<Counts> 
   'DELETE /api/v1/workspaces/:workspaceId/members/:userId': { remove: { workspace_members: 1, channel_members: Infinity } },
   'POST /api/v1/workspaces/:workspaceId/leave': { remove: { workspace_members: 1, channel_members: Infinity } },
   'POST /api/v1/workspaces/:workspaceId/channels': { add: { channels: 1, channel_members: 1 } },
+  // A DM of up to 9 people; reopening one gives members removed and added back their row again.
+  'POST /api/v1/workspaces/:workspaceId/dms': { add: { channels: 1, channel_members: 9 } },
   'POST /api/v1/channels/:channelId/join': { add: { channel_members: 1 } },
   'POST /api/v1/channels/:channelId/leave': { remove: { channel_members: 1 } },
   'POST /api/v1/channels/:channelId/members': { add: { channel_members: 1 } },
@@ -501,6 +503,7 @@ describe('pipeline: fuzzing every REST route and socket event keeps the contract
       'POST /api/v1/workspaces/:workspaceId/members': fc.record({ email: fc.constantFrom(alice.email, mallory.email, 'nobody@example.test') }),
       'PATCH /api/v1/workspaces/:workspaceId/members/:userId': fc.record({ role: fc.constantFrom('member', 'guest', 'admin', 'owner') }),
       'POST /api/v1/workspaces/:workspaceId/channels': fc.record({ name, isPrivate: fc.boolean() }, { requiredKeys: ['name'] }),
+      'POST /api/v1/workspaces/:workspaceId/dms': fc.record({ userIds: fc.array(id, { minLength: 1, maxLength: 3 }) }),
       'PATCH /api/v1/channels/:channelId': fc.record({ topic: fc.constantFrom('', 'fuzzed topic') }),
       'POST /api/v1/channels/:channelId/members': fc.record({ userId: id }),
       'POST /api/v1/channels/:channelId/messages': fc.record({ body: fc.constant('hello'), clientMsgId: fc.uuid() }, { requiredKeys: ['body'] }),

@@ -15,7 +15,7 @@ import {
 } from '../support/api.js';
 
 const ISO = /^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(\.\d+)?Z$/;
-const CHANNEL_KEYS = ['id', 'workspaceId', 'name', 'isPrivate', 'topic', 'archived', 'createdAt'];
+const CHANNEL_KEYS = ['id', 'workspaceId', 'kind', 'name', 'isPrivate', 'topic', 'archived', 'createdAt'];
 
 /**
  * A channel list item reduced to the contract's fields ({...channel, isMember}). Items may carry more

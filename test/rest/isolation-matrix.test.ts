@@ -250,6 +250,36 @@ const REST: Record<string, Row | PublicRow> = {
     },
     ok: { as: 'member', status: 200 },
   },
+  [`POST ${P}/workspaces/:workspaceId/dms`]: {
+    prepare: async (w) => ({ other: await freshMember(BASE, w, 'member') }),
+    build: (_w, x) => ({ body: { userIds: [x.other.user.id] } }),
+    refuse: {
+      unauthenticated: UNAUTHORIZED,
+      ...WORKSPACE_OUTSIDERS,
+      guest: na('a guest opens DMs with the people of their channels; anyone else is NOT_FOUND as a random user id (test/rest/dms.test.ts)'),
+      lower: na('every member opens DMs'),
+    },
+    ok: { as: 'member', status: 201 },
+  },
+  [`GET ${P}/workspaces/:workspaceId/dms`]: {
+    refuse: {
+      unauthenticated: UNAUTHORIZED,
+      ...WORKSPACE_OUTSIDERS,
+      guest: na('a guest lists their own DMs'),
+      lower: na('every member lists their own DMs'),
+    },
+    ok: { as: 'guest', status: 200 },
+  },
+  [`GET ${P}/workspaces/:workspaceId/search`]: {
+    build: () => ({ query: 'q=matrix' }),
+    refuse: {
+      unauthenticated: UNAUTHORIZED,
+      ...WORKSPACE_OUTSIDERS,
+      guest: na('a guest searches the channels they are in; no other channel ever yields a hit (test/pipeline/search.test.ts)'),
+      lower: na('every member searches their own channels'),
+    },
+    ok: { as: 'guest', status: 200 },
+  },
   [`GET ${P}/channels/:channelId`]: {
     refuse: {
       unauthenticated: UNAUTHORIZED,
@@ -583,7 +613,7 @@ describe('Isolation matrix (every route and socket event × every kind of caller
          (SELECT count(*)::int FROM workspaces) AS workspaces,
          (SELECT coalesce(string_agg(workspace_id || ':' || user_id || ':' || role, ',' ORDER BY workspace_id, user_id), '')
             FROM workspace_members WHERE workspace_id = ANY($1::uuid[])) AS workspace_members,
-         (SELECT coalesce(string_agg(id || ':' || name || ':' || topic || ':' || archived || ':' || last_seq, ',' ORDER BY id), '')
+         (SELECT coalesce(string_agg(id || ':' || coalesce(name, kind) || ':' || topic || ':' || archived || ':' || last_seq, ',' ORDER BY id), '')
             FROM channels WHERE workspace_id = ANY($1::uuid[])) AS channels,
          (SELECT count(*)::int FROM channels) AS all_channels,
          (SELECT coalesce(string_agg(cm.channel_id || ':' || cm.user_id || ':' || cm.last_read_seq, ',' ORDER BY cm.channel_id, cm.user_id), '')

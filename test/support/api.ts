@@ -188,6 +188,15 @@ export async function addChannelMember(baseUrl: string, token: string, channelId
   expectStatus(res, 201, 'addChannelMember');
 }
 
+export type DmDto = ChannelDto & { members: Array<{ userId: string; displayName: string }> };
+
+/** Opens the DM of the caller and `userIds` in the workspace (201 a new one, 200 the one there is); its channel. */
+export async function openDm(baseUrl: string, token: string, workspaceId: string, userIds: string[]): Promise<DmDto> {
+  const res = await request(baseUrl, 'POST', `/workspaces/${workspaceId}/dms`, { token, body: { userIds } });
+  if (res.status !== 201 && res.status !== 200) throw new Error(`openDm: expected HTTP 201 or 200, got ${res.status}: ${res.text}`);
+  return res.body.channel;
+}
+
 /** A contract error: `status`, exactly `{error}` with `code` and a message. */
 export function expectError(res: ApiResponse, status: number, code: string): void {
   expect(res.status, res.text).to.equal(status);

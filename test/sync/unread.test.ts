@@ -150,7 +150,7 @@ describe('sync: unread counts across workspaces', function () {
       const expectedUnread: Array<{
         channelId: string;
         workspaceId: string;
-        name: string;
+        name: string | null;
         lastSeq: number;
         lastReadSeq: number;
         unreadCount: number;
