@@ -7,6 +7,7 @@ import type { LatencySummary } from './lib/histogram.js';
 import type { BenchResults, TargetCheck } from './results.js';
 import type { PhaseResult } from './scenarios/phase.js';
 import { PAGE_KINDS } from './scenarios/history.js';
+import { SEARCH_P99_LIMIT, searchRatio, searchSection } from './scenarios/search.js';
 import { mixText, type MixedPoint } from './scenarios/mixed.js';
 
 interface Row {
@@ -192,6 +193,10 @@ export function evaluateTargets(r: BenchResults): TargetCheck[] {
     );
     checks.push(check('history p99 deep', worstP99.p99, 10, '≤', `${ms(worstP99.p99)} ms (${worstP99.k})`, '≤ 10 ms'));
   }
+  if (r.search) {
+    const ratio = searchRatio(r.search);
+    checks.push(check('search p99 vs history page p99', ratio, SEARCH_P99_LIMIT, '≤', `${ms(r.search.search.p99)} vs ${ms(r.search.history.p99)} ms = ${x(r.search.search.p99, r.search.history.p99)}`, `≤ ${SEARCH_P99_LIMIT.toFixed(2)}× (${n(r.search.messages)} messages)`));
+  }
   checks.push({ name: 'order violations / gaps / duplicates', measured: String(r.orderErrors), target: '= 0', ok: r.orderErrors === 0 });
   if (fan && fan.kbPerIdleSocket !== null) {
     const memory = check('front node memory per idle socket', fan.kbPerIdleSocket, 50, '≤', `${n(fan.kbPerIdleSocket, 1)} KB`, '≤ 50 KB');
@@ -339,6 +344,7 @@ function sections(r: BenchResults): Section[] {
     rows.push({ figure: 'seeding (generate_series)', value: `${n(h.shallow.seedS + h.deep.seedS, 1)} s` });
     out.push({ title: `History: ${h.pageSize}-message pages, ${h.requests} timed requests each, through REST`, rows });
   }
+  if (r.search) out.push(searchSection(r.search));
 
   if (r.persistProfile?.length) {
     out.push({

@@ -4,6 +4,7 @@ import type { BatchProfile } from './profile/batches.js';
 import type { PersistProfile } from './profile/persistBatch.js';
 import type { FanoutResult } from './scenarios/fanout.js';
 import type { HistoryResult } from './scenarios/history.js';
+import type { SearchResult } from './scenarios/search.js';
 import type { LatencyPoint } from './scenarios/latency.js';
 import type { MixedPoint } from './scenarios/mixed.js';
 import type { OrderResult } from './scenarios/order.js';
@@ -80,6 +81,8 @@ export interface BenchResults {
   order?: OrderResult;
   fanout?: FanoutResult;
   history?: HistoryResult;
+  /** Search p99 vs history page p99 on a 1,000,000-message workspace (--scenarios search). */
+  search?: SearchResult;
   /** The worker's persistMessages() alone: on an empty table, and on the product's after history seeding. */
   persistProfile?: PersistProfile[];
   /**

@@ -21,6 +21,7 @@ import { runHistory } from './scenarios/history.js';
 import { runLatency } from './scenarios/latency.js';
 import { runMixed } from './scenarios/mixed.js';
 import { runOrder } from './scenarios/order.js';
+import { runSearch } from './scenarios/search.js';
 import type { PhaseResult } from './scenarios/phase.js';
 import { prepareChannels, runThroughput } from './scenarios/throughput.js';
 
@@ -199,6 +200,7 @@ export async function run(options: BenchOptions, env: BenchEnv, pool: AgentPool,
   }
   if (has('fanout')) results.fanout = await runFanout(ctx);
   if (has('history')) results.history = (await runHistory(ctx)) ?? undefined;
+  if (has('search')) results.search = (await runSearch(ctx)) ?? undefined;
   if (has('baselines') && managed && results.history) {
     note('[profile] persistMessages() by batch size, after history seeding');
     results.persistProfile?.push(await persistBatchProfile({ databaseUrl: env.databaseUrl, sizes: persistSizes.slice(0, 2), durationMs: persistMs }));

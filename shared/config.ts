@@ -57,6 +57,17 @@ export interface Config {
     /** Most messages one `sync` replays per channel; the client calls again while `hasMore`. */
     readonly replayLimit: number;
   };
+  readonly presence: {
+    /** How long a front node that stopped heartbeating may leave its users online: its users' bound after it dies. */
+    readonly ttlMs: number;
+  };
+  readonly search: {
+    /**
+     * The text search configuration (`english`, `simple`, …) messages are indexed in; applied when the
+     * search column is built (migrations/20261202060000_message_search.ts), which queries then follow.
+     */
+    readonly language: string;
+  };
   readonly cors: {
     /** Origins allowed to call the REST API and Socket.IO from a browser; empty: same-origin only. */
     readonly origins: readonly string[];
@@ -125,6 +136,8 @@ const schema = Joi.object({
   QUEUE_MAX_BATCH: Joi.number().integer().min(1).max(1000).default(200),
   QUEUE_KEEP_COMPLETED: Joi.number().integer().min(100).max(1_000_000).default(1000),
   SYNC_REPLAY_LIMIT: Joi.number().integer().min(1).max(10_000).default(1000),
+  PRESENCE_TTL_MS: Joi.number().integer().min(1000).max(600_000).default(30_000),
+  SEARCH_LANGUAGE: Joi.string().pattern(/^[A-Za-z_][A-Za-z0-9_.]{0,62}$/).default('english'),
   CORS_ORIGINS: Joi.string().default(''),
   REST_RATE_PER_SECOND: Joi.number().integer().min(0).default(100),
   SOCKET_EVENT_RATE_PER_SECOND: Joi.number().integer().min(0).default(50),
@@ -230,6 +243,8 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
       keepCompleted: v.QUEUE_KEEP_COMPLETED,
     },
     sync: { replayLimit: v.SYNC_REPLAY_LIMIT },
+    presence: { ttlMs: v.PRESENCE_TTL_MS },
+    search: { language: v.SEARCH_LANGUAGE },
     cors: { origins: parseOrigins(v.CORS_ORIGINS) },
     rateLimits: {
       restPerSecond: v.REST_RATE_PER_SECOND,

@@ -20,6 +20,8 @@ import { healthRoutes } from '../../shared/health.js';
 import { metricsHandler } from '../../shared/metrics.js';
 import type { FrontMetrics } from '../metrics.js';
 import { markRouteBase, requestLogger, requestMetrics } from './observe.js';
+import { searchRoutes } from './search.js';
+import { ADMIN_QUEUES_PATH, adminQueuesRoutes, type AdminDeps } from './admin.js';
 import { workspaceRoutes } from './workspaces.js';
 
 /** Proxies whose X-Forwarded-For is believed: the client address of REST requests and socket handshakes. */

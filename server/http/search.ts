@@ -1,0 +1,24 @@
+import { Router } from 'express';
+import Joi from '../../shared/validation.js';
+import { SEARCH_LIMIT_DEFAULT, SEARCH_LIMIT_MAX, SEARCH_QUERY_MAX_LENGTH, searchMessages } from '../domain/search.js';
+import { currentUser } from './auth.js';
+import { idParam, parse } from './validation.js';
+
+const searchSchema = Joi.object({
+  q: Joi.string().trim().min(1).max(SEARCH_QUERY_MAX_LENGTH).required(),
+  limit: Joi.number().integer().min(1).max(SEARCH_LIMIT_MAX).default(SEARCH_LIMIT_DEFAULT),
+  before: Joi.string().max(100),
+});
+
+/** Message search, under /workspaces (authenticated there). */
+export function searchRoutes(): Router {
+  const router = Router();
+
+  router.get('/workspaces/:workspaceId/search', async (req, res) => {
+    const workspaceId = idParam(req.params.workspaceId, 'Workspace');
+    const query = parse(searchSchema, { ...req.query });
+    res.json(await searchMessages(currentUser(req).id, workspaceId, query));
+  });
+
+  return router;
+}
