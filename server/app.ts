@@ -24,6 +24,8 @@ import { ChannelSequencer } from './realtime/sequencer.js';
 import { attachIoServer, createIoServer, registerSocketHandlers, type IoServer } from './realtime/socketServer.js';
 import { createSessionSockets } from './realtime/sessions.js';
 import { createSubscriptions } from './realtime/subscriptions.js';
+import { createPresence } from './realtime/presence.js';
+import { createTyping } from './realtime/typing.js';
 
 export interface FrontNode {
   readonly nodeId: string;
@@ -47,7 +49,9 @@ export function createFrontNode(config: Config, options: { logger?: Logger } = {
   const adapterPub = createRedis(config, 'blocking', 'front-adapter-pub');
   const adapterSub = createRedis(config, 'blocking', 'front-adapter-sub');
   const replySub = createRedis(config, 'blocking', 'front-replies');
-  for (const [name, client] of Object.entries({ redis, adapterPub, adapterSub, replySub })) {
+  const presenceSub = createRedis(config, 'blocking', 'front-presence');
+  const redisClients = { redis, adapterPub, adapterSub, replySub, presenceSub };
+  for (const [name, client] of Object.entries(redisClients)) {
     client.on('error', (err) => logger.warn({ err: err.message, client: name }, 'redis connection error'));
   }
 
@@ -126,6 +130,15 @@ export function createFrontNode(config: Config, options: { logger?: Logger } = {
     logger,
   });
   io.on(CHANNEL_EVENTS, (events) => sequencer.accept(events));
+  const typing = createTyping({ io, redis, redisPrefix: config.redis.prefix });
+  const presence = createPresence({
+    io,
+    redis,
+    subscriber: presenceSub,
+    redisPrefix: config.redis.prefix,
+    ttlMs: config.presence.ttlMs,
+    logger,
+  });
 
   const app = createHttpApp({
     knex,
@@ -152,6 +165,8 @@ export function createFrontNode(config: Config, options: { logger?: Logger } = {
     subscribe: (socket) => subscriptions.subscribe(socket),
     watchExpiry: (socket) => sessionSockets.watchExpiry(socket),
     delivery,
+    typing,
+    presence,
     messaging,
     notifyRead,
     logger,
@@ -165,6 +180,8 @@ export function createFrontNode(config: Config, options: { logger?: Logger } = {
     io,
     async start() {
       await sendQueue.start();
+      // Registered before the first socket can connect.
+      await presence.start();
       await new Promise<void>((resolve, reject) => {
         httpServer.once('error', reject);
         httpServer.listen(config.port, () => resolve());
@@ -184,9 +201,11 @@ export function createFrontNode(config: Config, options: { logger?: Logger } = {
       await sendQueue.stop(grace - Math.min(2000, grace / 2));
       sequencer.stop();
       await drainConnections(io, Math.max(0, deadline - Date.now()));
+      // Before the sockets close: their users stay online a moment, to reconnect elsewhere without a flap.
+      await presence.stop();
       await io.close();
       await knex.destroy();
-      await Promise.all([redis, adapterPub, adapterSub, replySub].map((c) => c.quit().catch(() => c.disconnect())));
+      await Promise.all([redis, adapterPub, adapterSub, replySub, presenceSub].map((c) => c.quit().catch(() => c.disconnect())));
       logger.info({ nodeId }, 'front node stopped');
     },
   };

@@ -96,6 +96,8 @@ export interface Rules {
   'channel.archive': ChannelResource;
   /** Following it as one of its members: moving one's read mark, replaying its messages (socket `sync`, resume). */
   'channel.follow': ChannelResource;
+  /** Telling its other members one is typing: decided on the socket's subscription alone (the role is not read). */
+  'channel.typing': SubscriptionResource;
   /** Changing a message's body: its author. */
   'message.edit': MessageResource;
   /** Its author, or a workspace owner or admin. */
@@ -239,6 +241,9 @@ const RULES: { [A in Action]: (actor: Actor, resource: Rules[A]) => Decision } =
   // Members only; to anyone else the channel is NOT_FOUND, public or not, as a send to it is (the worker
   // decides sends on channel membership alike).
   'channel.follow': (actor, { isMember }) => (actor.role !== null && isMember ? ALLOW : deny(new NotFoundError('Channel'))),
+
+  // Members only, NOT_FOUND to anyone else, as following it is.
+  'channel.typing': (_actor, { subscribed }) => (subscribed ? ALLOW : deny(new NotFoundError('Channel'))),
 
   'message.edit': messageRule((actor, message) =>
     message.authorId === actor.userId ? ALLOW : forbidden('Only its author may edit a message'),

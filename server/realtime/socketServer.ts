@@ -18,6 +18,8 @@ import { markRead, type ReadNotifier } from '../domain/readState.js';
 import { deleteMessage, editMessage, reactToMessage } from '../domain/messageChanges.js';
 import { coalesceWrites } from './coalesceWrites.js';
 import type { Delivery } from './delivery.js';
+import { presenceSchema, type Presence } from './presence.js';
+import { typingSchema, type Typing } from './typing.js';
 import type { IoServer, IoSocket } from './types.js';
 
 export type { IoServer, IoSocket };
@@ -106,6 +108,8 @@ export interface SocketHandlerDeps {
   /** Disconnects the socket when its token expires. */
   watchExpiry(socket: IoSocket): void;
   delivery: Delivery;
+  typing: Typing;
+  presence: Presence;
   messaging: MessagingDeps;
   notifyRead: ReadNotifier;
   logger: Logger;
@@ -197,6 +201,8 @@ export function registerSocketHandlers(io: IoServer, deps: SocketHandlerDeps): v
           await io.of('/').adapter.delAll(socket.id);
           throw new UnauthorizedError();
         }
+        // Last: a handshake refused above never counted its user online.
+        await deps.presence.track(socket);
       })
       .then(
         () => next(),
@@ -257,6 +263,12 @@ export function registerSocketHandlers(io: IoServer, deps: SocketHandlerDeps): v
       },
       { ackOptional: true },
     );
+
+    // Ephemeral: passed on (or not) at once, so a client may emit them without waiting for an ack.
+    handle(socket, 'typing:start', typingSchema, (value) => deps.typing.start(socket, value), { ackOptional: true });
+    handle(socket, 'typing:stop', typingSchema, (value) => deps.typing.stop(socket, value), { ackOptional: true });
+    handle(socket, 'presence:subscribe', presenceSchema, (value) => deps.presence.subscribe(socket, value), { ackOptional: true });
+    handle(socket, 'presence:unsubscribe', presenceSchema, (value) => deps.presence.unsubscribe(socket, value), { ackOptional: true });
   });
 
   /** Replays what follows each mark; unknown, foreign and malformed channel ids are NOT_FOUND in place. */

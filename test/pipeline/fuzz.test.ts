@@ -172,7 +172,7 @@ function deep(depth: number, arrays: boolean): unknown {
 /** Plausible fields of the product's bodies, with values of the right and the wrong types. */
 const FIELD_NAMES = [
   'email', 'password', 'displayName', 'name', 'role', 'isPrivate', 'topic', 'userId', 'body', 'clientMsgId', 'seq',
-  'currentPassword', 'newPassword', 'channelId', 'channels',
+  'currentPassword', 'newPassword', 'channelId', 'channels', 'userIds',
 ];
 
 /**
@@ -354,7 +354,12 @@ describe('pipeline: fuzzing every REST route and socket event keeps the contract
 
   before(async function () {
     this.timeout(120_000);
-    cluster = await startPipelineCluster('fuzz');
+    // Mallory is fuzzed with 150 payloads per socket event and transport: her budget of socket events
+    // other than sends (SOCKET_EVENT_RATE_PER_SECOND × 10 per 10 s) would run out within the run and turn
+    // the later events' runs into RATE_LIMITED (an accepted answer, but one that reaches no validator).
+    // The limit itself is tested in abuse-limits.test.ts.
+    // Error lines are asserted on below: they must be logged whatever LOG_LEVEL the run was given.
+    cluster = await startPipelineCluster('fuzz', { SOCKET_EVENT_RATE_PER_SECOND: '1000', LOG_LEVEL: 'error' });
     for (const p of [...cluster.servers, ...cluster.workers]) {
       void p.exited.then((code) => exits.push(`${p.kind} pid ${p.pid} exited (code ${code})`));
       const push = p.output.push.bind(p.output);
@@ -428,7 +433,10 @@ describe('pipeline: fuzzing every REST route and socket event keeps the contract
     expect(DOCUMENTED_CLIENT_EVENTS.slice().sort(), 'client → server events of docs/API.md vs server/realtime/socketServer.ts').to.deep.equal(
       PRODUCT_CLIENT_EVENTS.slice().sort(),
     );
-    expect(PRODUCT_CLIENT_EVENTS).to.have.members(['message:send', 'message:edit', 'message:delete', 'reaction:add', 'reaction:remove', 'sync', 'channel:read']);
+    expect(PRODUCT_CLIENT_EVENTS).to.have.members([
+      'message:send', 'message:edit', 'message:delete', 'reaction:add', 'reaction:remove', 'sync', 'channel:read',
+      'typing:start', 'typing:stop', 'presence:subscribe', 'presence:unsubscribe',
+    ]);
   });
 
   /** Sends one case; returns a description of what is wrong with the answer, or undefined. */
@@ -591,7 +599,7 @@ describe('pipeline: fuzzing every REST route and socket event keeps the contract
   function socketPayload(): fc.Arbitrary<unknown> {
     const idish = fc.oneof(fc.constantFrom(...validIds), nastyString);
     const plausible = fc.dictionary(
-      fc.oneof(fc.constantFrom('channelId', 'body', 'clientMsgId', 'channels', 'seq', ...FORBIDDEN), nastyString),
+      fc.oneof(fc.constantFrom('channelId', 'body', 'clientMsgId', 'channels', 'seq', 'userIds', ...FORBIDDEN), nastyString),
       fc.oneof(idish, jsonish([idish]), fc.dictionary(idish, fc.oneof(fc.integer(), jsonish()), { maxKeys: 3 })),
       { maxKeys: 4 },
     );
@@ -603,11 +611,15 @@ describe('pipeline: fuzzing every REST route and socket event keeps the contract
       ),
       fc.record({ channels: fc.dictionary(idish, fc.oneof(fc.nat(), fc.integer(), jsonish()), { maxKeys: 3 }) }),
       fc.record({ channelId: idish, seq: fc.oneof(fc.nat({ max: 5 }), fc.integer(), fc.double(), nastyString) }),
+      fc.record({ userIds: fc.oneof(fc.array(idish, { maxLength: 3 }), jsonish([idish])) }),
     );
     const valid = fc.oneof(
       fc.record({ channelId: fc.constantFrom(malloryChannel.id, aliceChannel.id), body: fc.constantFrom('hello', 'fuzz'), clientMsgId: fc.uuid() }),
       fc.record({ channels: fc.dictionary(fc.constantFrom(malloryChannel.id, aliceChannel.id), fc.nat({ max: 3 }), { maxKeys: 2 }) }),
       fc.record({ channelId: fc.constantFrom(malloryChannel.id, aliceChannel.id), seq: fc.nat({ max: 3 }) }),
+      // typing:start and typing:stop, presence:subscribe and presence:unsubscribe.
+      fc.record({ channelId: fc.constantFrom(malloryChannel.id, aliceChannel.id) }),
+      fc.record({ userIds: fc.array(fc.constantFrom(alice.user.id, mallory.user.id), { maxLength: 2 }) }),
     );
     const forbidden = fc.tuple(fc.constantFrom(...FORBIDDEN), jsonish()).map(([k, v]) => JSON.parse(`{"channelId":"x",${JSON.stringify(k)}:${JSON.stringify(v) ?? 'null'}}`));
     return fc
