@@ -1,27 +1,30 @@
 import { spawn, type ChildProcess } from 'node:child_process';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
+import { isReadyMessage } from '../shared/health.js';
 import { OutputTail, killOnExit } from './child-process.js';
 
 /**
  * A local cluster of real front-node and worker processes, for tests and benchmarks. Each process runs
- * `node --import tsx <entry>` from the repo root with the caller's environment; the cluster resolves once
- * every front node logged its port and every worker logged that it is ready.
+ * `node --import tsx <entry>` from the repo root with the caller's environment (LOG_LEVEL included,
+ * whatever it is) and an IPC channel; the cluster resolves once every process reported over it that it
+ * serves, with its port (shared/health.ts, reportReady).
  */
 
 const REPO_ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
 const ENTRIES = { server: 'server/main.ts', worker: 'worker/main.ts' } as const;
-/** The readiness lines are logged at info: a quieter level would hide them. */
-const QUIETER_THAN_INFO = new Set(['warn', 'error', 'fatal', 'silent']);
 
 export type ProcKind = keyof typeof ENTRIES;
 
 export interface Proc {
   readonly kind: ProcKind;
   readonly pid: number;
-  /** Front nodes only: the port it listens on, and its base URL (http://127.0.0.1:port). */
-  readonly port?: number;
-  readonly url?: string;
+  /**
+   * The port it serves HTTP on, and its base URL (http://127.0.0.1:port): a front node's API and sockets,
+   * a worker's health and metrics (WORKER_HTTP_PORT).
+   */
+  readonly port: number;
+  readonly url: string;
   /** Resolves with the exit code once the process is gone (null when a signal ended it). */
   readonly exited: Promise<number | null>;
   /** The last lines the process printed (stdout and stderr). */
@@ -57,20 +60,19 @@ export interface Cluster {
 
 function childEnv(base: Record<string, string>, extra: Record<string, string> | undefined, kind: ProcKind): NodeJS.ProcessEnv {
   const env: NodeJS.ProcessEnv = { ...process.env, ...base, ...extra };
-  if (!env.LOG_LEVEL || QUIETER_THAN_INFO.has(env.LOG_LEVEL)) env.LOG_LEVEL = 'info';
   if (kind === 'server') env.PORT = '0';
   // Several workers on one host: each its own free port for health and metrics.
   if (kind === 'worker') env.WORKER_HTTP_PORT = '0';
   return env;
 }
 
-/** Spawns one process and resolves once it logged its readiness line; rejects (and kills it) otherwise. */
+/** Spawns one process and resolves once it reported that it is ready; rejects (and kills it) otherwise. */
 export function startProc(kind: ProcKind, env: NodeJS.ProcessEnv, startTimeoutMs = 30_000, stopGraceMs = 10_000): Promise<Proc> {
   const output = new OutputTail(60);
   const child: ChildProcess = spawn(process.execPath, ['--import', 'tsx', ENTRIES[kind]], {
     cwd: REPO_ROOT,
     env,
-    stdio: ['ignore', 'pipe', 'pipe'],
+    stdio: ['ignore', 'pipe', 'pipe', 'ipc'],
   });
   let alive = true;
   let disarm = () => {};
@@ -111,7 +113,6 @@ export function startProc(kind: ProcKind, env: NodeJS.ProcessEnv, startTimeoutMs
 
   return new Promise<Proc>((resolve, reject) => {
     let settled = false;
-    let partial = '';
     const describe = () => `${kind} (pid ${child.pid ?? '-'})`;
     const fail = (reason: string) => {
       if (settled) return;
@@ -122,40 +123,25 @@ export function startProc(kind: ProcKind, env: NodeJS.ProcessEnv, startTimeoutMs
     };
     const timer = setTimeout(() => fail(`was not ready after ${startTimeoutMs} ms`), startTimeoutMs);
 
-    const onLine = (line: string) => {
-      if (settled || !line.startsWith('{')) return;
-      let entry: { msg?: unknown; port?: unknown };
-      try {
-        entry = JSON.parse(line);
-      } catch {
-        return;
-      }
-      if (kind === 'server' && entry.msg === 'front node listening' && typeof entry.port === 'number') {
-        settled = true;
-        clearTimeout(timer);
-        const port = entry.port;
-        resolve(makeProc(port));
-      } else if (kind === 'worker' && entry.msg === 'worker ready') {
-        settled = true;
-        clearTimeout(timer);
-        resolve(makeProc());
-      }
-    };
-    child.stdout!.on('data', (chunk: Buffer) => {
-      output.push(chunk);
-      const lines = (partial + chunk.toString()).split('\n');
-      partial = lines.pop() ?? '';
-      for (const line of lines) onLine(line);
+    child.on('message', (message) => {
+      if (settled || !isReadyMessage(message, kind)) return;
+      settled = true;
+      clearTimeout(timer);
+      // The channel's one job is done; closed, it keeps neither process waiting.
+      if (child.connected) child.disconnect();
+      resolve(makeProc(message.port));
     });
+    // The output is kept for failure messages, whatever LOG_LEVEL lets through.
+    child.stdout!.on('data', (chunk: Buffer) => output.push(chunk));
     child.stderr!.on('data', (chunk: Buffer) => output.push(chunk));
     void exited.then((code) => fail(`exited (code ${code}) before it was ready`));
 
-    function makeProc(port?: number): Proc {
+    function makeProc(port: number): Proc {
       return {
         kind,
         pid: child.pid!,
         port,
-        url: port === undefined ? undefined : `http://127.0.0.1:${port}`,
+        url: `http://127.0.0.1:${port}`,
         exited,
         output,
         get alive() {
@@ -185,7 +171,7 @@ export async function startCluster(options: ClusterOptions): Promise<Cluster> {
       const proc = await started;
       if (kind === 'server') {
         servers.push(proc);
-        urls.push(proc.url!);
+        urls.push(proc.url);
       } else {
         workers.push(proc);
       }

@@ -7,6 +7,7 @@ import 'dotenv/config';
 import { spawn, type ChildProcess } from 'node:child_process';
 import readline from 'node:readline';
 import { loadConfig } from '../shared/config.js';
+import { isReadyMessage, type ReadyMessage } from '../shared/health.js';
 import { killOnExit, terminate } from './child-process.js';
 import { migrateLatest } from './db-admin.js';
 import { errorText } from './net.js';
@@ -14,9 +15,9 @@ import { REPO_ROOT, ensureServices, type Services } from './services.js';
 
 const say = (line: string) => console.log(`[start] ${line}`);
 
-/** What each child logs (pino JSON, msg field) once it is ready. */
-const READY_MESSAGES = { server: 'front node listening', worker: 'worker ready' } as const;
-type Role = keyof typeof READY_MESSAGES;
+type Role = ReadyMessage['ready'];
+/** Turns one JSON log line into a human one. */
+type Prettifier = (line: string) => string;
 
 let services: Services | undefined;
 const children = new Map<Role, ChildProcess>();
@@ -38,27 +39,38 @@ async function shutdown(exitCode: number, reason: string): Promise<never> {
   process.exit(exitCode);
 }
 
-function spawnChild(role: Role, env: NodeJS.ProcessEnv, onReady: (entry: Record<string, unknown>) => void): void {
+/**
+ * Logs for a person at a terminal: pino-pretty, a development dependency, so a production install (and
+ * NODE_ENV=production, or output to a pipe or file) keeps the JSON lines log collectors read.
+ */
+async function prettifier(nodeEnv: string): Promise<Prettifier | undefined> {
+  if (!process.stdout.isTTY || nodeEnv === 'production') return undefined;
+  try {
+    const { prettyFactory } = await import('pino-pretty');
+    return prettyFactory({ translateTime: 'SYS:HH:MM:ss.l', ignore: 'pid' });
+  } catch {
+    return undefined;
+  }
+}
+
+function spawnChild(role: Role, env: NodeJS.ProcessEnv, pretty: Prettifier | undefined, onReady: (message: ReadyMessage) => void): void {
   const child = spawn(process.execPath, ['--import', 'tsx', `${role}/main.ts`], {
     cwd: REPO_ROOT,
     env,
-    stdio: ['ignore', 'pipe', 'inherit'],
+    // Readiness comes over IPC, so it needs no log line, whatever LOG_LEVEL is.
+    stdio: ['ignore', pretty ? 'pipe' : 'inherit', 'inherit', 'ipc'],
     // Out of the terminal's process group: on Ctrl+C we stop the children ourselves, in order, exactly once.
     detached: true,
   });
   children.set(role, child);
   const disarm = killOnExit(child.pid!, 'SIGTERM');
 
-  readline.createInterface({ input: child.stdout! }).on('line', (line) => {
-    process.stdout.write(`${line}\n`);
-    if (!line.includes(READY_MESSAGES[role])) return;
-    try {
-      const entry = JSON.parse(line) as Record<string, unknown>;
-      if (entry.msg === READY_MESSAGES[role]) onReady(entry);
-    } catch {
-      // Not a log entry after all.
-    }
+  child.on('message', (message) => {
+    if (!isReadyMessage(message, role)) return;
+    if (child.connected) child.disconnect();
+    onReady(message);
   });
+  if (pretty) readline.createInterface({ input: child.stdout! }).on('line', (line) => process.stdout.write(pretty(line)));
   child.on('error', (err) => void shutdown(1, `could not run the ${role}: ${errorText(err)}`));
   child.on('exit', (code, signal) => {
     disarm();
@@ -69,6 +81,7 @@ function spawnChild(role: Role, env: NodeJS.ProcessEnv, onReady: (entry: Record<
 
 async function main(): Promise<void> {
   const config = loadConfig(process.env);
+  const pretty = await prettifier(config.nodeEnv);
   services = await ensureServices(config, say);
   say(`database: ${services.describe.database}`);
   say(`redis:    ${services.describe.redis}`);
@@ -79,17 +92,14 @@ async function main(): Promise<void> {
 
   const pending = new Set<Role>(['server', 'worker']);
   let url = `http://localhost:${config.port}`;
-  const ready = (role: Role) => (entry: Record<string, unknown>) => {
-    if (role === 'server' && typeof entry.port === 'number') url = `http://localhost:${entry.port}`;
+  const ready = ({ ready: role, port }: ReadyMessage) => {
+    if (role === 'server') url = `http://localhost:${port}`;
     pending.delete(role);
     if (pending.size === 0) say(`ready: ${url} (Ctrl+C to stop)`);
   };
   const env = { ...process.env, ...services.env };
-  spawnChild('server', env, ready('server'));
-  spawnChild('worker', env, ready('worker'));
-  if (['warn', 'error', 'fatal', 'silent'].includes(config.logLevel)) {
-    say(`starting on ${url}; LOG_LEVEL=${config.logLevel} hides the readiness messages`);
-  }
+  spawnChild('server', env, pretty, ready);
+  spawnChild('worker', env, pretty, ready);
 }
 
 process.on('SIGINT', () => void shutdown(0, 'SIGINT received, stopping'));

@@ -1,6 +1,7 @@
 import { createServer, type Server as HttpServer } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { randomUUID } from 'node:crypto';
+import { Queue } from 'bullmq';
 import type { Config } from '../shared/config.js';
 import { createDb } from '../shared/db.js';
 import { createLogger, type Logger } from '../shared/logger.js';
@@ -10,8 +11,10 @@ import { createTokenService } from './auth.js';
 import { eventsBetween, messagesAfter } from './domain/messages.js';
 import { createRateLimit, type RateLimit } from './domain/rateLimit.js';
 import { RateLimitedError } from '../shared/errors.js';
-import { createRegistry } from '../shared/metrics.js';
-import { createFrontMetrics } from './metrics.js';
+import { countRedisErrors, createRegistry, registerDbPoolMetrics } from '../shared/metrics.js';
+import { reportReady } from '../shared/health.js';
+import { bullPrefix, messageQueueName } from '../shared/queues.js';
+import { createFrontMetrics, registerQueueMetrics } from './metrics.js';
 import type { ChannelNotifier } from './domain/channels.js';
 import type { ReadNotifier } from './domain/readState.js';
 import { createHttpApp } from './http/app.js';
@@ -58,6 +61,15 @@ export function createFrontNode(config: Config, options: { logger?: Logger } = {
   // Metrics on a registry of this node's own; the sockets gauge reads `io` (built below) when scraped.
   let connectedSockets = () => 0;
   const metrics = createFrontMetrics(createRegistry(), () => connectedSockets());
+  registerDbPoolMetrics(metrics.registry, knex, config.db.poolMax);
+  countRedisErrors(metrics.registry, redisClients);
+  // The partition queues as read by the queue metrics and dashboard (the producers are SendQueue's);
+  // skipMetasUpdate: only the producers and workers set a queue's options in Redis.
+  const partitionQueues = Array.from(
+    { length: config.queue.partitions },
+    (_, p) => new Queue(messageQueueName(p), { connection: redis, prefix: bullPrefix(config.redis.prefix), skipMetasUpdate: true }),
+  );
+  registerQueueMetrics(metrics.registry, partitionQueues);
   /** Every limit's refusals are counted by its policy name. */
   const counted = (rateLimit: RateLimit): RateLimit => {
     const count = (err: unknown) => {
@@ -155,6 +167,7 @@ export function createFrontNode(config: Config, options: { logger?: Logger } = {
     notifyChannel,
     metrics,
     metricsToken: config.metricsToken,
+    ...(config.admin && { admin: { ...config.admin, queues: partitionQueues } }),
   });
   const httpServer = createServer(app);
   attachIoServer(io, httpServer);
@@ -188,6 +201,7 @@ export function createFrontNode(config: Config, options: { logger?: Logger } = {
       });
       const port = (httpServer.address() as AddressInfo).port;
       logger.info({ port, nodeId }, 'front node listening');
+      reportReady({ ready: 'server', port });
       return port;
     },
     async stop() {
@@ -204,6 +218,7 @@ export function createFrontNode(config: Config, options: { logger?: Logger } = {
       // Before the sockets close: their users stay online a moment, to reconnect elsewhere without a flap.
       await presence.stop();
       await io.close();
+      await Promise.all(partitionQueues.map((q) => q.close()));
       await knex.destroy();
       await Promise.all([redis, adapterPub, adapterSub, replySub, presenceSub].map((c) => c.quit().catch(() => c.disconnect())));
       logger.info({ nodeId }, 'front node stopped');

@@ -1,3 +1,4 @@
+import type { Queue } from 'bullmq';
 import { Counter, Gauge, Histogram, type Registry } from 'prom-client';
 
 /** A front node's metrics (README, "Metrics"), on its own registry. */
@@ -46,4 +47,82 @@ export function createFrontMetrics(registry: Registry, connectedSockets: () => n
       registers: [registry],
     }),
   };
+}
+
+/** The job states a partition's depth is reported in. */
+const QUEUE_STATES = ['waiting', 'active', 'delayed', 'failed'] as const;
+
+interface PartitionStats {
+  counts: Record<(typeof QUEUE_STATES)[number], number>;
+  /** Seconds since the oldest waiting or active batch was enqueued; 0 when there is none. */
+  oldestAge: number;
+}
+
+/** How long a scrape may wait for Redis: a scrape must answer, with or without the queue figures. */
+const QUEUE_READ_TIMEOUT_MS = 2_000;
+
+async function readPartition(queue: Queue): Promise<PartitionStats> {
+  // Two Redis round trips per partition whatever the queue holds: its counts and oldest job ids, then
+  // the enqueue time of at most two jobs (not their data, which holds up to QUEUE_MAX_BATCH sends).
+  const [counts, oldestIds] = await Promise.all([
+    queue.getJobCounts(...QUEUE_STATES),
+    queue.getRanges(['wait', 'active'], 0, 0, true),
+  ]);
+  const client = await queue.client;
+  const stamps = await Promise.all(oldestIds.map((id) => client.hget(queue.toKey(id), 'timestamp')));
+  const enqueued = stamps.map(Number).filter((t) => t > 0);
+  const oldestAge = enqueued.length > 0 ? Math.max(0, Date.now() - Math.min(...enqueued)) / 1000 : 0;
+  return {
+    // `waiting` includes the jobs of a paused queue (BullMQ adds `paused` to the counts it was asked).
+    counts: { waiting: counts.waiting + (counts.paused ?? 0), active: counts.active, delayed: counts.delayed, failed: counts.failed },
+    oldestAge,
+  };
+}
+
+/**
+ * The message partitions' depth and the age of their oldest unfinished batch, read from Redis when
+ * scraped. Front nodes export them rather than workers: the queue matters most when no worker takes
+ * from it, and a front node's fail-fast connection cannot hang a scrape while Redis is away. Every
+ * front node reports the same figures (aggregate with max, not sum). While Redis does not answer,
+ * the series are absent rather than stale.
+ */
+export function registerQueueMetrics(registry: Registry, queues: readonly Queue[]): void {
+  // Both gauges of a scrape share one read: the registry collects them at the same time.
+  let inFlight: Promise<PartitionStats[]> | undefined;
+  const read = (): Promise<PartitionStats[]> => {
+    if (inFlight) return inFlight;
+    let timer: NodeJS.Timeout | undefined;
+    inFlight = Promise.race([
+      Promise.all(queues.map(readPartition)),
+      new Promise<never>((_, reject) => (timer = setTimeout(() => reject(new Error('queue read timed out')), QUEUE_READ_TIMEOUT_MS))),
+    ]).finally(() => {
+      clearTimeout(timer);
+      inFlight = undefined;
+    });
+    return inFlight;
+  };
+  new Gauge({
+    name: 'message_queue_jobs',
+    help: 'Batches in each message partition queue, by state (waiting, active, delayed, failed)',
+    labelNames: ['partition', 'state'],
+    registers: [registry],
+    async collect() {
+      this.reset();
+      const stats = await read().catch(() => []);
+      stats.forEach(({ counts }, partition) => {
+        for (const state of QUEUE_STATES) this.set({ partition: String(partition), state }, counts[state]);
+      });
+    },
+  });
+  new Gauge({
+    name: 'message_queue_oldest_job_age_seconds',
+    help: 'Seconds since the oldest waiting or active batch of each message partition was enqueued (0: none)',
+    labelNames: ['partition'],
+    registers: [registry],
+    async collect() {
+      this.reset();
+      const stats = await read().catch(() => []);
+      stats.forEach(({ oldestAge }, partition) => this.set({ partition: String(partition) }, oldestAge));
+    },
+  });
 }

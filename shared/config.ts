@@ -12,6 +12,8 @@ export interface Config {
   readonly metricsToken?: string;
   /** Port of a worker's health and metrics HTTP server (0: any free port). */
   readonly workerHttpPort: number;
+  /** HTTP basic auth credentials of the queue dashboard (`/admin/queues` on front nodes); none: no dashboard. */
+  readonly admin?: { readonly user: string; readonly password: string };
   /**
    * How long a SIGTERM'd process may take to finish its work in flight (a front node: answer the sends it
    * received and flush their acks; a worker: finish its batch) before it gives up on it and exits.
@@ -111,6 +113,9 @@ const schema = Joi.object({
   PORT: Joi.number().integer().min(0).max(65535).default(3000),
   METRICS_TOKEN: Joi.string().min(16).pattern(/^[\x21-\x7e]+$/),
   WORKER_HTTP_PORT: Joi.number().integer().min(0).max(65535).default(9464),
+  // Basic auth: a user name cannot hold a colon; the password is a secret, not a word.
+  ADMIN_USER: Joi.string().max(64).pattern(/^[\x21-\x39\x3b-\x7e]+$/),
+  ADMIN_PASSWORD: Joi.string().min(12).max(256),
   SHUTDOWN_GRACE_MS: Joi.number().integer().min(0).max(600_000).default(10_000),
   LOG_LEVEL: Joi.string().valid('fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent').default('info'),
   DATABASE_URL: Joi.string().uri({ scheme: ['postgres', 'postgresql'] }),
@@ -210,6 +215,10 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
     }
   }
   jwtSecret ??= DEV_JWT_SECRET;
+  // Half a credential is a mistake, not a wish for an open or a closed dashboard.
+  if ((v.ADMIN_USER === undefined) !== (v.ADMIN_PASSWORD === undefined)) {
+    throw new ConfigError(v.ADMIN_USER === undefined ? 'ADMIN_USER' : 'ADMIN_PASSWORD', 'must be set together with the other of ADMIN_USER and ADMIN_PASSWORD');
+  }
 
   const config: Config = {
     nodeEnv: v.NODE_ENV,
@@ -217,6 +226,7 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
     logLevel: v.LOG_LEVEL,
     ...(v.METRICS_TOKEN !== undefined && { metricsToken: v.METRICS_TOKEN }),
     workerHttpPort: v.WORKER_HTTP_PORT,
+    ...(v.ADMIN_USER !== undefined && { admin: { user: v.ADMIN_USER, password: v.ADMIN_PASSWORD } }),
     shutdownGraceMs: v.SHUTDOWN_GRACE_MS,
     db: {
       connection: v.DATABASE_URL ?? {

@@ -34,3 +34,29 @@ export function healthRoutes(deps: { knex: Knex; redis: Redis }): Router {
   });
   return router;
 }
+
+/** What a node tells the process that started it once it serves: its kind and its HTTP port. */
+export interface ReadyMessage {
+  ready: 'server' | 'worker';
+  /** A front node's PORT, a worker's WORKER_HTTP_PORT (health and metrics). */
+  port: number;
+}
+
+/** Whether an IPC message is a node of `kind` saying it is ready. */
+export function isReadyMessage(message: unknown, kind: ReadyMessage['ready']): message is ReadyMessage {
+  const m = message as Partial<ReadyMessage> | null;
+  return m?.ready === kind && typeof m.port === 'number';
+}
+
+/**
+ * Readiness for a parent process (scripts/cluster.ts, scripts/start.ts), over the IPC channel it opened,
+ * so that nothing depends on log lines or LOG_LEVEL. Without a channel (a container, a service manager),
+ * `/health/ready` says it.
+ */
+export function reportReady(message: ReadyMessage): void {
+  if (!process.send) return;
+  // A parent that went away meanwhile is no reason to fail.
+  process.send(message, undefined, undefined, () => {});
+  // The channel must not keep the process alive once its servers close.
+  process.channel?.unref();
+}

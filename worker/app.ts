@@ -18,8 +18,8 @@ import {
   type MessageBatchJob,
 } from '../shared/queues.js';
 import { socketAdapterKey } from '../shared/events.js';
-import { createRegistry, metricsHandler } from '../shared/metrics.js';
-import { healthRoutes } from '../shared/health.js';
+import { countRedisErrors, createRegistry, metricsHandler, registerDbPoolMetrics } from '../shared/metrics.js';
+import { healthRoutes, reportReady } from '../shared/health.js';
 import { createWorkerMetrics } from './metrics.js';
 import { createBatchProcessor } from './processMessageBatch.js';
 
@@ -50,6 +50,8 @@ export function createWorkerNode(config: Config, options: { logger?: Logger } = 
   let closing = false;
   const registry = createRegistry();
   const metrics = createWorkerMetrics(registry);
+  registerDbPoolMetrics(registry, knex, config.db.poolMax);
+  countRedisErrors(registry, { redis: connection });
   const processor = createBatchProcessor({
     metrics,
     knex,
@@ -112,13 +114,20 @@ export function createWorkerNode(config: Config, options: { logger?: Logger } = 
     },
     async start() {
       // Idempotent: whichever worker starts first sets it; it lives in Redis with the queue.
-      await Promise.all(
-        names.map(async (name) => {
-          const queue = new Queue(name, { connection, prefix, streams: PARTITION_QUEUE_STREAMS });
-          await queue.setGlobalConcurrency(1);
-          await queue.close();
-        }),
-      );
+      const limitPartitions = () =>
+        Promise.all(
+          names.map(async (name) => {
+            const queue = new Queue(name, { connection, prefix, streams: PARTITION_QUEUE_STREAMS });
+            await queue.setGlobalConcurrency(1);
+            await queue.close();
+          }),
+        );
+      await limitPartitions();
+      // A Redis restarted without persistence forgot it with everything else: without it, two workers
+      // would take batches of one partition at once. Set again on every reconnection.
+      connection.on('ready', () => {
+        if (!closing) limitPartitions().catch((err: unknown) => logger.warn({ err }, 'partition concurrency not set; next reconnection retries'));
+      });
       for (const worker of workers) void worker.run();
       await Promise.all(workers.map((w) => w.waitUntilReady()));
       await new Promise<void>((resolve, reject) => {
@@ -127,6 +136,7 @@ export function createWorkerNode(config: Config, options: { logger?: Logger } = 
       });
       httpPort = (httpServer.address() as AddressInfo).port;
       logger.info({ partitions: names.length, httpPort }, 'worker ready');
+      reportReady({ ready: 'worker', port: httpPort });
       return httpPort;
     },
     async stop() {

@@ -5,6 +5,10 @@ export interface WorkerMetrics {
   readonly batchSize: Histogram;
   readonly batchDuration: Histogram;
   readonly messagesPersisted: Counter;
+  /** Per send or change: from its batch's enqueue (the front node's clock) to its commit. */
+  readonly sendToPersist: Histogram;
+  /** Per batch with events: from its commit until Redis has its publish to the front nodes. */
+  readonly persistToEmit: Histogram;
 }
 
 export function createWorkerMetrics(registry: Registry): WorkerMetrics {
@@ -24,6 +28,18 @@ export function createWorkerMetrics(registry: Registry): WorkerMetrics {
     messagesPersisted: new Counter({
       name: 'worker_messages_persisted_total',
       help: 'Messages stored by this worker (duplicates of stored messages not counted)',
+      registers: [registry],
+    }),
+    sendToPersist: new Histogram({
+      name: 'worker_send_to_persist_seconds',
+      help: 'Per send or change: time from its batch being enqueued by a front node to its commit (queue wait, in-place retries and persistence)',
+      buckets: [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30],
+      registers: [registry],
+    }),
+    persistToEmit: new Histogram({
+      name: 'worker_persist_to_emit_seconds',
+      help: 'Per batch with events: time from its commit until Redis has published them to the front nodes',
+      buckets: [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1],
       registers: [registry],
     }),
   };

@@ -114,19 +114,32 @@ export function createBatchProcessor(deps: BatchProcessorDeps) {
       }
     }
 
+    const committedAt = performance.now();
+    if (deps.metrics && job.timestamp > 0) {
+      // Each send waited from its batch's enqueue (BullMQ's timestamp, from the front node's clock) to here.
+      const waited = Math.max(0, Date.now() - job.timestamp) / 1000;
+      for (let i = 0; i < data.sends.length; i++) deps.metrics.sendToPersist.observe(waited);
+    }
     const outcomes = { ...refused, ...result.outcomes };
     // A batch run again after a crash publishes (and so counts) what its first run stored.
     deps.metrics?.messagesPersisted.inc(result.publish.filter((e) => e.name === 'message:new').length);
     endTimer?.();
     // One publish per batch; every front node hands each event to its local channel room in rev order.
-    if (result.publish.length > 0) deps.emitter.serverSideEmit(CHANNEL_EVENTS, result.publish);
+    const emitted = result.publish.length > 0;
+    if (emitted) deps.emitter.serverSideEmit(CHANNEL_EVENTS, result.publish);
     const reply: BatchReply = { jobId: job.id!, outcomes };
     // Not awaited: BullMQ completes the job on this same connection, after these commands, so Redis has
     // the emits before the partition's next batch can start, without a round trip in between. If the
     // connection drops first, the job is not completed either: it stalls and is run again.
     deps.publisher
       .publish(replyChannel(deps.redisPrefix, data.node), JSON.stringify(reply))
-      .catch((err: unknown) => logger.warn({ err }, 'batch reply not published; the sender sweeps for it'));
+      .then(
+        // Redis runs a connection's commands in order: once it answers the reply, it has published the events.
+        () => {
+          if (emitted) deps.metrics?.persistToEmit.observe((performance.now() - committedAt) / 1000);
+        },
+        (err: unknown) => logger.warn({ err }, 'batch reply not published; the sender sweeps for it'),
+      );
     return { outcomes };
   };
 }

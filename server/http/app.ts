@@ -48,6 +48,8 @@ export interface HttpDeps {
   metrics?: FrontMetrics;
   /** When set, `GET /metrics` needs `Authorization: Bearer <metricsToken>`. */
   metricsToken?: string;
+  /** The queue dashboard at /admin/queues (ADMIN_USER, ADMIN_PASSWORD); none: that path is a 404. */
+  admin?: AdminDeps;
 }
 
 /** The REST abuse budgets (server/app.ts builds them from config.rateLimits). */
@@ -90,6 +92,9 @@ export function createHttpApp(deps: HttpDeps): Express {
       metrics(req, res).catch(next);
     });
   }
+  if (deps.admin) app.use(ADMIN_QUEUES_PATH, adminQueuesRoutes(deps.admin));
+  // The API reference: /api/v1/openapi.json, /api/v1/asyncapi.json and the page at /docs.
+  app.use(apiDocs(API_PREFIX));
 
   const api = express.Router();
   api.use(markRouteBase);

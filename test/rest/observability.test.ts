@@ -5,8 +5,10 @@
  */
 import { expect } from 'chai';
 import { randomUUID } from 'node:crypto';
+import net from 'node:net';
 import { pino } from 'pino';
 import { loadConfig } from '../../shared/config.js';
+import { partitionOf } from '../../shared/queues.js';
 import { createWorkerNode, type WorkerNode } from '../../worker/app.js';
 import {
   createChannel,
@@ -177,6 +179,27 @@ describe('Observability: request logs, metrics and worker health', function () {
     expect(sample(text, 'rate_limit_refusals_total', { policy: 'login-per-ip' })).to.be.at.least(1);
   });
 
+  it('When a front node is scraped, then it shows its pool use, its Redis errors and every partition queue', async function () {
+    const res = await metricsOf(`${base}/metrics`, METRICS_TOKEN);
+    expect(res.status).to.equal(200);
+    const text = res.text;
+    expect(sample(text, 'db_pool_max_connections')).to.equal(api.config.db.poolMax);
+    // The requests before this one used the pool, and tarn keeps an idle connection for 30 s.
+    expect(sample(text, 'db_pool_connections', { state: 'used' })! + sample(text, 'db_pool_connections', { state: 'free' })!)
+      .to.be.at.least(1);
+    expect(sample(text, 'db_pool_pending_acquires')).to.equal(0);
+    for (const client of ['redis', 'adapterPub', 'adapterSub', 'replySub']) {
+      expect(sample(text, 'redis_errors_total', { client }), client).to.equal(0);
+    }
+    for (const partition of ['0', '1']) {
+      for (const state of ['waiting', 'active', 'delayed', 'failed']) {
+        expect(sample(text, 'message_queue_jobs', { partition, state }), `${partition} ${state}`).to.be.a('number');
+      }
+      expect(sample(text, 'message_queue_oldest_job_age_seconds', { partition })).to.be.a('number');
+    }
+    expect(sample(text, 'message_queue_jobs', { partition: '2', state: 'waiting' })).to.equal(undefined);
+  });
+
   it('When a worker runs with WORKER_HTTP_PORT=0, then its health answers and /metrics has the batch metrics', async function () {
     expect((await fetch(`${workerBase}/health/live`)).status).to.equal(200);
     const ready = await fetch(`${workerBase}/health/ready`);
@@ -194,6 +217,15 @@ describe('Observability: request logs, metrics and worker health', function () {
     expect(sample(res.text, 'worker_batch_duration_seconds_count')).to.be.at.least(1);
     expect(sample(res.text, 'worker_messages_persisted_total')).to.be.at.least(1);
     expect(sample(res.text, 'process_resident_memory_bytes')).to.be.a('number');
+    expect(sample(res.text, 'worker_send_to_persist_seconds_count')).to.be.at.least(1);
+    await waitFor(async () => sample((await metricsOf(`${workerBase}/metrics`, METRICS_TOKEN)).text, 'worker_persist_to_emit_seconds_count')! >= 1);
+    expect(sample(res.text, 'db_pool_max_connections')).to.equal(api.config.db.poolMax);
+    expect(sample(res.text, 'db_pool_connections', { state: 'used' })! + sample(res.text, 'db_pool_connections', { state: 'free' })!)
+      .to.be.at.least(1);
+    expect(sample(res.text, 'db_pool_pending_acquires')).to.equal(0);
+    expect(sample(res.text, 'redis_errors_total', { client: 'redis' })).to.equal(0);
+    // Queue depth is the front nodes' to report (server/metrics.ts says why).
+    expect(res.text).not.to.include('message_queue_jobs');
   });
 
   it('When WORKER_HTTP_PORT or METRICS_TOKEN are set or not, then the config has them or refuses them', function () {
@@ -216,5 +248,116 @@ describe('Observability: request logs, metrics and worker health', function () {
     } finally {
       await open.stop();
     }
+  });
+});
+
+describe('Observability: queue depth and latency while no worker takes the queue', function () {
+  this.timeout(60_000);
+  let env: Record<string, string>;
+  let api: StartedApi;
+  let worker: WorkerNode | undefined;
+
+  before(async function () {
+    env = { REDIS_PREFIX: `${process.env.REDIS_PREFIX}.observability-queue`, WORKER_HTTP_PORT: '0' };
+    api = await startApi(env);
+  });
+
+  after(async function () {
+    disconnectAll();
+    await api?.stop();
+    await worker?.stop();
+  });
+
+  it('When a send waits for a worker, then the front node shows its partition\'s depth and age, and the worker its send→persist latency once it stores it', async function () {
+    const base = api.baseUrl;
+    const owner = await registerUser(base);
+    const ws = await createWorkspace(base, owner.token);
+    const channel = await createChannel(base, owner.token, ws.id);
+    const socket = await connect(base, owner.token);
+    const acked = send(socket, { channelId: channel.id, body: 'waiting for a worker', clientMsgId: unique() }, 30_000);
+    const partition = String(partitionOf(channel.id, api.config.queue.partitions));
+    const other = partition === '0' ? '1' : '0';
+
+    const scrape = async () => (await metricsOf(`${base}/metrics`)).text;
+    await waitFor(async () => sample(await scrape(), 'message_queue_oldest_job_age_seconds', { partition })! >= 0.5);
+    const text = await scrape();
+    expect(sample(text, 'message_queue_jobs', { partition, state: 'waiting' })).to.equal(1);
+    expect(sample(text, 'message_queue_jobs', { partition, state: 'active' })).to.equal(0);
+    expect(sample(text, 'message_queue_jobs', { partition: other, state: 'waiting' })).to.equal(0);
+    expect(sample(text, 'message_queue_oldest_job_age_seconds', { partition: other })).to.equal(0);
+    const waitedAtLeast = sample(text, 'message_queue_oldest_job_age_seconds', { partition })!;
+
+    worker = createWorkerNode(loadConfig({ ...process.env, ...env }));
+    const workerPort = await worker.start();
+    expect((await acked).ok).to.equal(true);
+    const workerText = (await metricsOf(`http://127.0.0.1:${workerPort}/metrics`)).text;
+    expect(sample(workerText, 'worker_send_to_persist_seconds_count')).to.equal(1);
+    // The time the send spent queued is in its latency.
+    expect(sample(workerText, 'worker_send_to_persist_seconds_sum')).to.be.at.least(waitedAtLeast);
+    const after = await scrape();
+    expect(sample(after, 'message_queue_jobs', { partition, state: 'waiting' })).to.equal(0);
+    expect(sample(after, 'message_queue_oldest_job_age_seconds', { partition })).to.equal(0);
+  });
+});
+
+/** A TCP proxy to Redis whose connections the test can reset, as a network failure would. */
+async function redisProxy(redisUrl: string): Promise<{ url: string; reset(): void; close(): Promise<void> }> {
+  const target = new URL(redisUrl);
+  const clients = new Set<net.Socket>();
+  const server = net.createServer((client) => {
+    const upstream = net.connect(Number(target.port || 6379), target.hostname);
+    clients.add(client);
+    const drop = () => {
+      clients.delete(client);
+      client.destroy();
+      upstream.destroy();
+    };
+    for (const end of [client, upstream]) end.on('error', drop).on('close', drop);
+    client.pipe(upstream).pipe(client);
+  });
+  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+  const url = new URL(redisUrl);
+  url.hostname = '127.0.0.1';
+  url.port = String((server.address() as net.AddressInfo).port);
+  return {
+    url: url.toString(),
+    reset: () => {
+      for (const client of [...clients]) client.resetAndDestroy();
+    },
+    close: async () => {
+      for (const client of [...clients]) client.destroy();
+      await new Promise<void>((resolve) => server.close(() => resolve()));
+    },
+  };
+}
+
+describe('Observability: Redis connection errors', function () {
+  this.timeout(60_000);
+  let proxy: Awaited<ReturnType<typeof redisProxy>>;
+  let api: StartedApi;
+
+  before(async function () {
+    proxy = await redisProxy(loadConfig(process.env).redis.url);
+    // Its warnings about the resets are expected here.
+    const logger = pino({ level: 'silent' });
+    api = await startApi({ REDIS_PREFIX: `${process.env.REDIS_PREFIX}.observability-redis`, REDIS_URL: proxy.url }, { logger });
+  });
+
+  after(async function () {
+    await api?.stop();
+    await proxy?.close();
+  });
+
+  it('When its Redis connections are reset, then a front node counts an error for each, and recovers', async function () {
+    const scrape = async () => (await metricsOf(`${api.baseUrl}/metrics`)).text;
+    const clients = ['redis', 'adapterPub', 'adapterSub', 'replySub'];
+    const before = await scrape();
+    for (const client of clients) expect(sample(before, 'redis_errors_total', { client }), client).to.equal(0);
+    proxy.reset();
+    await waitFor(async () => {
+      const text = await scrape();
+      return clients.every((client) => sample(text, 'redis_errors_total', { client })! >= 1);
+    });
+    await waitFor(async () => (await fetch(`${api.baseUrl}/health/ready`)).status === 200);
   });
 });
