@@ -229,7 +229,7 @@ function bodyText(validIds: string[], validBody?: fc.Arbitrary<unknown>): fc.Arb
 const queryString = fc.oneof(
   fc.constant(''),
   fc
-    .dictionary(fc.oneof(fc.constantFrom('limit', 'before', 'after', '__proto__', 'constructor', 'a[b]'), nastyString), nastyString, { maxKeys: 4 })
+    .dictionary(fc.oneof(fc.constantFrom('limit', 'before', 'after', 'q', '__proto__', 'constructor', 'a[b]'), nastyString), nastyString, { maxKeys: 4 })
     .map((q) => `?${Object.entries(q).map(([k, v]) => `${pct(k)}=${pct(v)}`).join('&')}`),
   fc.constantFrom('?limit=1&limit=2', '?before=1&after=1', '?limit=%', '?%zz=1', '?limit=1e3', '?after=-1', '?before=99999999999999999999', '?&&&=&',
     '?q=%22unclosed%20-', '?q=from:%20in:x', '?q=a&before=AAAA', '?q=a&q=b'),
