@@ -1,6 +1,6 @@
 import type { Knex } from 'knex';
 import { NotFoundError } from '../../shared/errors.js';
-import { Channel, ChannelMember } from '../../shared/models/index.js';
+import { Channel, ChannelMember, type ChannelKind } from '../../shared/models/index.js';
 import { channelAccess } from './access.js';
 
 export interface ReadState {
@@ -42,6 +42,7 @@ export async function markRead(notify: ReadNotifier, userId: string, channelId: 
 export interface UnreadChannel {
   channelId: string;
   workspaceId: string;
+  kind: ChannelKind;
   /** Null for a DM. */
   name: string | null;
   lastSeq: number;
@@ -77,6 +78,7 @@ export async function listUnread(userId: string): Promise<UnreadChannel[]> {
     .select(
       'channels.id as channelId',
       'channels.workspace_id as workspaceId',
+      'channels.kind',
       'channels.name',
       'channels.last_seq as lastSeq',
       'cm.last_read_seq as lastReadSeq',

@@ -79,9 +79,9 @@ describe('pipeline: mentions and mentionCount across nodes', function () {
       return;
     }
     expect(Object.keys(unread).sort(), `${what}: /me/unread keys`).to.deep.equal(
-      ['channelId', 'workspaceId', 'name', 'lastSeq', 'lastReadSeq', 'unreadCount', 'mentionCount'].sort(),
+      ['channelId', 'workspaceId', 'kind', 'name', 'lastSeq', 'lastReadSeq', 'unreadCount', 'mentionCount'].sort(),
     );
-    expect(unread, `${what}: /me/unread`).to.deep.include({ channelId: room.id, workspaceId: team.workspace.id, name: room.channel.name, ...rest });
+    expect(unread, `${what}: /me/unread`).to.deep.include({ channelId: room.id, workspaceId: team.workspace.id, kind: 'channel', name: room.channel.name, ...rest });
     expect(unread.unreadCount, `${what}: /me/unread and the listing agree`).to.equal(listed!.unreadCount);
     if (unreadCount !== undefined) expect(unread.unreadCount, `${what}: unreadCount`).to.equal(unreadCount);
   }

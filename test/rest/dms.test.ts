@@ -246,6 +246,7 @@ describe('REST direct messages', function () {
     expect(unread.body.channels).to.deep.include({
       channelId: dm.id,
       workspaceId: t.ws.id,
+      kind: 'dm',
       name: null,
       lastSeq: 1,
       lastReadSeq: 0,
@@ -255,7 +256,7 @@ describe('REST direct messages', function () {
     const reply = await post(bob, dm.id, 'hi back', { parentId: hello.id });
     expect(reply).to.include({ seq: 2, parentId: hello.id });
     const carolUnread = await request(base, 'GET', '/me/unread', { token: carol.token });
-    expect(carolUnread.body.channels).to.deep.include({ channelId: dm.id, workspaceId: t.ws.id, name: null, lastSeq: 2, lastReadSeq: 0, unreadCount: 2, mentionCount: 0 });
+    expect(carolUnread.body.channels).to.deep.include({ channelId: dm.id, workspaceId: t.ws.id, kind: 'dm', name: null, lastSeq: 2, lastReadSeq: 0, unreadCount: 2, mentionCount: 0 });
 
     const edited = await request(base, 'PATCH', `/channels/${dm.id}/messages/${hello.id}`, { token: ada.token, body: { body: 'hello all' } });
     expect(edited.status, edited.text).to.equal(200);

@@ -150,6 +150,7 @@ describe('sync: unread counts across workspaces', function () {
       const expectedUnread: Array<{
         channelId: string;
         workspaceId: string;
+        kind: string;
         name: string | null;
         lastSeq: number;
         lastReadSeq: number;
@@ -177,7 +178,7 @@ describe('sync: unread counts across workspaces', function () {
               mentionCount: 0,
             };
             expect(got, what).to.deep.include({ isMember: true, ...counts });
-            if (counts.unreadCount > 0) expectedUnread.push({ channelId: c.id, workspaceId: ws.id, name: c.name, ...counts });
+            if (counts.unreadCount > 0) expectedUnread.push({ channelId: c.id, workspaceId: ws.id, kind: c.kind, name: c.name, ...counts });
           } else {
             expect(got, what).to.include({ isMember: false });
             expect(got, what).to.not.have.any.keys('lastSeq', 'lastReadSeq', 'unreadCount', 'mentionCount');
