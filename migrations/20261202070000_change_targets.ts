@@ -1,8 +1,8 @@
 import type { Knex } from 'knex';
 
 /**
- * `change_targets`: what front nodes authorize changes on (server/domain/changeTargets.ts), for a batch of
- * (user, channel, message, clientChangeId), in the keys' order.
+ * `change_targets`: what workers authorize a batch's changes on (worker/actions/authorizeChanges.ts), for
+ * each (user, channel, message, clientChangeId), in the keys' order.
  *
  * A function, not a statement sent each time: as a plain statement PostgreSQL planned it at every call
  * and, not knowing how many keys the unnest holds, joined them with hash joins over whole tables; one read

@@ -19,7 +19,6 @@ import type { ChannelNotifier } from './domain/channels.js';
 import type { ReadNotifier } from './domain/readState.js';
 import { createHttpApp } from './http/app.js';
 import { SendAdmission } from './messaging/admission.js';
-import { ChangeTargets } from './domain/changeTargets.js';
 import { SendQueue } from './messaging/sendQueue.js';
 import { Delivery } from './realtime/delivery.js';
 import { drainConnections } from './realtime/drain.js';
@@ -88,7 +87,6 @@ export function createFrontNode(config: Config, options: { logger?: Logger } = {
   );
   const messaging = {
     admission: new SendAdmission({ rateLimit: sendLimit, sink: sendQueue }),
-    changeTargets: new ChangeTargets(knex),
     maxBodyLength: config.messages.maxBodyLength,
     onOutcome: (outcome: string) => metrics.messages.inc({ outcome }),
   };

@@ -1,6 +1,6 @@
 /**
- * PostgreSQL's CPU per send and per change, by kind, and per authorize read of a change (one statement
- * each, as front nodes did, and batched as they do now): `npx tsx bench/profile/changeCost.ts`.
+ * PostgreSQL's CPU per send and per change, by kind, and per authorize read of changes (alone, as a
+ * front node read them, and several per call, as the worker reads a batch's): `npx tsx bench/profile/changeCost.ts`.
  *
  * Reads the CPU time of the one backend doing the work (/proc/<pid>/stat), not the wall clock, so other
  * load on the machine changes the figures far less than it changes latencies. Compare rows of one run.
@@ -13,7 +13,7 @@ import { createDatabaseIfMissing, databaseName, dropDatabase, migrateLatest, wit
 import { loadConfig } from '../../shared/config.js';
 import { knexConfig } from '../../shared/db.js';
 import type { ChangeRequest, SendRequest } from '../../shared/queues.js';
-import { ChangeTargets } from '../../server/domain/changeTargets.js';
+import { readChangeTargets } from '../../worker/actions/authorizeChanges.js';
 import { persistMessages } from '../../worker/actions/persistMessages.js';
 
 const CHANNELS = 4;
@@ -105,10 +105,9 @@ async function profile(knex: Knex): Promise<void> {
     const m = target();
     return { userId: m.userId, channelId: m.channelId, messageId: m.id, clientChangeId: null };
   };
-  const targets = new ChangeTargets(knex);
   for (const size of [1, 4, 16]) {
     await measure(`authorize read, ${size} per statement`, OPS, async () => {
-      for (let i = 0; i < OPS / size; i++) await Promise.all(Array.from({ length: size }, () => targets.read(key())));
+      for (let i = 0; i < OPS / size; i++) await readChangeTargets(knex, Array.from({ length: size }, key));
     });
   }
   await knex.raw('DELETE FROM workspaces WHERE id = ?', [workspaceId]);

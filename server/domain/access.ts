@@ -1,10 +1,10 @@
 import type { Knex } from 'knex';
 import { NotFoundError } from '../../shared/errors.js';
 import { Channel, WorkspaceMember, type WorkspaceRole } from '../../shared/models/index.js';
-import { authorize, can, type Action, type Actor, type ChannelResource, type MemberTarget, type Rules } from './policy.js';
+import { authorize, can, type Action, type Actor, type ChannelResource, type MemberTarget, type Rules } from '../../shared/policy.js';
 
 /**
- * Loading what server/domain/policy.ts decides on: the caller as an Actor (their role in the workspace
+ * Loading what shared/policy.ts decides on: the caller as an Actor (their role in the workspace
  * concerned, or none) and the resource. The decisions themselves are policy.ts's.
  */
 

@@ -2,7 +2,7 @@ import { ConflictError, NotFoundError } from '../../shared/errors.js';
 import { isUniqueViolation } from '../../shared/db.js';
 import { Channel, ChannelMember, User, WorkspaceMember, type ChannelDto } from '../../shared/models/index.js';
 import { authorizeInWorkspace, channelAccess } from './access.js';
-import { can } from './policy.js';
+import { can } from '../../shared/policy.js';
 import { mentionCountSql } from './readState.js';
 import type { Subscriptions } from './subscriptions.js';
 

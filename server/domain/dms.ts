@@ -3,7 +3,7 @@ import { ValidationError } from '../../shared/errors.js';
 import { Channel, ChannelMember, WorkspaceMember, type ChannelDto } from '../../shared/models/index.js';
 import { authorizeInWorkspace, workspaceActor } from './access.js';
 import type { ChannelMemberDto } from './channels.js';
-import { authorize, type DmPerson } from './policy.js';
+import { authorize, type DmPerson } from '../../shared/policy.js';
 import { mentionCountSql } from './readState.js';
 import type { Subscriptions } from './subscriptions.js';
 

@@ -1,10 +1,8 @@
 import { randomUUID } from 'node:crypto';
 import { NotFoundError, ValidationError } from '../../shared/errors.js';
-import { Channel } from '../../shared/models/index.js';
 import type { ChangeRequest, EditRequest, ReactionRequest, SendOutcome } from '../../shared/queues.js';
 import { UUID_PATTERN } from '../../shared/validation.js';
 import { normaliseBody, submitToQueue, type MessagingDeps } from './messages.js';
-import { authorize, type Action } from './policy.js';
 
 const SHORT_NAME = /^[a-z0-9_+-]{1,64}$/;
 // One RGI emoji, skin tones, flags and ZWJ sequences included (the `v` flag's emoji property of strings).
@@ -39,56 +37,28 @@ interface TargetInput {
 export type EditInput = TargetInput & { body: string };
 export type ReactionInput = TargetInput & { emoji: string };
 
-/**
- * Loads the channel, the caller's role and membership and the message (batched with the other changes of
- * this turn), then lets policy decide. The author of a message never changes, so what is decided here
- * holds when the worker applies the change; what can change meanwhile (membership, archive, deletion)
- * the worker checks again in the transaction that applies it.
- */
-async function authorizeChange(
-  deps: MessagingDeps,
-  action: Action & `message.${string}`,
-  userId: string,
-  channelId: string,
-  messageId: string,
-  clientChangeId: string | null,
-) {
-  const row = await deps.changeTargets.read({ userId, channelId, messageId, clientChangeId });
-  if (!row) throw new NotFoundError('Channel');
-  const channel = Channel.fromJson({ id: channelId, isPrivate: row.is_private, archived: row.archived, createdBy: row.created_by });
-  const actor = { userId, role: row.caller_role };
-  // The retry of a change already applied was authorized then; the message may be deleted since. The
-  // worker answers it with the stored message, to a member of the channel.
-  if (row.retried) return authorize(actor, 'channel.follow', { channel, isMember: row.is_member });
-  authorize(actor, action, {
-    channel,
-    isMember: row.is_member,
-    message: row.author_id === null ? null : { authorId: row.author_id, deleted: row.deleted === true },
-  });
-}
-
 type Change = DistributiveOmit<Exclude<ChangeRequest, { kind?: 'send' }>, 'id' | 'userId'>;
 type DistributiveOmit<T, K extends PropertyKey> = T extends unknown ? Omit<T, K> : never;
 
 /**
- * One change of a stored message, from a socket or from REST: checked and authorized here, then through
- * the same ordered admission, rate limit and partition queue as sends, so a user's send and later edit
- * are applied in that order. Resolves with the definitive outcome, like sendMessage.
+ * One change of a stored message, from a socket or from REST: checked here, authorized by the worker
+ * (worker/actions/authorizeChanges.ts: policy, on one read per batch), and applied through the same
+ * ordered admission, rate limit and partition queue as sends, so a user's send and later edit are
+ * applied in that order. Resolves with the definitive outcome, like sendMessage.
  */
-async function changeMessage(deps: MessagingDeps, action: Action & `message.${string}`, userId: string, change: Change) {
-  return submitToQueue(deps, userId, async () => {
+function changeMessage(deps: MessagingDeps, userId: string, change: Change) {
+  return submitToQueue(deps, userId, () => {
     // Opaque ids that cannot exist never reach the database, and look like any other unknown one.
     if (!UUID_PATTERN.test(change.channelId)) throw new NotFoundError('Channel');
     if (!UUID_PATTERN.test(change.messageId)) throw new NotFoundError('Message');
     const channelId = change.channelId.toLowerCase();
     const messageId = change.messageId.toLowerCase();
-    await authorizeChange(deps, action, userId, channelId, messageId, change.clientChangeId);
     return { ...change, id: randomUUID(), userId, channelId, messageId } as ChangeRequest;
   });
 }
 
 export function editMessage(deps: MessagingDeps, userId: string, input: EditInput): Promise<SendOutcome> {
-  return changeMessage(deps, 'message.edit', userId, {
+  return changeMessage(deps, userId, {
     kind: 'edit',
     channelId: input.channelId,
     messageId: input.messageId,
@@ -98,7 +68,7 @@ export function editMessage(deps: MessagingDeps, userId: string, input: EditInpu
 }
 
 export function deleteMessage(deps: MessagingDeps, userId: string, input: TargetInput): Promise<SendOutcome> {
-  return changeMessage(deps, 'message.delete', userId, { kind: 'delete', ...input });
+  return changeMessage(deps, userId, { kind: 'delete', ...input });
 }
 
 export function reactToMessage(
@@ -107,7 +77,7 @@ export function reactToMessage(
   kind: ReactionRequest['kind'],
   input: ReactionInput,
 ): Promise<SendOutcome> {
-  return changeMessage(deps, 'message.react', userId, {
+  return changeMessage(deps, userId, {
     kind,
     channelId: input.channelId,
     messageId: input.messageId,

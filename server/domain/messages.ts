@@ -5,8 +5,7 @@ import { Channel, Message, toMessageDto, type MessageDto, type WorkspaceRole } f
 import type { ChangeRequest, SendOutcome } from '../../shared/queues.js';
 import { toChannelEvent, type ChannelEvent, type ChannelEventRow } from '../../shared/events.js';
 import type { SendAdmission } from '../messaging/admission.js';
-import type { ChangeTargets } from './changeTargets.js';
-import { authorize } from './policy.js';
+import { authorize } from '../../shared/policy.js';
 
 /** A client's retry key, `clientMsgId` of a send or `clientChangeId` of a change: the same rule for both. */
 export const CLIENT_ID = Joi.string().pattern(/^[A-Za-z0-9_-]{1,64}$/).messages({
@@ -24,8 +23,6 @@ export interface SendInput {
 
 export interface MessagingDeps {
   admission: SendAdmission;
-  /** Reads what a change is authorized on, batched per turn of the event loop. */
-  changeTargets: ChangeTargets;
   maxBodyLength: number;
   /** Told every send's outcome: `accepted`, or the code it was rejected with (the messages metric). */
   onOutcome?: (outcome: string) => void;

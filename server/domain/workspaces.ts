@@ -3,7 +3,7 @@ import { ConflictError, NotFoundError } from '../../shared/errors.js';
 import { isUniqueViolation } from '../../shared/db.js';
 import { ChannelMember, User, Workspace, WorkspaceMember, type WorkspaceRole } from '../../shared/models/index.js';
 import { authorizeInWorkspace, lockWorkspace, memberTarget, workspaceActor } from './access.js';
-import { authorize, can } from './policy.js';
+import { authorize, can } from '../../shared/policy.js';
 import type { Subscriptions } from './subscriptions.js';
 
 export interface MemberDto {

@@ -4,7 +4,7 @@ import type { Server } from 'socket.io';
 import { ChannelMember, WorkspaceMember } from '../../shared/models/index.js';
 import type { Logger } from '../../shared/logger.js';
 import Joi, { UUID_PATTERN } from '../../shared/validation.js';
-import { can } from '../domain/policy.js';
+import { can } from '../../shared/policy.js';
 import type { IoServer, IoSocket } from './types.js';
 
 export type PresenceStatus = 'online' | 'offline';

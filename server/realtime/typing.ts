@@ -2,7 +2,7 @@ import type { Redis } from 'ioredis';
 import type { Server } from 'socket.io';
 import { channelRoom, userRoom } from '../../shared/events.js';
 import Joi, { UUID_PATTERN } from '../../shared/validation.js';
-import { authorize } from '../domain/policy.js';
+import { authorize } from '../../shared/policy.js';
 import type { IoServer, IoSocket } from './types.js';
 
 /** `typing` and `typing:stopped`, to the channel's other members. */

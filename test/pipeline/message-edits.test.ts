@@ -113,9 +113,9 @@ describe('pipeline: message edits and deletes across nodes', function () {
       expect(await history(room)).to.deep.equal([sent, mark]);
     });
 
-    // Front nodes read what changes are authorized on in one statement per turn of the event loop
-    // (server/domain/changeTargets.ts): each change must still be decided on its own caller and message.
-    it('When changes of different callers reach one node together, then each is decided on its own caller and message', async () => {
+    // Workers read what a batch's changes are authorized on in one call (worker/actions/authorizeChanges.ts):
+    // each change must still be decided on its own caller and message.
+    it('When changes of different callers reach one node together and share a batch, then each is decided on its own caller and message', async () => {
       const room = await openRoom();
       const mine = await say(room.aliceA, room, 'alice wrote this');
       const bobs = await say(room.bobB, room, 'bob wrote this');

@@ -1,10 +1,10 @@
 /**
- * server/domain/policy.ts on its own: who may do what, and which refusal (NOT_FOUND or FORBIDDEN) each
+ * shared/policy.ts on its own: who may do what, and which refusal (NOT_FOUND or FORBIDDEN) each
  * one gets. The REST tests (test/rest/roles.test.ts, channel-admin.test.ts) check the same through HTTP.
  */
 import { expect } from 'chai';
 import { Channel, type WorkspaceRole } from '../../shared/models/index.js';
-import { can, type Action, type Actor, type Rules } from '../../server/domain/policy.js';
+import { can, type Action, type Actor, type Rules } from '../../shared/policy.js';
 
 const W = { workspaceId: 'w' };
 const actor = (role: WorkspaceRole | null, userId = 'me'): Actor => ({ userId, role });

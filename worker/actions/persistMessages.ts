@@ -5,6 +5,7 @@ import type { Logger } from '../../shared/logger.js';
 import { eventRev, toChannelEvent, type ChannelEvent, type ChannelEventRow } from '../../shared/events.js';
 import { toMessageDto } from '../../shared/models/index.js';
 import { changeKind, type BatchOutcome, type ChangeRequest } from '../../shared/queues.js';
+import { authorizeChanges } from './authorizeChanges.js';
 
 export interface PersistResult {
   /** One outcome per send or change id. */
@@ -128,14 +129,15 @@ async function callPersist(knex: Knex, changes: ChangeRequest[]): Promise<CallRe
  */
 export async function persistMessages(knex: Knex, sends: ChangeRequest[], logger?: Logger): Promise<PersistResult> {
   if (sends.length === 0) return { outcomes: {}, publish: [] };
-  let calls: CallResult[];
+  const { allowed, refused } = await authorizeChanges(knex, sends);
+  let calls: CallResult[] = [];
   try {
-    calls = [await callPersist(knex, sends)];
+    if (allowed.length > 0) calls = [await callPersist(knex, allowed)];
   } catch (err) {
     if (isRetriableDbError(err)) throw err;
-    calls = await persistOneByOne(knex, sends, err, logger);
+    calls = await persistOneByOne(knex, allowed, err, logger);
   }
-  const outcomes: Record<string, BatchOutcome> = {};
+  const outcomes: Record<string, BatchOutcome> = { ...refused };
   const publish: ChannelEvent[] = [];
   for (const call of calls) {
     Object.assign(outcomes, call.outcomes);

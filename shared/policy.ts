@@ -1,5 +1,5 @@
-import { ForbiddenError, NotFoundError, type AppError } from '../../shared/errors.js';
-import type { Channel, WorkspaceRole } from '../../shared/models/index.js';
+import { ForbiddenError, NotFoundError, type AppError } from './errors.js';
+import type { Channel, WorkspaceRole } from './models/index.js';
 
 /**
  * Who may do what: the one place the product's authorization rules live. Domain actions load the actor
