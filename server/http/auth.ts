@@ -6,6 +6,7 @@ import type { Session, TokenService } from '../auth.js';
 import { listUnread } from '../domain/readState.js';
 import { changePassword, registerUser, verifyCredentials } from '../domain/users.js';
 import type { RateLimit } from '../domain/rateLimit.js';
+import { TOKEN, arrayOf, object, ref, type RouteDoc } from './openapi.js';
 import { parse } from './validation.js';
 
 const registerSchema = Joi.object({
@@ -23,6 +24,61 @@ const passwordSchema = Joi.object({
   currentPassword: Joi.string().max(128).required(),
   newPassword: Joi.string().min(8).max(128).required(),
 });
+
+const session = object({ user: ref('User'), token: TOKEN });
+
+/** The routes below in the API reference (server/http/openapi.ts). */
+export const authApi: RouteDoc[] = [
+  {
+    method: 'post',
+    path: '/auth/register',
+    summary: 'Register',
+    description: 'The email is unique, case-insensitively. 300 registrations per address per minute (`register-per-ip`).',
+    auth: false,
+    body: registerSchema,
+    responses: { 201: { description: 'the new user, and a token for them', schema: session } },
+    errors: ['CONFLICT', 'RATE_LIMITED'],
+    example: { body: { email: 'ada@example.com', password: 'correct horse', displayName: 'Ada' } },
+  },
+  {
+    method: 'post',
+    path: '/auth/login',
+    summary: 'Log in',
+    description: 'Refused (429) after 10 failures per email and address in 15 minutes, 200 per address, or 600 attempts per address per minute.',
+    auth: false,
+    body: loginSchema,
+    responses: { 200: { description: 'the user, and a new token', schema: session } },
+    errors: ['INVALID_CREDENTIALS', 'RATE_LIMITED'],
+    example: { body: { email: 'ada@example.com', password: 'correct horse' } },
+  },
+  {
+    method: 'post',
+    path: '/auth/logout',
+    summary: 'Log out',
+    description: 'The presented token is refused from now on, on every node; its sockets get `session:revoked` and are disconnected.',
+    responses: { 204: { description: 'the token is revoked' } },
+    errors: [],
+  },
+  {
+    method: 'post',
+    path: '/auth/password',
+    summary: 'Change the password',
+    description: "Every token of the user issued before is refused from now on, and all the user's sockets are disconnected.",
+    body: passwordSchema,
+    responses: { 200: { description: 'a fresh token, so the session continues', schema: object({ token: TOKEN }) } },
+    errors: ['INVALID_CREDENTIALS'],
+    example: { body: { currentPassword: 'correct horse', newPassword: 'battery staple' } },
+  },
+  { method: 'get', path: '/me', summary: 'The caller', responses: { 200: { description: 'the user', schema: object({ user: ref('User') }) } }, errors: [] },
+  {
+    method: 'get',
+    path: '/me/unread',
+    summary: 'Channels with unread messages',
+    description: 'Across workspaces, DMs included.',
+    responses: { 200: { description: 'the channels with unread messages', schema: object({ channels: arrayOf(ref('UnreadChannel')) }) } },
+    errors: [],
+  },
+];
 
 /** Authenticates the request; with `perUser`, also takes one point of the user's REST budget. */
 export function requireAuth(tokens: TokenService, perUser?: RateLimit): RequestHandler {

@@ -19,6 +19,7 @@ import type { SendOutcome } from '../../shared/queues.js';
 import { markRead, type ReadNotifier } from '../domain/readState.js';
 import type { Subscriptions } from '../domain/subscriptions.js';
 import { currentUser } from './auth.js';
+import { EXAMPLE_USER_ID, arrayOf, object, ref, type RouteDoc } from './openapi.js';
 import { CHANNEL_NAME, CHANNEL_TOPIC, idParam, parse } from './validation.js';
 
 const addMemberSchema = Joi.object({ userId: Joi.string().required() });
@@ -37,6 +38,145 @@ const sendSchema = Joi.object({
 const editSchema = Joi.object({ body: Joi.string().required(), clientChangeId: CLIENT_ID.allow(null).default(null) });
 /** DELETE and PUT of a change take an optional body with the client's retry key. */
 const changeSchema = Joi.object({ clientChangeId: CLIENT_ID.allow(null).default(null) });
+
+const channel = { description: 'the channel', schema: object({ channel: ref('Channel') }) };
+const message = { description: 'the message, once stored', schema: object({ message: ref('Message') }) };
+const page = { description: 'a page, ascending by seq', schema: ref('MessagePage') };
+const change = {
+  description: 'Members of the channel only (anyone else 404); a message of that channel that is not deleted (404); not archived (403).',
+  bodyOptional: true,
+  body: changeSchema,
+  responses: { 200: message },
+  errors: ['FORBIDDEN', 'NOT_FOUND', 'RATE_LIMITED'] as RouteDoc['errors'],
+  example: { body: { clientChangeId: 'ada-change-1' } },
+};
+
+/** The routes below in the API reference (server/http/openapi.ts). */
+export const channelApi: RouteDoc[] = [
+  {
+    method: 'get',
+    path: '/channels/:channelId',
+    summary: 'A channel',
+    description: 'Private: members only (else 404); a guest outside a public channel: 403.',
+    responses: { 200: channel },
+    errors: ['FORBIDDEN', 'NOT_FOUND'],
+  },
+  {
+    method: 'patch',
+    path: '/channels/:channelId',
+    summary: 'Rename or re-topic a channel',
+    description: "The channel's creator and workspace owners and admins; `channel:updated` to its members.",
+    body: updateSchema,
+    responses: { 200: channel },
+    errors: ['FORBIDDEN', 'NOT_FOUND', 'CONFLICT'],
+    example: { body: { topic: 'Release planning' } },
+  },
+  {
+    method: 'post',
+    path: '/channels/:channelId/archive',
+    summary: 'Archive a channel',
+    description: 'History and members are kept; sends, edits, deletes, reactions and joins are refused (403).',
+    responses: { 200: channel },
+    errors: ['FORBIDDEN', 'NOT_FOUND'],
+  },
+  { method: 'post', path: '/channels/:channelId/unarchive', summary: 'Unarchive a channel', responses: { 200: channel }, errors: ['FORBIDDEN', 'NOT_FOUND'] },
+  {
+    method: 'post',
+    path: '/channels/:channelId/join',
+    summary: 'Join a public channel',
+    description: 'Private: 404; guests and archived channels: 403; joining twice is a no-op.',
+    responses: { 200: channel },
+    errors: ['FORBIDDEN', 'NOT_FOUND'],
+  },
+  {
+    method: 'post',
+    path: '/channels/:channelId/leave',
+    summary: 'Leave a channel',
+    description: 'Leaving a channel you are not in is a no-op.',
+    responses: { 200: channel },
+    errors: ['FORBIDDEN', 'NOT_FOUND'],
+  },
+  {
+    method: 'get',
+    path: '/channels/:channelId/members',
+    summary: 'The members of a channel',
+    responses: { 200: { description: 'the members', schema: object({ members: arrayOf(ref('ChannelMember')) }) } },
+    errors: ['FORBIDDEN', 'NOT_FOUND'],
+  },
+  {
+    method: 'post',
+    path: '/channels/:channelId/members',
+    summary: 'Add a member to a channel',
+    description: 'Public channel: a channel member or workspace owner/admin; private: its members only. The user must be in the workspace.',
+    body: addMemberSchema,
+    responses: { 201: { description: 'the member', schema: object({ member: ref('ChannelMember') }) } },
+    errors: ['FORBIDDEN', 'NOT_FOUND', 'CONFLICT'],
+    example: { body: { userId: EXAMPLE_USER_ID } },
+  },
+  {
+    method: 'delete',
+    path: '/channels/:channelId/members/:userId',
+    summary: 'Remove a member from a channel',
+    description: 'Oneself, or a workspace owner or admin.',
+    responses: { 204: { description: 'removed' } },
+    errors: ['FORBIDDEN', 'NOT_FOUND'],
+  },
+  {
+    method: 'get',
+    path: '/channels/:channelId/messages',
+    summary: 'History',
+    description:
+      'No cursor: the newest `limit`. `before`: the newest `limit` with seq < before. `after`: the oldest `limit` with seq > after (at most one of them). Replies and deleted messages included.',
+    query: historySchema,
+    responses: { 200: page },
+    errors: ['FORBIDDEN', 'NOT_FOUND'],
+    example: { query: { limit: 50, after: 0 } },
+  },
+  {
+    method: 'post',
+    path: '/channels/:channelId/messages',
+    summary: 'Send a message',
+    description:
+      'Answers once the message is stored, through the same queue and worker as a socket send. A retry with the same `clientMsgId` answers the first message; `parentId` makes it a reply in that thread.',
+    body: sendSchema,
+    responses: { 201: message },
+    errors: ['FORBIDDEN', 'NOT_FOUND', 'RATE_LIMITED'],
+    example: { body: { body: 'Hello!', clientMsgId: 'ada-1' } },
+  },
+  {
+    ...change,
+    method: 'patch',
+    path: '/channels/:channelId/messages/:messageId',
+    summary: 'Edit a message',
+    description: `Its author only. ${change.description}`,
+    bodyOptional: false,
+    body: editSchema,
+    example: { body: { body: 'Hello again', clientChangeId: 'ada-edit-1' } },
+  },
+  { ...change, method: 'delete', path: '/channels/:channelId/messages/:messageId', summary: 'Delete a message' },
+  {
+    method: 'get',
+    path: '/channels/:channelId/messages/:messageId/replies',
+    summary: "A thread's replies",
+    description: 'Paged like the history.',
+    query: historySchema,
+    responses: { 200: page },
+    errors: ['FORBIDDEN', 'NOT_FOUND'],
+    example: { query: { limit: 20 } },
+  },
+  { ...change, method: 'put', path: '/channels/:channelId/messages/:messageId/reactions/:emoji', summary: 'React to a message' },
+  { ...change, method: 'delete', path: '/channels/:channelId/messages/:messageId/reactions/:emoji', summary: 'Remove your reaction' },
+  {
+    method: 'post',
+    path: '/channels/:channelId/read',
+    summary: 'Move the read mark',
+    description: "Forward to `seq`, never back, never past the channel's last seq.",
+    body: readSchema,
+    responses: { 200: { description: 'where the read mark stands', schema: ref('ReadState') } },
+    errors: ['FORBIDDEN', 'NOT_FOUND'],
+    example: { body: { seq: 1 } },
+  },
+];
 
 /** A send's or change's outcome as a REST answer: the message, or the refusal as an error. */
 function answer(outcome: SendOutcome): { message: MessageDto } {

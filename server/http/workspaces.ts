@@ -13,6 +13,7 @@ import {
 } from '../domain/workspaces.js';
 import { createChannel, listChannels } from '../domain/channels.js';
 import { currentUser } from './auth.js';
+import { arrayOf, object, ref, type RouteDoc } from './openapi.js';
 import { CHANNEL_NAME, CHANNEL_TOPIC, idParam, parse } from './validation.js';
 
 const workspaceSchema = Joi.object({ name: Joi.string().trim().min(1).max(80).required() });
@@ -26,6 +27,98 @@ const channelSchema = Joi.object({
   isPrivate: Joi.boolean().strict().default(false),
   topic: CHANNEL_TOPIC.default(''),
 });
+
+const member = { description: 'the member', schema: object({ member: ref('WorkspaceMember') }) };
+
+/** The routes below in the API reference (server/http/openapi.ts). */
+export const workspaceApi: RouteDoc[] = [
+  {
+    method: 'post',
+    path: '/workspaces',
+    summary: 'Create a workspace',
+    description: 'The creator is its `owner`.',
+    body: workspaceSchema,
+    responses: { 201: { description: 'the workspace', schema: object({ workspace: ref('Workspace') }) } },
+    errors: [],
+    example: { body: { name: 'Analytical Engines' } },
+  },
+  {
+    method: 'get',
+    path: '/workspaces',
+    summary: "The caller's workspaces",
+    responses: { 200: { description: "each with the caller's role", schema: object({ workspaces: arrayOf(ref('WorkspaceListItem')) }) } },
+    errors: [],
+  },
+  {
+    method: 'get',
+    path: '/workspaces/:workspaceId',
+    summary: 'A workspace',
+    responses: { 200: { description: 'the workspace', schema: object({ workspace: ref('Workspace') }) } },
+    errors: ['NOT_FOUND'],
+  },
+  {
+    method: 'post',
+    path: '/workspaces/:workspaceId/members',
+    summary: 'Add a member',
+    description: 'Owners and admins; by the email the user registered with.',
+    body: addMemberSchema,
+    responses: { 201: member },
+    errors: ['FORBIDDEN', 'NOT_FOUND', 'CONFLICT'],
+    example: { body: { email: 'grace@example.com', role: 'member' } },
+  },
+  {
+    method: 'get',
+    path: '/workspaces/:workspaceId/members',
+    summary: 'The members',
+    description: 'To a guest, only themself and the members of the channels they are in.',
+    responses: { 200: { description: 'the members', schema: object({ members: arrayOf(ref('WorkspaceMember')) }) } },
+    errors: ['NOT_FOUND'],
+  },
+  {
+    method: 'delete',
+    path: '/workspaces/:workspaceId/members/:userId',
+    summary: 'Remove a member',
+    description: 'Owners and admins; only owners remove an owner, never the last one. Also removes them from every channel of the workspace.',
+    responses: { 204: { description: 'removed' } },
+    errors: ['FORBIDDEN', 'NOT_FOUND'],
+  },
+  {
+    method: 'patch',
+    path: '/workspaces/:workspaceId/members/:userId',
+    summary: "Change a member's role",
+    description: 'Owners change any role; admins change members and guests only, to member or guest. The last owner cannot be demoted.',
+    body: setRoleSchema,
+    responses: { 200: member },
+    errors: ['FORBIDDEN', 'NOT_FOUND'],
+    example: { body: { role: 'admin' } },
+  },
+  {
+    method: 'post',
+    path: '/workspaces/:workspaceId/leave',
+    summary: 'Leave the workspace',
+    description: 'And every channel of it; the last owner cannot.',
+    responses: { 204: { description: 'left' } },
+    errors: ['FORBIDDEN', 'NOT_FOUND'],
+  },
+  {
+    method: 'post',
+    path: '/workspaces/:workspaceId/channels',
+    summary: 'Create a channel',
+    description: 'The creator is a member; guests cannot.',
+    body: channelSchema,
+    responses: { 201: { description: 'the channel', schema: object({ channel: ref('Channel') }) } },
+    errors: ['FORBIDDEN', 'NOT_FOUND', 'CONFLICT'],
+    example: { body: { name: 'general', isPrivate: false, topic: 'Anything goes' } },
+  },
+  {
+    method: 'get',
+    path: '/workspaces/:workspaceId/channels',
+    summary: 'The channels',
+    description: 'Public channels and the private ones the caller is in (to a guest: only theirs), archived ones included; no DMs.',
+    responses: { 200: { description: 'the channels', schema: object({ channels: arrayOf(ref('ChannelListItem')) }) } },
+    errors: ['NOT_FOUND'],
+  },
+];
 
 /** Routes under /workspaces; every one needs an authenticated caller. */
 export function workspaceRoutes(deps: { subscriptions: Subscriptions }): Router {

@@ -66,28 +66,29 @@ const resumePoints = Joi.object()
   .max(MAX_RESUME_CHANNELS);
 
 const id = Joi.string().max(64);
-const sendSchema = Joi.object({
+// The event schemas are exported for the AsyncAPI document (server/realtime/asyncapi.ts), which shows these very ones.
+export const sendSchema = Joi.object({
   channelId: id.required(),
   body: Joi.string().required(),
   clientMsgId: CLIENT_ID.required(),
   parentId: id.allow(null),
 });
 const target = { channelId: id.required(), messageId: id.required(), clientChangeId: CLIENT_ID.allow(null).default(null) };
-const editSchema = Joi.object<{ channelId: string; messageId: string; body: string; clientChangeId: string | null }>({
+export const editSchema = Joi.object<{ channelId: string; messageId: string; body: string; clientChangeId: string | null }>({
   ...target,
   body: Joi.string().required(),
 });
-const deleteSchema = Joi.object<{ channelId: string; messageId: string; clientChangeId: string | null }>(target);
-const reactionSchema = Joi.object<{ channelId: string; messageId: string; emoji: string; clientChangeId: string | null }>({
+export const deleteSchema = Joi.object<{ channelId: string; messageId: string; clientChangeId: string | null }>(target);
+export const reactionSchema = Joi.object<{ channelId: string; messageId: string; emoji: string; clientChangeId: string | null }>({
   ...target,
   emoji: Joi.string().max(200).required(),
 });
-const syncSchema = Joi.object({ channels: resumePoints.required() });
-const readSchema = Joi.object({
+export const syncSchema = Joi.object({ channels: resumePoints.required() });
+export const readSchema = Joi.object({
   channelId: Joi.string().max(64).required(),
   seq: Joi.number().integer().min(0).required(),
 });
-const handshakeSchema = Joi.object({ token: Joi.any(), resume: resumePoints }).unknown(false);
+export const handshakeSchema = Joi.object({ token: Joi.any(), resume: resumePoints }).unknown(false);
 
 /** Every socket payload and handshake `auth`: no `__proto__`/`constructor`/`prototype` key, no unknown field. */
 function validate<T>(schema: Joi.Schema<T>, payload: unknown): T {
