@@ -93,20 +93,21 @@ export function createFrontNode(config: Config, options: { logger?: Logger } = {
   const loginFailures = counted(createRateLimit(
     redis, `${config.redis.prefix}:rl:login`, config.rateLimits.loginFailuresPerAccount, 15 * 60, 'login-failures-per-account',
   ));
-  // The abuse budgets (README, "Rate limits"): each in Redis, shared by every front node.
+  // The abuse budgets (README, "Rate limits"): each in Redis, shared by every front node. Those of reads
+  // (REST calls, socket connections and events) fall back to a count per node while Redis is down.
   const rl = config.rateLimits;
-  const limit = (name: string, points: number, seconds: number) =>
-    counted(createRateLimit(redis, `${config.redis.prefix}:rl:${name}`, points, seconds, name));
+  const limit = (name: string, points: number, seconds: number, options?: { perNodeWhenRedisDown: boolean }) =>
+    counted(createRateLimit(redis, `${config.redis.prefix}:rl:${name}`, points, seconds, name, options));
   const httpLimits = {
-    perUser: limit('rest-per-user', rl.restPerSecond * 10, 10),
+    perUser: limit('rest-per-user', rl.restPerSecond * 10, 10, { perNodeWhenRedisDown: true }),
     register: limit('register-per-ip', rl.registerPerMinute, 60),
     login: limit('login-per-ip', rl.loginPerMinute, 60),
     loginFailuresPerIp: limit('login-failures-per-ip', rl.loginFailuresPerIp, 15 * 60),
   };
   const socketLimits = {
-    events: limit('socket-events-per-user', rl.socketEventPerSecond * 10, 10),
-    connectionsPerUser: limit('connections-per-user', rl.connectionsPerUserPerMinute, 60),
-    connectionsPerIp: limit('connections-per-ip', rl.connectionsPerIpPerMinute, 60),
+    events: limit('socket-events-per-user', rl.socketEventPerSecond * 10, 10, { perNodeWhenRedisDown: true }),
+    connectionsPerUser: limit('connections-per-user', rl.connectionsPerUserPerMinute, 60, { perNodeWhenRedisDown: true }),
+    connectionsPerIp: limit('connections-per-ip', rl.connectionsPerIpPerMinute, 60, { perNodeWhenRedisDown: true }),
   };
 
   const io = createIoServer({

@@ -1,5 +1,6 @@
 import { randomUUID } from 'node:crypto';
 import type { Redis } from 'ioredis';
+import { isRedisUnavailable } from '../shared/redis.js';
 import jwt from 'jsonwebtoken';
 import passport from 'passport';
 import { ExtractJwt, Strategy as JwtStrategy } from 'passport-jwt';
@@ -89,9 +90,21 @@ export function createTokenService(config: Config, deps: { redis: Redis; listene
     return user;
   }
 
-  /** One Redis round trip: the token's jti on the revocation list, or issued before its user's cut-off. */
+  /**
+   * One Redis round trip: the token's jti on the revocation list, or issued before its user's cut-off.
+   * While Redis is unreachable, not revoked: reading history must keep working from PostgreSQL through a
+   * Redis outage, and the cut-off of a password change is checked in PostgreSQL too (users.tokens_valid_after);
+   * only a logout made before the outage goes unseen until Redis is back (docs/SECURITY.md).
+   */
   async function revokedInRedis(userId: string, jti: string, iat: number): Promise<boolean> {
-    const [revoked, cutoff] = await redis.mget(revokedKey(jti), cutoffKey(userId));
+    let found: (string | null)[];
+    try {
+      found = await redis.mget(revokedKey(jti), cutoffKey(userId));
+    } catch (err) {
+      if (isRedisUnavailable(err)) return false;
+      throw err;
+    }
+    const [revoked, cutoff] = found;
     return revoked !== null || (cutoff !== null && iat < Number(cutoff));
   }
 

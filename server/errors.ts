@@ -10,6 +10,7 @@ import {
   type ErrorBody,
 } from '../shared/errors.js';
 import type { Logger } from '../shared/logger.js';
+import { isRedisUnavailable } from '../shared/redis.js';
 
 /**
  * The one place a front node turns anything thrown into the error a client sees, for REST responses and
@@ -32,7 +33,7 @@ export function toClientError(err: unknown, logger: Logger, context: Record<stri
   if (e?.expose === true && typeof e.status === 'number' && e.status >= 400 && e.status < 500) {
     return new ValidationError('Request body could not be read');
   }
-  if (isTransientDbError(err) || e?.name === 'MaxRetriesPerRequestError') {
+  if (isTransientDbError(err) || isRedisUnavailable(err)) {
     logger.warn({ err, ...context }, 'dependency unavailable');
     return new ServiceUnavailableError();
   }

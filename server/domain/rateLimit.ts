@@ -1,5 +1,5 @@
 import type { Redis } from 'ioredis';
-import { RateLimiterRedis, RateLimiterRes } from 'rate-limiter-flexible';
+import { RateLimiterMemory, RateLimiterRedis, RateLimiterRes } from 'rate-limiter-flexible';
 import { RateLimitedError, ServiceUnavailableError, type RateLimitPolicy } from '../../shared/errors.js';
 
 export interface RateLimit {
@@ -42,10 +42,19 @@ export function createRateLimit(
   points: number,
   durationSeconds: number,
   policyName = keyPrefix.slice(keyPrefix.lastIndexOf(':') + 1),
+  options: { perNodeWhenRedisDown?: boolean } = {},
 ): RateLimit {
   if (points <= 0) return { consume: async () => {}, check: async () => {} };
   const policy: RateLimitPolicy = Object.freeze({ name: policyName, quota: points, windowSeconds: durationSeconds });
-  const limiter = new RateLimiterRedis({ storeClient: redis, keyPrefix, points, duration: durationSeconds });
+  const limiter = new RateLimiterRedis({
+    storeClient: redis,
+    keyPrefix,
+    points,
+    duration: durationSeconds,
+    // While Redis is unreachable, a budget that must not stop reads (REST history keeps working from
+    // PostgreSQL through a Redis outage) is counted by each front node on its own; the others refuse.
+    ...(options.perNodeWhenRedisDown && { insuranceLimiter: new RateLimiterMemory({ keyPrefix, points, duration: durationSeconds }) }),
+  });
   const leaseSize = Math.min(MAX_LEASE, Math.max(1, Math.floor(points * LEASE_SHARE)));
   const leases = new Map<string, Lease>();
   /** One lease request per key at a time: concurrent sends wait for it instead of leasing twice. */

@@ -57,6 +57,15 @@ const UNAVAILABLE: SendOutcome = { ok: false, error: new ServiceUnavailableError
 const MAX_UNANSWERED_BATCHES = 1;
 
 /**
+ * How long the producer's Redis connection may be down before every send waiting on the node is answered
+ * SERVICE_UNAVAILABLE. Without it, the sends of a batch in flight, and those waiting behind it, would wait
+ * for as long as the outage lasts: their batch's reply, or the sweeper's answer, needs Redis. Whether that
+ * batch is stored or not, the answer is honest: the client resends with the same clientMsgId, which is
+ * answered with the stored message or stores it now, never twice.
+ */
+const REDIS_OUTAGE_MS = 2000;
+
+/**
  * The front node's side of the pipeline: packs accepted sends into one batch job per partition, and
  * resolves each send when the worker replies with its outcome.
  *
@@ -73,6 +82,9 @@ export class SendQueue {
   private readonly unanswered: number[];
   private readonly pending = new Map<string, Pending>();
   private sweepTimer?: NodeJS.Timeout;
+  private outageTimer?: NodeJS.Timeout;
+  /** Since when the producer's connection has been down; undefined while it is up. */
+  private redisDownSince?: number;
   private sweeping = false;
   private closing = false;
   private submitted = 0;
@@ -115,13 +127,41 @@ export class SendQueue {
     });
     await this.deps.subscriber.subscribe(channel);
     await Promise.all(this.queues.map((q) => q.waitUntilReady()));
+    this.outageTimer = setInterval(() => this.watchRedis(), REDIS_OUTAGE_MS / 4);
+    this.outageTimer.unref();
     const quietMs = this.deps.quietMs ?? 5000;
     this.sweepTimer = setInterval(() => void this.sweep(quietMs), Math.max(500, quietMs / 2));
     this.sweepTimer.unref();
   }
 
+  /** Redis gone for REDIS_OUTAGE_MS: the sends waiting on it are answered (see REDIS_OUTAGE_MS). */
+  private watchRedis(): void {
+    if (!this.redisOutage() || this.pending.size === 0) return;
+    this.deps.logger.warn({ sends: this.pending.size }, 'redis unreachable; answering the sends waiting on it');
+    this.answerAll(UNAVAILABLE);
+  }
+
+  /** Whether the producer's connection has been down for REDIS_OUTAGE_MS or more. */
+  private redisOutage(): boolean {
+    // ioredis's connection state; a fake connection without one (unit tests) is always up.
+    const status = (this.deps.connection as { status?: string }).status;
+    if (status === undefined || status === 'ready') {
+      this.redisDownSince = undefined;
+      return false;
+    }
+    this.redisDownSince ??= Date.now();
+    return Date.now() - this.redisDownSince >= REDIS_OUTAGE_MS;
+  }
+
+  /** Answers every send the node holds, dropping the waiting ones first: a freed slot must not enqueue them. */
+  private answerAll(outcome: SendOutcome): void {
+    for (const buffer of this.buffers) buffer.length = 0;
+    for (const id of [...this.pending.keys()]) this.settle(id, outcome);
+  }
+
   submit(send: ChangeRequest): Promise<SendOutcome> {
-    if (this.closing) return Promise.resolve(UNAVAILABLE);
+    // During an outage, at once: the enqueue would fail anyway, after ioredis's reconnection attempts.
+    if (this.closing || this.redisOutage()) return Promise.resolve(UNAVAILABLE);
     const partition = partitionOf(send.channelId, this.queues.length);
     return new Promise<SendOutcome>((resolve) => {
       const p: Pending = { send, order: this.submitted++, partition, resolve, checkedAt: Date.now() };
@@ -138,9 +178,9 @@ export class SendQueue {
     while (this.pending.size > 0 && Date.now() < deadline) await new Promise((r) => setTimeout(r, 50));
     // Sends still waiting must not go out once their senders were told to retry: answering the batch in
     // flight frees its partition, which would enqueue them.
-    for (const buffer of this.buffers) buffer.length = 0;
-    for (const id of [...this.pending.keys()]) this.settle(id, UNAVAILABLE);
+    this.answerAll(UNAVAILABLE);
     clearInterval(this.sweepTimer);
+    clearInterval(this.outageTimer);
     await Promise.all(this.queues.map((q) => q.close()));
   }
 

@@ -182,6 +182,21 @@ describe('unit: createRateLimit (real Redis)', function () {
     }
   });
 
+  it('When Redis is unreachable and the budget counts per node meanwhile, then consumes pass up to its points and the next is RATE_LIMITED', async () => {
+    const dead = new Redis('redis://127.0.0.1:1', { lazyConnect: true, enableOfflineQueue: false, maxRetriesPerRequest: 0, retryStrategy: () => null });
+    dead.on('error', () => {});
+    try {
+      const { keyPrefix, key } = fresh();
+      const limit = createRateLimit(dead, keyPrefix, 5, WINDOW_S, 'reads', { perNodeWhenRedisDown: true });
+      for (let i = 0; i < 5; i++) await limit.consume(key);
+      const refused = await refusal(limit, key);
+      expect(refused).to.be.instanceOf(RateLimitedError);
+      expect((refused as RateLimitedError).policy?.name).to.equal('reads');
+    } finally {
+      dead.disconnect();
+    }
+  });
+
   it('When two front nodes (two limiters, two connections) send for one key alternately, then no more than points pass in total, and at most 2 x (lease - 1) fewer', async () => {
     const points = 500; // lease 10
     const { keyPrefix, key, redisKey } = fresh();

@@ -1,0 +1,417 @@
+/**
+ * Shared pieces of the outage tests: a redis-server of the test's own (the machine's Redis is shared and
+ * must never be stopped), a database of the test's own that can be closed to connections, and a client
+ * that behaves as docs/API.md tells clients to: it resends every un-acked send with its `clientMsgId`
+ * until it is acked, and resumes its channels by seq in the handshake whenever it (re)connects.
+ */
+import { spawn, type ChildProcess } from 'node:child_process';
+import { once } from 'node:events';
+import { tmpdir } from 'node:os';
+import { expect } from 'chai';
+import pg from 'pg';
+import { io } from 'socket.io-client';
+import { OutputTail, killOnExit } from '../../scripts/child-process.js';
+import { connectionUrl, databaseName, dropDatabase, migrateLatest, withDatabase } from '../../scripts/db-admin.js';
+import { freePort } from '../../scripts/net.js';
+import { pingRedis } from '../../scripts/redis-admin.js';
+import { loadConfig, type Config } from '../../shared/config.js';
+import type { SyncAck, SyncDone } from '../../shared/events.js';
+import type { MessageDto } from '../../shared/models/Message.js';
+import type { SendOutcome } from '../../shared/queues.js';
+import { request } from '../support/api.js';
+import { sleep, waitFor, type ClientSocket, type Transport } from '../support/sockets.js';
+import type { StoredMessage } from '../pipeline/fixtures.js';
+
+/** A redis-server on a free port of its own, without persistence, that a test may kill and start again. */
+export class OwnRedis {
+  private child?: ChildProcess;
+  private disarm = () => {};
+  readonly output = new OutputTail(40);
+
+  private constructor(readonly port: number) {}
+
+  static async start(): Promise<OwnRedis> {
+    const redis = new OwnRedis(await freePort());
+    await redis.start();
+    return redis;
+  }
+
+  get url(): string {
+    return `redis://127.0.0.1:${this.port}`;
+  }
+
+  get running(): boolean {
+    return this.child !== undefined && this.child.exitCode === null && this.child.signalCode === null;
+  }
+
+  /** Starts it (again, on the same port) and resolves once it answers PING. */
+  async start(): Promise<void> {
+    if (this.running) throw new Error('redis-server is already running');
+    const child = spawn(
+      'redis-server',
+      ['--port', String(this.port), '--bind', '127.0.0.1', '--save', '', '--appendonly', 'no', '--daemonize', 'no'],
+      // Nothing is written with these options; a directory of its own all the same.
+      { stdio: ['ignore', 'pipe', 'pipe'], cwd: tmpdir() },
+    );
+    child.stdout!.on('data', (chunk: Buffer) => this.output.push(chunk));
+    child.stderr!.on('data', (chunk: Buffer) => this.output.push(chunk));
+    await once(child, 'spawn');
+    this.child = child;
+    this.disarm = killOnExit(child.pid!, 'SIGKILL');
+    await waitFor(
+      async () => {
+        if (!this.running) throw new Error(`redis-server exited during start-up:\n${this.output}`);
+        return pingRedis(this.url, { connectTimeoutMs: 500 }).then(
+          () => true,
+          () => false,
+        );
+      },
+      10_000,
+      () => `redis-server on port ${this.port} does not answer:\n${this.output}`,
+      50,
+    );
+  }
+
+  /** Stops it with `signal` (SIGKILL: as a crash, nothing flushed) and resolves once it is gone. */
+  async kill(signal: NodeJS.Signals = 'SIGKILL'): Promise<void> {
+    const child = this.child;
+    if (!child || !this.running) return;
+    const exited = once(child, 'exit');
+    child.kill(signal);
+    await exited;
+    this.disarm();
+  }
+}
+
+/**
+ * A database of the test's own on the run's server, migrated, dropped by drop(): closing it to
+ * connections cannot disturb the other test files, which use the run's database.
+ */
+export class OwnDatabase {
+  private constructor(readonly config: Config, readonly name: string) {}
+
+  static async create(suffix: string): Promise<OwnDatabase> {
+    const base = loadConfig(process.env);
+    const name = `${databaseName(base.db.connection)}_${suffix}`;
+    const config = withDatabase(base, name);
+    await admin(config, (c) => c.query(`CREATE DATABASE ${c.escapeIdentifier(name)}`));
+    await migrateLatest(config);
+    return new OwnDatabase(config, name);
+  }
+
+  get url(): string {
+    return connectionUrl(this.config.db.connection);
+  }
+
+  /** Refuses new connections (55000) and ends the open ones (57P01), as maintenance or a failover does. */
+  async close(): Promise<void> {
+    await admin(this.config, async (c) => {
+      await c.query(`ALTER DATABASE ${c.escapeIdentifier(this.name)} ALLOW_CONNECTIONS false`);
+      await c.query('SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = $1 AND pid <> pg_backend_pid()', [this.name]);
+    });
+  }
+
+  async open(): Promise<void> {
+    await admin(this.config, (c) => c.query(`ALTER DATABASE ${c.escapeIdentifier(this.name)} ALLOW_CONNECTIONS true`));
+  }
+
+  /** The channel's rows in the messages table, by seq. */
+  async storedMessages(channelId: string): Promise<StoredMessage[]> {
+    const client = new pg.Client({ connectionString: this.url });
+    await client.connect();
+    try {
+      const { rows } = await client.query(
+        `SELECT id, seq::int AS seq, user_id AS "userId", body, client_msg_id AS "clientMsgId"
+           FROM messages WHERE channel_id = $1 ORDER BY seq`,
+        [channelId],
+      );
+      return rows;
+    } finally {
+      await client.end();
+    }
+  }
+
+  /** The channel's last seq as stored. */
+  async lastSeq(channelId: string): Promise<number> {
+    const rows = await this.storedMessages(channelId);
+    return rows.length === 0 ? 0 : rows[rows.length - 1].seq;
+  }
+
+  async drop(): Promise<void> {
+    await this.open().catch(() => {});
+    await dropDatabase(this.config);
+  }
+}
+
+/** Runs `use` on a connection to the server's maintenance database (`postgres`). */
+async function admin<T>(config: Config, use: (client: pg.Client) => Promise<T>): Promise<T> {
+  const client = new pg.Client({ connectionString: connectionUrl(config.db.connection, 'postgres') });
+  client.on('error', () => {});
+  await client.connect();
+  try {
+    return await use(client);
+  } finally {
+    await client.end().catch(() => {});
+  }
+}
+
+/** One emission of a send and what came of it. */
+export interface Attempt {
+  /** The test's phase when it went out (see ResendingClient's `phase`). */
+  phase: string;
+  at: number;
+  answeredAt?: number;
+  /** `ok`, the error code of the ack, or `no answer` (no ack within the client's ack timeout, or the socket dropped). */
+  outcome?: string;
+}
+
+/** A message the client means to send, with every attempt it took. */
+export interface OwnSend {
+  clientMsgId: string;
+  channelId: string;
+  body: string;
+  attempts: Attempt[];
+  /** The stored message, once an attempt was acked ok. */
+  acked?: MessageDto;
+  /** A refusal that no resend changes (anything but SERVICE_UNAVAILABLE and RATE_LIMITED). */
+  refused?: string;
+}
+
+const RETRIABLE = new Set(['SERVICE_UNAVAILABLE', 'RATE_LIMITED', 'no answer']);
+
+/**
+ * A client as docs/API.md describes one ("Reconnecting without losing messages"): it keeps the highest
+ * seq received per channel and resumes from those marks in the handshake at every (re)connect (auth is a
+ * function), continues with `sync` while a channel says `hasMore`, and resends each un-acked send with
+ * its original `clientMsgId` until it is acked or definitively refused. socket.io-client reconnects by
+ * itself after a lost connection (its default); a handshake the server refuses during an outage is tried
+ * again by the client (see the connect_error handler).
+ */
+export class ResendingClient {
+  readonly socket: ClientSocket;
+  readonly lastSeq: Record<string, number> = {};
+  /** Every message:new received, per channel, in arrival order, across connections. */
+  readonly received = new Map<string, MessageDto[]>();
+  readonly sends: OwnSend[] = [];
+  /** connect, disconnect and connect_error, in order: for failure messages. */
+  readonly timeline: string[] = [];
+  private readonly born = Date.now();
+  private sent = 0;
+  private stopped = false;
+  private readonly loops: Promise<void>[] = [];
+
+  constructor(
+    url: string,
+    private readonly token: string,
+    readonly channelIds: string[],
+    readonly options: {
+      tag: string;
+      /** The test's current phase, recorded with each attempt. */
+      phase: () => string;
+      transport?: Transport;
+      /** How long an attempt may wait for its ack: the bound on an answer. */
+      ackTimeoutMs?: number;
+      /** Pause before a resend. */
+      retryDelayMs?: number;
+    },
+  ) {
+    for (const id of channelIds) {
+      this.lastSeq[id] = 0;
+      this.received.set(id, []);
+    }
+    this.socket = io(url, {
+      auth: (cb) => cb({ token: this.token, resume: { ...this.lastSeq } }),
+      ...(options.transport === 'default' || options.transport === undefined ? {} : { transports: [options.transport] }),
+      forceNew: true,
+      reconnectionDelay: 200,
+      reconnectionDelayMax: 1000,
+      timeout: 5_000,
+    });
+    this.socket.on('message:new', (m: MessageDto) => {
+      this.received.get(m.channelId)?.push(m);
+      this.lastSeq[m.channelId] = Math.max(this.lastSeq[m.channelId] ?? 0, m.seq);
+    });
+    this.socket.on('sync:done', (done: SyncDone) => void this.continueSync(done.channels));
+    this.socket.on('connect', () => this.timeline.push(`${this.elapsed()} connect`));
+    this.socket.on('disconnect', (reason) => this.timeline.push(`${this.elapsed()} disconnect (${reason})`));
+    this.socket.on('connect_error', (err) => {
+      this.timeline.push(`${this.elapsed()} connect_error (${err.message})`);
+      // A refusal by the server (SERVICE_UNAVAILABLE while Redis or PostgreSQL is down) is not retried by
+      // socket.io-client itself, only a transport failure is: the client tries again after a pause.
+      if (!this.socket.active && !this.stopped) setTimeout(() => this.stopped || this.socket.connect(), this.options.retryDelayMs ?? 250);
+    });
+  }
+
+  private elapsed(): string {
+    return `+${Date.now() - this.born}ms`;
+  }
+
+  /** Resolves once connected (socket.io-client keeps trying meanwhile). */
+  connected(timeoutMs = 15_000): Promise<void> {
+    return waitFor(() => this.socket.connected, timeoutMs, () => `${this.options.tag} not connected: ${this.timeline.join(', ')}`);
+  }
+
+  /** While a channel's replay says `hasMore`, `sync` it again from where that replay stopped. */
+  private async continueSync(channels: SyncDone['channels']): Promise<void> {
+    let more = channels;
+    for (;;) {
+      const pending: Record<string, number> = {};
+      for (const [id, r] of Object.entries(more)) if ('hasMore' in r && r.hasMore && 'latestSeq' in r) pending[id] = r.latestSeq;
+      if (Object.keys(pending).length === 0) return;
+      let ack: SyncAck;
+      try {
+        ack = (await this.socket.timeout(10_000).emitWithAck('sync', { channels: pending })) as SyncAck;
+      } catch {
+        return; // The connection went: the next handshake resumes from lastSeq.
+      }
+      if (!ack.ok) return;
+      more = ack.channels;
+    }
+  }
+
+  /** Queues a send (round-robin over the channels) and keeps (re)sending it until it is acked or refused. */
+  send(): OwnSend {
+    const n = this.sent++;
+    const clientMsgId = `${this.options.tag}-${n}`;
+    const own: OwnSend = { clientMsgId, channelId: this.channelIds[n % this.channelIds.length], body: `${this.options.tag} #${n}`, attempts: [] };
+    this.sends.push(own);
+    this.loops.push(this.deliver(own));
+    return own;
+  }
+
+  private async deliver(own: OwnSend): Promise<void> {
+    const ackTimeoutMs = this.options.ackTimeoutMs ?? 10_000;
+    while (!own.acked && !own.refused && !this.stopped) {
+      if (!this.socket.connected) {
+        await sleep(50);
+        continue;
+      }
+      const attempt: Attempt = { phase: this.options.phase(), at: Date.now() };
+      own.attempts.push(attempt);
+      try {
+        const outcome = (await this.socket
+          .timeout(ackTimeoutMs)
+          .emitWithAck('message:send', { channelId: own.channelId, body: own.body, clientMsgId: own.clientMsgId })) as SendOutcome;
+        attempt.outcome = outcome.ok ? 'ok' : outcome.error.code;
+        if (outcome.ok) own.acked = outcome.message;
+      } catch {
+        attempt.outcome = 'no answer';
+      }
+      attempt.answeredAt = Date.now();
+      if (!own.acked && !RETRIABLE.has(attempt.outcome)) own.refused = attempt.outcome;
+      // Backing off, as a client should: 250 ms, doubling up to 2 s.
+      if (!own.acked && !own.refused) await sleep(Math.min((this.options.retryDelayMs ?? 250) * 2 ** (own.attempts.length - 1), 2_000));
+    }
+  }
+
+  /** Resolves once every send so far is acked or refused; rejects after `timeoutMs` listing the others. */
+  async settled(timeoutMs = 30_000): Promise<void> {
+    await waitFor(
+      () => this.sends.every((s) => s.acked || s.refused),
+      timeoutMs,
+      () => `${this.options.tag}: un-acked ${describeSends(this.sends.filter((s) => !s.acked && !s.refused))}; ${this.timeline.join(', ')}`,
+      50,
+    );
+  }
+
+  /** Stops resending and closes the socket. */
+  async close(): Promise<void> {
+    this.stopped = true;
+    this.socket.close();
+    await Promise.all(this.loops);
+  }
+}
+
+/** The first sends of `sends` with their attempts (phase:outcome/ms), for failure messages. */
+export function describeSends(sends: OwnSend[], max = 8): string {
+  const more = sends.length > max ? ` … and ${sends.length - max} more` : '';
+  return sends
+    .slice(0, max)
+    .map((s) => `${s.clientMsgId} [${s.attempts.map((a) => `${a.phase}:${a.outcome ?? 'pending'}${a.answeredAt ? `/${a.answeredAt - a.at}ms` : ''}`).join(' ')}]`)
+    .join('; ') + more;
+}
+
+/** Each client queues one send every `intervalMs`, whatever came of the earlier ones, until stop(). */
+export function startStreams(clients: ResendingClient[], intervalMs: number): { stop(): Promise<void> } {
+  let streaming = true;
+  const loops = clients.map(async (c) => {
+    while (streaming) {
+      c.send();
+      await sleep(intervalMs);
+    }
+  });
+  return {
+    async stop() {
+      streaming = false;
+      await Promise.all(loops);
+    },
+  };
+}
+
+/** `GET /health/ready`'s status, or 0 when the node does not answer within 5 s. */
+export async function readiness(url: string): Promise<number> {
+  try {
+    const res = await fetch(`${url}/health/ready`, { signal: AbortSignal.timeout(5_000) });
+    await res.arrayBuffer();
+    return res.status;
+  } catch {
+    return 0;
+  }
+}
+
+/** Resolves with the time at which every node's readiness was `status` (polled every 100 ms). */
+export async function whenReadiness(urls: string[], status: number, timeoutMs: number): Promise<number> {
+  await waitFor(async () => (await Promise.all(urls.map(readiness))).every((s) => s === status), timeoutMs, () => `readiness never ${status}`, 100);
+  return Date.now();
+}
+
+/** One page of REST history; the status and the seqs it returned. */
+export async function historyPage(url: string, token: string, channelId: string): Promise<{ status: number; seqs: number[]; text: string }> {
+  const res = await request(url, 'GET', `/channels/${channelId}/messages?limit=200`, { token });
+  return { status: res.status, seqs: res.status === 200 ? res.body.messages.map((m: MessageDto) => m.seq) : [], text: res.text };
+}
+
+/** Waits until every client has received each channel up to its last stored seq. */
+export async function caughtUp(clients: ResendingClient[], stored: Map<string, StoredMessage[]>, timeoutMs = 15_000): Promise<void> {
+  const target = Object.fromEntries([...stored].map(([id, rows]) => [id, rows.length === 0 ? 0 : rows[rows.length - 1].seq]));
+  await waitFor(
+    () => clients.every((c) => Object.keys(target).every((id) => c.lastSeq[id] >= target[id])),
+    timeoutMs,
+    () => `clients behind ${JSON.stringify(target)}: ${clients.map((c) => `${c.options.tag} ${JSON.stringify(c.lastSeq)} (${c.timeline.join(', ')})`).join('; ')}`,
+  );
+}
+
+/**
+ * The outcome every outage test asserts, per channel: each send acked ok is stored exactly once, as the
+ * acked message; nothing is stored that was not sent; and every client received the channel's messages
+ * 1..N, in seq order, each once, whether it stayed connected or resumed after reconnecting.
+ */
+export function expectStoredOnceAndDelivered(
+  clients: ResendingClient[],
+  channelIds: string[],
+  stored: Map<string, StoredMessage[]>,
+): void {
+  const sends = clients.flatMap((c) => c.sends);
+  for (const channelId of channelIds) {
+    const rows = stored.get(channelId)!;
+    expect(rows.map((r) => r.seq), `channel ${channelId}: seqs are 1..N`).to.deep.equal(rows.map((_, i) => i + 1));
+    const byClientMsgId = new Map<string, StoredMessage[]>();
+    for (const r of rows) byClientMsgId.set(r.clientMsgId!, [...(byClientMsgId.get(r.clientMsgId!) ?? []), r]);
+    const mine = sends.filter((s) => s.channelId === channelId);
+    for (const s of mine.filter((s) => s.acked)) {
+      const copies = byClientMsgId.get(s.clientMsgId) ?? [];
+      expect(copies.length, `${s.clientMsgId} acked ok: stored exactly once`).to.equal(1);
+      expect(copies[0].id, `${s.clientMsgId}: the acked message is the stored one`).to.equal(s.acked!.id);
+      expect(copies[0].seq, `${s.clientMsgId}: acked seq`).to.equal(s.acked!.seq);
+    }
+    const sentIds = new Set(mine.map((s) => s.clientMsgId));
+    expect(rows.filter((r) => !sentIds.has(r.clientMsgId!)).map((r) => r.clientMsgId), 'stored, never sent').to.deep.equal([]);
+    for (const client of clients) {
+      const seqs = client.received.get(channelId)!.map((m) => m.seq);
+      expect(seqs, `${client.options.tag} received channel ${channelId}'s messages 1..${rows.length}, once each, in order (${client.timeline.join(', ')})`).to.deep.equal(
+        rows.map((r) => r.seq),
+      );
+      expect(client.received.get(channelId)!.map((m) => m.id), `${client.options.tag}: the stored messages`).to.deep.equal(rows.map((r) => r.id));
+    }
+  }
+}

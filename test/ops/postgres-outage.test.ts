@@ -1,0 +1,145 @@
+import { expect } from 'chai';
+import type { Cluster } from '../../scripts/cluster.js';
+import type { ChannelDto, RegisteredUser } from '../support/api.js';
+import { sleep, type Transport } from '../support/sockets.js';
+import { seedChannel, seedTeam, startPipelineCluster, type StoredMessage, type Team } from '../pipeline/fixtures.js';
+import {
+  OwnDatabase,
+  ResendingClient,
+  caughtUp,
+  describeSends,
+  expectStoredOnceAndDelivered,
+  historyPage,
+  readiness,
+  startStreams,
+  whenReadiness,
+} from './helpers.js';
+
+/** Each sender queues one send this often, whatever happened to the earlier ones. */
+const INTERVAL_MS = 60;
+const OUTAGE_MS = 5_000;
+/**
+ * Sends wait while PostgreSQL is away (the worker retries their batch in place): a client that waits
+ * longer than the outage hears the outcome of each send it made.
+ */
+const ACK_TIMEOUT_MS = 15_000;
+const TRANSPORTS: Transport[] = ['websocket', 'default', 'polling'];
+
+type Phase = 'before' | 'outage' | 'after';
+
+describe('operations: PostgreSQL refusing connections mid-stream', function () {
+  this.timeout(90_000);
+
+  let db: OwnDatabase;
+  let cluster: Cluster;
+  let team: Team;
+  let channels: ChannelDto[];
+  let senders: ResendingClient[];
+  /** A member that only listens: it goes away during the outage and comes back by resuming. */
+  let returning: ResendingClient;
+  /** A member that only listens and stays connected throughout. */
+  let watcher: ResendingClient;
+  let phase: Phase = 'before';
+  const at = { closed: 0, opened: 0, ready: 0 };
+  /** Front nodes' and workers' /health/ready while PostgreSQL was away. */
+  let readyDuringOutage: number[] = [];
+  let historyDuringOutage: Array<{ status: number; text: string }> = [];
+  const stored = new Map<string, StoredMessage[]>();
+
+  const processUrls = () => [...cluster.servers, ...cluster.workers].map((p) => p.url);
+
+  before(async () => {
+    // The test's own database: closing the run's would fail every other file's queries.
+    db = await OwnDatabase.create('pg_outage');
+    cluster = await startPipelineCluster('postgres-outage', { DATABASE_URL: db.url });
+    const [a, b] = cluster.urls;
+    team = await seedTeam(a, 5);
+    const [s0, s1, s2, r0, w0] = team.members;
+    channels = [await seedChannel(a, team, team.members), await seedChannel(a, team, team.members, { isPrivate: true })];
+    const ids = channels.map((c) => c.id);
+    const client = (user: RegisteredUser, url: string, tag: string, transport: Transport) =>
+      new ResendingClient(url, user.token, ids, { tag, transport, phase: () => phase, ackTimeoutMs: ACK_TIMEOUT_MS });
+    senders = [s0, s1, s2].map((u, i) => client(u, cluster.urls[i % 2], `sender${i}-${TRANSPORTS[i]}`, TRANSPORTS[i]));
+    returning = client(r0, b, 'returning', 'websocket');
+    watcher = client(w0, a, 'watcher', 'default');
+    await Promise.all([...senders, returning, watcher].map((c) => c.connected()));
+
+    const streams = startStreams(senders, INTERVAL_MS);
+    try {
+      await sleep(1_500);
+      await db.close();
+      // From here on the database refuses every connection: a send made now cannot be stored before it is back.
+      phase = 'outage';
+      at.closed = Date.now();
+      returning.socket.disconnect();
+      // Comes back at once: refused (its channels cannot be read) and tried again until PostgreSQL is back.
+      returning.socket.connect();
+      await whenReadiness(processUrls(), 503, OUTAGE_MS);
+      readyDuringOutage = await Promise.all(processUrls().map(readiness));
+      historyDuringOutage = await Promise.all(channels.map((c) => historyPage(b, team.owner.token, c.id)));
+      await sleep(Math.max(0, at.closed + OUTAGE_MS - Date.now()));
+      phase = 'after';
+      await db.open();
+      at.opened = Date.now();
+      at.ready = await whenReadiness(processUrls(), 200, 20_000);
+      await sleep(2_000);
+    } finally {
+      await streams.stop();
+    }
+    await Promise.all(senders.map((c) => c.settled(30_000)));
+    for (const c of channels) stored.set(c.id, await db.storedMessages(c.id));
+    await caughtUp([...senders, returning, watcher], stored);
+
+    const sends = senders.flatMap((c) => c.sends);
+    const waited = sends.filter((s) => s.attempts[0].phase === 'outage');
+    const lastOutageAck = Math.max(...waited.flatMap((s) => s.attempts.filter((a) => a.outcome === 'ok').map((a) => a.answeredAt!)));
+    const firstOkAfter = Math.min(...sends.flatMap((s) => s.attempts.filter((a) => a.outcome === 'ok' && a.answeredAt! >= at.opened).map((a) => a.answeredAt!)));
+    console.log(
+      `      [postgres outage] closed ${at.opened - at.closed} ms; after it took connections again: /health/ready 200 on every process in ${at.ready - at.opened} ms, ` +
+        `first send acked ok in ${firstOkAfter - at.opened} ms, every send made during the outage acked ok in ${lastOutageAck - at.opened} ms; ` +
+        `${sends.length} sends, ${sends.reduce((n, s) => n + s.attempts.length - 1, 0)} resends`,
+    );
+  });
+
+  after(async () => {
+    await Promise.all([...(senders ?? []), returning, watcher].filter(Boolean).map((c) => c.close()));
+    await cluster?.stop();
+    await db?.drop();
+  });
+
+  it('When PostgreSQL refuses connections mid-stream and comes back, then every send acked ok is stored exactly once, and every client, connected throughout or resumed after reconnecting, received each channel 1..N in seq order', () => {
+    expectStoredOnceAndDelivered([...senders, returning, watcher], channels.map((c) => c.id), stored);
+    expect(returning.timeline.some((e) => e.includes('connect_error')), `the returning client was refused while PostgreSQL was away: ${returning.timeline}`).to.equal(true);
+  });
+
+  it('When PostgreSQL is away, then sends wait for it, each is answered, and those made during the outage are acked ok once it is back', () => {
+    const sends = senders.flatMap((c) => c.sends);
+    const unanswered = sends.filter((s) => s.attempts.some((a) => a.outcome === 'no answer'));
+    expect(unanswered.length, `attempts without an ack within ${ACK_TIMEOUT_MS} ms: ${describeSends(unanswered)}`).to.equal(0);
+    const answers = [...new Set(sends.flatMap((s) => s.attempts.map((a) => a.outcome)))];
+    expect(answers.filter((a) => a !== 'ok' && a !== 'SERVICE_UNAVAILABLE'), 'answers').to.deep.equal([]);
+    expect(sends.filter((s) => !s.acked).map((s) => s.clientMsgId), 'sends never acked ok').to.deep.equal([]);
+    const waited = sends.filter((s) => s.attempts[0].phase === 'outage');
+    expect(waited.length, 'sends made while PostgreSQL was away').to.be.greaterThan(10);
+    expect(waited.filter((s) => (s.attempts.find((a) => a.outcome === 'ok')?.answeredAt ?? Infinity) < at.opened).map((s) => s.clientMsgId), 'acked before PostgreSQL was back').to.deep.equal([]);
+  });
+
+  it('When PostgreSQL is away, then the workers retry in place: no channel is reordered, each sender\'s sends are stored in the order it made them', () => {
+    for (const sender of senders) {
+      for (const channel of channels) {
+        // A send answered at its first attempt went through the pipeline in its place; a resent one did not.
+        const firstTime = sender.sends.filter((s) => s.channelId === channel.id && s.attempts.length === 1);
+        const seqs = firstTime.flatMap((s) => (s.acked ? [s.acked.seq] : []));
+        expect(seqs, `${sender.options.tag}'s sends in channel ${channel.name}, in the order sent`).to.deep.equal([...seqs].sort((x, y) => x - y));
+      }
+    }
+  });
+
+  it('When PostgreSQL is away, then /health/ready answers 503 on every front node and worker and REST answers SERVICE_UNAVAILABLE, and both recover by themselves', () => {
+    expect(readyDuringOutage).to.deep.equal([503, 503, 503, 503]);
+    for (const page of historyDuringOutage) expect(page.status, page.text).to.equal(503);
+    expect(historyDuringOutage.map((p) => JSON.parse(p.text).error.code)).to.deep.equal(['SERVICE_UNAVAILABLE', 'SERVICE_UNAVAILABLE']);
+    expect(at.ready).to.be.greaterThan(0);
+    expect(cluster.servers.every((p) => p.alive) && cluster.workers.every((p) => p.alive), 'every process still runs').to.equal(true);
+  });
+});
