@@ -152,6 +152,25 @@ export interface ServerToClientEvents {
   'channel:updated': (update: ChannelUpdated) => void;
   /** Just before the server disconnects a socket whose token was revoked (logout, password change) or expired. */
   'session:revoked': (reason: SessionRevoked) => void;
+  /** To the channel's other members' sockets, volatile (server/realtime/typing.ts). */
+  typing: (event: TypingEvent) => void;
+  'typing:stopped': (event: TypingEvent) => void;
+  /** To the sockets subscribed to the user, on every change of their status (server/realtime/presence.ts). */
+  presence: (event: PresenceEvent) => void;
+}
+
+/** `typing` and `typing:stopped`. */
+export interface TypingEvent {
+  channelId: string;
+  userId: string;
+}
+
+export type PresenceStatus = 'online' | 'offline';
+
+/** `presence`. */
+export interface PresenceEvent {
+  userId: string;
+  status: PresenceStatus;
 }
 
 export interface ChannelUpdated {

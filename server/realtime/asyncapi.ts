@@ -9,15 +9,17 @@ import type {
   ClientToServerEvents,
   MessageDeleted,
   MessageUpdated,
+  PresenceEvent,
   ReactionChanged,
   ServerToClientEvents,
   SessionRevoked,
+  TypingEvent,
 } from '../../shared/events.js';
 import type Joi from '../../shared/validation.js';
 import { COMPONENT_SCHEMAS, dto, joiToJsonSchema, object, ref, type DocumentInfo, type JsonSchema } from '../http/openapi.js';
-import { presenceSchema, type PresenceEvent, type PresenceEvents } from './presence.js';
+import { presenceSchema } from './presence.js';
 import { deleteSchema, editSchema, handshakeSchema, reactionSchema, readSchema, sendSchema, syncSchema } from './socketServer.js';
-import { typingSchema, type TypingEvent, type TypingEvents } from './typing.js';
+import { typingSchema } from './typing.js';
 
 interface ClientEvent {
   summary: string;
@@ -85,7 +87,7 @@ const CHANNEL_EVENT =
   "One of the channel's events: it reaches every socket of the channel, on every node, in rev order, each once; a resume by rev replays them as they were emitted.";
 
 /** What the server emits; the compiler checks that every event of the server's event types is here. */
-const SERVER_EVENTS: Record<keyof ServerToClientEvents | keyof TypingEvents | keyof PresenceEvents, ServerEvent> = {
+const SERVER_EVENTS: Record<keyof ServerToClientEvents, ServerEvent> = {
   'message:new': { summary: 'A new message (its `rev`: its creation)', description: CHANNEL_EVENT, payload: ref('Message') },
   'message:updated': { summary: 'A message after an edit, or a thread parent whose replies changed', description: CHANNEL_EVENT, payload: ref('MessageUpdated') },
   'message:deleted': { summary: 'A message is deleted', description: CHANNEL_EVENT, payload: ref('MessageDeleted') },

@@ -1,23 +1,11 @@
 import { randomUUID } from 'node:crypto';
 import type { Redis } from 'ioredis';
-import type { Server } from 'socket.io';
+import type { PresenceEvent, PresenceStatus } from '../../shared/events.js';
 import { ChannelMember, WorkspaceMember } from '../../shared/models/index.js';
 import type { Logger } from '../../shared/logger.js';
 import Joi, { UUID_PATTERN } from '../../shared/validation.js';
 import { can } from '../../shared/policy.js';
 import type { IoServer, IoSocket } from './types.js';
-
-export type PresenceStatus = 'online' | 'offline';
-
-/** `presence`, to the sockets subscribed to the user, on every change of their status. */
-export interface PresenceEvent {
-  userId: string;
-  status: PresenceStatus;
-}
-
-export interface PresenceEvents {
-  presence: (event: PresenceEvent) => void;
-}
 
 export type PresenceAck = { ok: true; presence: Record<string, PresenceStatus> };
 
@@ -283,7 +271,7 @@ async function visibleUsers(callerId: string, userIds: string[]): Promise<string
  * to its own sockets subscribed to that user.
  */
 export function createPresence(deps: { io: IoServer; redis: Redis; subscriber: Redis; redisPrefix: string; ttlMs: number; logger: Logger }) {
-  const io = deps.io as unknown as Server<never, PresenceEvents>;
+  const { io } = deps;
   const { logger } = deps;
   const registry = new PresenceRegistry({ redis: deps.redis, prefix: deps.redisPrefix, ttlMs: deps.ttlMs, logger });
   const changes = `${deps.redisPrefix}:presence`;

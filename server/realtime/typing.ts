@@ -1,20 +1,8 @@
 import type { Redis } from 'ioredis';
-import type { Server } from 'socket.io';
 import { channelRoom, userRoom } from '../../shared/events.js';
 import Joi, { UUID_PATTERN } from '../../shared/validation.js';
 import { authorize } from '../../shared/policy.js';
 import type { IoServer, IoSocket } from './types.js';
-
-/** `typing` and `typing:stopped`, to the channel's other members. */
-export interface TypingEvent {
-  channelId: string;
-  userId: string;
-}
-
-export interface TypingEvents {
-  typing: (event: TypingEvent) => void;
-  'typing:stopped': (event: TypingEvent) => void;
-}
 
 export type TypingAck = { ok: true };
 
@@ -32,7 +20,7 @@ export const TYPING_THROTTLE_MS = 2000;
  */
 export function createTyping(deps: { io: IoServer; redis: Redis; redisPrefix: string }) {
   const { redis } = deps;
-  const io = deps.io as unknown as Server<never, TypingEvents>;
+  const { io } = deps;
   const throttleKey = (userId: string, channelId: string) => `${deps.redisPrefix}:typing:${userId}:${channelId}`;
 
   /**
