@@ -59,18 +59,23 @@ export function parseSearchQuery(q: string): ParsedQuery {
   return parsed;
 }
 
-/** The cursor of the hits older than `hit`: its creation time in microseconds and its id. */
-function encodeCursor(createdUs: number, id: string): string {
-  return Buffer.from(`${createdUs}:${id}`).toString('base64url');
+/**
+ * Hits come newest first: by creation time, then channel, then seq. A batch's messages share their
+ * creation time (its transaction's), and within a channel seq is their order; ids are random, so an order
+ * by id would shuffle them, and a channel's hits read by seq would not be the ones an order by id wants
+ * (a page could skip some). The cursor of the hits after `hit` is that triple.
+ */
+function encodeCursor(createdUs: number, channelId: string, seq: number): string {
+  return Buffer.from(`${createdUs}:${channelId}:${seq}`).toString('base64url');
 }
 
-function decodeCursor(before: string): { createdUs: number; id: string } {
-  const match = /^(\d{1,16}):([0-9a-f-]{36})$/.exec(Buffer.from(before, 'base64url').toString('latin1'));
+function decodeCursor(before: string): { createdUs: number; channelId: string; seq: number } {
+  const match = /^(\d{1,16}):([0-9a-f-]{36}):(\d{1,15})$/.exec(Buffer.from(before, 'base64url').toString('latin1'));
   if (!match || !UUID_PATTERN.test(match[2])) {
     const message = '"before" must be a nextBefore of an earlier page';
     throw new ValidationError(message, [{ field: 'before', message }]);
   }
-  return { createdUs: Number(match[1]), id: match[2] };
+  return { createdUs: Number(match[1]), channelId: match[2], seq: Number(match[3]) };
 }
 
 // Private-use characters the bodies are stripped of, so that only ts_headline places them.
@@ -102,77 +107,180 @@ function toSnippet(headline: string): string {
 const AUTHOR_ORDER = 'm.seq + 0';
 
 /**
- * How many of a channel's newest messages are searched first, on their own: reading them in seq order
- * (a range of the history index, pages shared by every channel's newest) is cheaper than reading all of a
- * channel's hits through the GIN index when a word is in more than about 1 message in 1,000.
+ * How many of the caller's newest messages, all channels together, the first statement reads (backwards on
+ * the history index, each channel stopping at a page of hits): enough to hold a page of hits of a word in
+ * about 1 message in 200 (docs/PERFORMANCE.md, "Search"). Spread evenly over the channels, at least
+ * NEWEST_PER_CHANNEL_MIN each: the planner prices each channel's window at its LIMIT, and the statement must
+ * stay far below `jit_above_cost` (100,000) however many channels the caller is in (JIT compiling it takes
+ * hundreds of milliseconds).
  */
-const NEWEST_WINDOW = 2000;
+const NEWEST_BUDGET = 6000;
+const NEWEST_PER_CHANNEL_MIN = 20;
 
 type HitRow = Parameters<typeof toMessageDto>[0] & { created_us: number; snippet: string };
+
+type SearchParams = {
+  text: string;
+  from: string[];
+  in: string[];
+  beforeUs: number | null;
+  beforeChannelId: string | null;
+  beforeSeq: number | null;
+  userId: string;
+  workspaceId: string;
+  /** A page and one more, which tells whether there is a next one. */
+  limit: number;
+};
+
+const TSQUERY = 'websearch_to_tsquery(message_search_language(), :text)';
+const HIT_COLUMNS = ['id', 'channel_id', 'seq', 'rev', 'user_id', 'body', 'client_msg_id', 'parent_id', 'created_at', 'edited_at',
+  'deleted_at', 'reply_count', 'last_reply_at', 'reactions', 'mentions'];
+const hitColumns = (alias: string) => HIT_COLUMNS.map((column) => `${alias}.${column}`).join(', ');
+const SNIPPET = `ts_headline(message_search_language(), ${ESCAPED_BODY}, ${TSQUERY},
+                             CASE WHEN length(h.body) <= :wholeBodyMax THEN :wholeBody ELSE :fragment END)`;
+const SNIPPET_OPTIONS = { wholeBodyMax: SNIPPET_WHOLE_BODY_MAX, wholeBody: WHOLE_BODY, fragment: FRAGMENT };
+/** The caller's channels in the workspace (and in `in:`, if given); none when the words are only stop words. */
+const SCOPE = `cm.user_id = :userId AND c.workspace_id = :workspaceId
+            AND (cardinality(:in::uuid[]) = 0 OR cm.channel_id = ANY(:in::uuid[]))
+            -- Only stop words: nothing can match, and nothing is scanned.
+            AND numnode(${TSQUERY}) > 0`;
+const MATCHES = (m: string) => `${m}.search_vector @@ ${TSQUERY} AND ${m}.deleted_at IS NULL
+       AND (cardinality(:from::uuid[]) = 0 OR ${m}.user_id = ANY(:from::uuid[]))
+       AND (:beforeUs::bigint IS NULL
+            OR (${m}.created_at, ${m}.channel_id, ${m}.seq)
+               < (timestamptz 'epoch' + :beforeUs::bigint * interval '1 microsecond', :beforeChannelId::uuid, :beforeSeq::bigint))`;
+
+type NewestRow = HitRow & {
+  scope_id: string;
+  scope_lo: number;
+  bound_us: number | null;
+  scope_hits: number;
+  scope_row: number;
+  hit_rank: number;
+};
+
+// As the statements order them: (created_at, channel_id, seq) descending; lower-case uuids compare as PostgreSQL compares uuids.
+const newestFirst = (a: HitRow, b: HitRow) =>
+  Number(b.created_us) - Number(a.created_us) || (a.channel_id! < b.channel_id! ? 1 : a.channel_id! > b.channel_id! ? -1 : 0) || Number(b.seq) - Number(a.seq);
+
+/**
+ * The newest messages of the caller's channels first: each channel's newest `window` messages, read
+ * backwards on the history index, each channel stopping at a page of hits. Of each channel, the creation
+ * time beyond which it was not read is known: its oldest hit if it filled a page, else its newest message
+ * older than the window (created_at never decreases with seq in a channel). The hits read are the page but
+ * for the channels that neither filled a page nor were read back past the page's last hit: only those are
+ * searched further (searchOlder()), below their window. A word in about 1 message in 200 or more usually
+ * needs only the first statement; a rarer one, both.
+ *
+ * The window's range and its LIMIT say the same (last_seq is the channel's highest seq); the LIMIT keeps
+ * the planner's estimate at the rows read (a range from a lateral reference is priced at a third of the
+ * channel, which prices the statement into JIT compilation) and, inside the subquery, keeps the words'
+ * condition out of it, so that the GIN index is not chosen for a window.
+ */
+async function searchNewest(params: SearchParams): Promise<HitRow[]> {
+  const knex = Message.knex();
+  const { rows: scope } = await knex.raw<{ rows: Array<{ channels: number }> }>(
+    `SELECT count(*)::int AS channels FROM channel_members cm JOIN channels c ON c.id = cm.channel_id WHERE ${SCOPE}`,
+    params,
+  );
+  if (scope[0].channels === 0) return [];
+  const window = Math.max(NEWEST_PER_CHANNEL_MIN, Math.ceil(NEWEST_BUDGET / scope[0].channels));
+  // The page's hits, and one row per channel with what is known of the rest of it.
+  const { rows } = await knex.raw<{ rows: NewestRow[] }>(
+    `SELECT h.*, CASE WHEN h.hit_rank <= :limit THEN ${SNIPPET} END AS snippet
+       FROM (
+         SELECT c.id AS scope_id, c.last_seq - :window AS scope_lo,
+                (extract(epoch FROM bound.created_at) * 1000000)::bigint AS bound_us,
+                count(hit.id) OVER scope AS scope_hits, row_number() OVER scope AS scope_row, hit.*,
+                row_number() OVER (ORDER BY hit.created_at DESC NULLS LAST, hit.channel_id DESC NULLS LAST, hit.seq DESC NULLS LAST) AS hit_rank
+           FROM channel_members cm
+           JOIN channels c ON c.id = cm.channel_id
+           LEFT JOIN LATERAL (
+             SELECT m.created_at FROM messages m
+              WHERE m.channel_id = c.id AND m.seq <= c.last_seq - :window
+              ORDER BY m.seq DESC LIMIT 1
+           ) bound ON true
+           LEFT JOIN LATERAL (
+             SELECT ${hitColumns('w')}, (extract(epoch FROM w.created_at) * 1000000)::bigint AS created_us
+               FROM (
+                 SELECT ${hitColumns('m')}, m.search_vector FROM messages m
+                  WHERE m.channel_id = c.id AND m.seq > c.last_seq - :window
+                  ORDER BY m.seq DESC LIMIT :window
+               ) w
+              WHERE ${MATCHES('w')}
+              ORDER BY w.seq DESC
+              LIMIT :limit
+           ) hit ON true
+          WHERE ${SCOPE}
+         WINDOW scope AS (PARTITION BY c.id)
+       ) h
+      WHERE h.hit_rank <= :limit OR h.scope_row = 1
+      ORDER BY h.hit_rank`,
+    { ...params, ...SNIPPET_OPTIONS, window },
+  );
+  const hits = rows.filter((r) => r.id !== null && Number(r.hit_rank) <= params.limit);
+  const last = hits.length >= params.limit ? Number(hits[params.limit - 1].created_us) : null;
+  const unsettled = rows.filter(
+    (r) => Number(r.scope_row) === 1 && Number(r.scope_hits) < params.limit && r.bound_us !== null && (last === null || last <= Number(r.bound_us)),
+  );
+  if (unsettled.length === 0) return hits;
+  const older = await searchOlder(params, unsettled.map((r) => r.scope_id), unsettled.map((r) => Number(r.scope_lo)));
+  return [...hits, ...older].sort(newestFirst).slice(0, params.limit);
+}
+
+/**
+ * The newest hits with seq <= `below[i]` of each channel `channels[i]` the caller is still a member of (by
+ * seq, backwards on the history index when the words are common, through the (channel_id, user_id,
+ * search_vector) GIN index when they are rare: the planner picks per channel), merged.
+ */
+async function searchOlder(params: SearchParams, channels: string[], below: number[]): Promise<HitRow[]> {
+  const order = params.from.length > 0 ? AUTHOR_ORDER : 'm.seq';
+  const { rows } = await Message.knex().raw<{ rows: HitRow[] }>(
+    `SELECT h.*, ${SNIPPET} AS snippet
+       FROM (
+         SELECT hit.* FROM unnest(:channels::uuid[], :below::bigint[]) AS older(channel_id, below)
+           JOIN channel_members cm ON cm.channel_id = older.channel_id AND cm.user_id = :userId
+           CROSS JOIN LATERAL (
+             SELECT ${hitColumns('m')}, (extract(epoch FROM m.created_at) * 1000000)::bigint AS created_us
+               FROM messages m
+              WHERE m.channel_id = cm.channel_id AND m.seq <= older.below AND ${MATCHES('m')}
+              ORDER BY ${order} DESC
+              LIMIT :limit
+           ) hit
+          ORDER BY hit.created_at DESC, hit.channel_id DESC, hit.seq DESC
+          LIMIT :limit
+       ) h
+      ORDER BY h.created_at DESC, h.channel_id DESC, h.seq DESC`,
+    { ...params, ...SNIPPET_OPTIONS, channels, below },
+  );
+  return rows;
+}
 
 /**
  * One page of hits. The caller's workspace decides NOT_FOUND (policy 'workspace.view'); inside it, the
  * scope is channel membership, as for history ('channel.history'): a channel the caller is not in, named
  * by `in:` or not, only ever yields no hits.
  *
- * The statement takes the newest hits of each member channel (by seq, backwards on the history index
- * when the words are common, through the (channel_id, user_id, search_vector) GIN index when they are
- * rare: the planner picks per channel, in its newest NEWEST_WINDOW messages first) and merges them. The
- * costliest are words of middling frequency (docs/PERFORMANCE.md, "Search").
+ * The newest messages of the caller's channels first, which hold the page unless the words are rare, then
+ * the older ones of the channels that may still hold some of it (searchNewest). The costliest are rare words,
+ * which take both statements (docs/PERFORMANCE.md, "Search").
  */
 export async function searchMessages(userId: string, workspaceId: string, query: SearchQuery): Promise<SearchPage> {
   await authorizeInWorkspace(userId, 'workspace.view', { workspaceId });
   const parsed = parseSearchQuery(query.q);
   const cursor = query.before === undefined ? null : decodeCursor(query.before);
-  const tsquery = 'websearch_to_tsquery(message_search_language(), :text)';
-  const olderOrder = parsed.from.length > 0 ? AUTHOR_ORDER : 'm.seq';
-  const channelHits = `SELECT m.id, m.channel_id, m.seq, m.rev, m.user_id, m.body, m.client_msg_id, m.parent_id, m.created_at,
-           m.edited_at, m.deleted_at, m.reply_count, m.last_reply_at, m.reactions, m.mentions,
-           (extract(epoch FROM m.created_at) * 1000000)::bigint AS created_us
-      FROM messages m
-     WHERE m.channel_id = cm.channel_id AND m.search_vector @@ ${tsquery} AND m.deleted_at IS NULL
-       AND (cardinality(:from::uuid[]) = 0 OR m.user_id = ANY(:from::uuid[]))
-       AND (:beforeUs::bigint IS NULL
-            OR (m.created_at, m.id) < (timestamptz 'epoch' + :beforeUs::bigint * interval '1 microsecond', :beforeId::uuid))`;
-  const { rows } = await Message.knex().raw<{ rows: HitRow[] }>(
-    `SELECT h.*, ts_headline(message_search_language(), ${ESCAPED_BODY}, ${tsquery},
-                             CASE WHEN length(h.body) <= :wholeBodyMax THEN :wholeBody ELSE :fragment END) AS snippet
-       FROM (
-         SELECT hit.* FROM channel_members cm
-           JOIN channels c ON c.id = cm.channel_id
-           CROSS JOIN LATERAL (
-             -- The channel's newest messages first, then, only if they hold too few hits, the older ones.
-             SELECT * FROM (
-               (${channelHits} AND m.seq > c.last_seq - :window ORDER BY m.seq DESC LIMIT :limit)
-               UNION ALL
-               (${channelHits} AND m.seq <= c.last_seq - :window ORDER BY ${olderOrder} DESC LIMIT :limit)
-             ) newest_first
-             LIMIT :limit
-           ) hit
-          WHERE cm.user_id = :userId AND c.workspace_id = :workspaceId
-            AND (cardinality(:in::uuid[]) = 0 OR cm.channel_id = ANY(:in::uuid[]))
-            -- Only stop words: nothing can match, and nothing is scanned.
-            AND numnode(${tsquery}) > 0
-          ORDER BY hit.created_at DESC, hit.id DESC
-          LIMIT :limit
-       ) h
-      ORDER BY h.created_at DESC, h.id DESC`,
-    {
-      text: parsed.text,
-      wholeBodyMax: SNIPPET_WHOLE_BODY_MAX,
-      wholeBody: WHOLE_BODY,
-      fragment: FRAGMENT,
-      from: parsed.from,
-      in: parsed.in,
-      beforeUs: cursor?.createdUs ?? null,
-      beforeId: cursor?.id ?? null,
-      userId,
-      workspaceId,
-      window: NEWEST_WINDOW,
-      // One more than the page tells whether there is a next one.
-      limit: query.limit + 1,
-    },
-  );
+  const params: SearchParams = {
+    text: parsed.text,
+    from: parsed.from,
+    in: parsed.in,
+    beforeUs: cursor?.createdUs ?? null,
+    beforeChannelId: cursor?.channelId ?? null,
+    beforeSeq: cursor?.seq ?? null,
+    userId,
+    workspaceId,
+    limit: query.limit + 1,
+  };
+  const rows = await searchNewest(params);
   const page = rows.slice(0, query.limit);
   const channelIds = [...new Set(page.map((r) => r.channel_id!))];
   const channels = new Map(
@@ -181,6 +289,6 @@ export async function searchMessages(userId: string, workspaceId: string, query:
   const last = page.at(-1);
   return {
     results: page.map((row) => ({ message: toMessageDto(row), channel: channels.get(row.channel_id!)!, snippet: toSnippet(row.snippet) })),
-    nextBefore: rows.length > query.limit && last ? encodeCursor(Number(last.created_us), last.id) : null,
+    nextBefore: rows.length > query.limit && last ? encodeCursor(Number(last.created_us), last.channel_id!, Number(last.seq)) : null,
   };
 }
