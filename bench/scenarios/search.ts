@@ -135,7 +135,7 @@ async function expectedHits(db: pg.Client, callerId: string, q: string, limit: n
        FROM messages m JOIN channel_members cm ON cm.channel_id = m.channel_id AND cm.user_id = $1
       WHERE m.search_vector @@ websearch_to_tsquery(message_search_language(), $2)
         AND ($3::uuid IS NULL OR m.user_id = $3) AND ($4::uuid IS NULL OR m.channel_id = $4)
-      ORDER BY m.created_at DESC, m.id DESC`,
+      ORDER BY m.created_at DESC, m.channel_id DESC, m.seq DESC`,
     [callerId, text, author, only],
   );
   return { hits: rows[0]?.n ?? 0, newest: rows.slice(0, limit).map((r: { id: string }) => r.id) };

@@ -66,6 +66,11 @@ function db(): pg.Pool {
   return pool;
 }
 
+/** A statement on the run's database, for data a test seeds in bulk and for brute-force answers. */
+export async function dbQuery<T extends pg.QueryResultRow>(text: string, values: unknown[] = []): Promise<T[]> {
+  return (await db().query<T>(text, values)).rows;
+}
+
 export async function closeDb(): Promise<void> {
   const p = pool;
   pool = undefined;

@@ -3,8 +3,8 @@ import { randomBytes, randomUUID } from 'node:crypto';
 import type { Cluster } from '../../scripts/cluster.js';
 import type { MessageDto } from '../../shared/models/Message.js';
 import { createWorkspace, expectError, openDm, registerUser, request, type ChannelDto, type RegisteredUser } from '../support/api.js';
-import { range } from '../support/sockets.js';
-import { closeDb, seedChannel, seedTeam, startPipelineCluster, type Team } from './fixtures.js';
+import { connect, range, send } from '../support/sockets.js';
+import { closeDb, dbQuery, fullHistory, seedChannel, seedTeam, startPipelineCluster, type Team } from './fixtures.js';
 
 interface Hit {
   message: MessageDto;
@@ -187,6 +187,112 @@ describe('pipeline: message search', function () {
     expect(exact.body.results).to.have.length(23);
     expect(exact.body.nextBefore, 'exactly limit hits: no next page').to.equal(null);
     expect(await hits(carol, w), 'the default limit is 20').to.have.length(20);
+  });
+
+  it('When many hits were stored in one batch (one creation time), then paging returns each once, newest (highest seq) first, across channels', async () => {
+    const w = word();
+    const [socketA, socketB] = [await connect(A, alice.token), await connect(A, bob.token)];
+    try {
+      // Emitted at once, without waiting: they share batches, so many share a created_at, and ids are
+      // random, so an order by id among them is not their order.
+      const outcomes = await Promise.all(
+        range(60).map((i) => send(i % 2 && i % 3 === 0 ? socketB : socketA, { channelId: i % 2 ? general.id : secret.id, clientMsgId: randomUUID(), body: `tie ${w} ${i}` })),
+      );
+      expect(outcomes.filter((o) => !o.ok)).to.deep.equal([]);
+    } finally {
+      socketA.close();
+      socketB.close();
+    }
+    // Bob is not in secret: give alice's view, both channels.
+    const stored = [...(await fullHistory(A, alice.token, general.id)), ...(await fullHistory(A, alice.token, secret.id))].filter((m) => m.body.includes(w));
+    expect(stored).to.have.length(60);
+    const newestFirst = stored.sort((a, b) => Date.parse(b.createdAt) - Date.parse(a.createdAt) || (a.channelId < b.channelId ? 1 : a.channelId > b.channelId ? -1 : b.seq - a.seq));
+    expect(new Set(stored.map((m) => m.createdAt)).size, 'several hits share a creation time').to.be.below(60);
+
+    const found: Hit[] = [];
+    let before: string | null = null;
+    for (let page = 0; page < 20; page++) {
+      const res = await search(alice, before === null ? { q: w, limit: 7 } : { q: w, limit: 7, before });
+      expect(res.status, res.text).to.equal(200);
+      found.push(...res.body.results);
+      before = res.body.nextBefore;
+      if (before === null) break;
+    }
+    expect(before, 'paging ended').to.equal(null);
+    expect(found.map((h) => `${h.message.channelId}:${h.message.seq}`)).to.deep.equal(newestFirst.map((m) => `${m.channelId}:${m.seq}`));
+  });
+
+  it('When channels hold thousands of messages, many sharing a creation time, then every page of every kind of query is the brute-force answer', async function () {
+    this.timeout(120_000);
+    // Too many messages to send through the pipeline in a test: stored in bulk, as the bench seeds them,
+    // in channels made through REST. Sizes and word frequencies are chosen so that the search reads each
+    // channel's newest messages first and, for rare words and old ones, goes further back.
+    const t = await seedTeam(A, 2);
+    const [caller, author] = t.members;
+    const sizes = [5000, 2600, 300];
+    const mine = [];
+    for (const _ of sizes) mine.push(await seedChannel(A, t, [caller, author]));
+    const notMine = await seedChannel(A, t, [author]);
+    const channelIds = [...mine, notMine].map((c) => c.id);
+    const counts = [...sizes, 1000];
+    const [common, mid, rare, old] = [word(), word(), word(), word()];
+    // Ten messages per creation time, across the channels; bodies by the message's number g.
+    await dbQuery(
+      `INSERT INTO messages (id, channel_id, seq, user_id, body, rev, created_rev, created_at)
+       SELECT gen_random_uuid(), c.id, g, CASE WHEN g % 3 = 0 THEN $2::uuid ELSE $3::uuid END,
+              concat_ws(' ', 'bulk', CASE WHEN g % 2 = 0 THEN $4 END, CASE WHEN g % 50 = 7 THEN $5 END,
+                        CASE WHEN g % 500 = 11 THEN $6 END, CASE WHEN g < 400 AND g % 40 = 3 THEN $7 END),
+              g, g, timestamptz '2026-01-01' + (g / 10) * interval '1 second'
+         FROM unnest($1::uuid[], $8::int[]) AS c(id, n), generate_series(1, c.n) AS g`,
+      [channelIds, caller.user.id, author.user.id, common, mid, rare, old, counts],
+    );
+    await dbQuery(
+      `UPDATE channels c SET last_seq = x.last, last_rev = x.last
+         FROM (SELECT channel_id, max(seq) AS last FROM messages WHERE channel_id = ANY($1::uuid[]) GROUP BY channel_id) x
+        WHERE x.channel_id = c.id`,
+      [channelIds],
+    );
+
+    const bruteForce = (text: string, from: string | null, only: string | null) =>
+      dbQuery<{ id: string }>(
+        `SELECT m.id FROM messages m JOIN channel_members cm ON cm.channel_id = m.channel_id AND cm.user_id = $1
+          WHERE m.search_vector @@ websearch_to_tsquery(message_search_language(), $2) AND m.deleted_at IS NULL
+            AND ($3::uuid IS NULL OR m.user_id = $3) AND ($4::uuid IS NULL OR m.channel_id = $4)
+          ORDER BY m.created_at DESC, m.channel_id DESC, m.seq DESC`,
+        [caller.user.id, text, from, only],
+      );
+    const queries: Array<{ text: string; from?: string; in?: string; limit: number; pages: number }> = [
+      { text: common, limit: 20, pages: 3 },
+      { text: common, limit: 7, pages: 2 },
+      { text: mid, limit: 20, pages: 4 },
+      { text: rare, limit: 7, pages: 10 },
+      { text: rare, limit: 100, pages: 2 },
+      { text: old, limit: 9, pages: 10 },
+      { text: `${common} ${mid}`, limit: 15, pages: 3 },
+      { text: mid, from: caller.user.id, limit: 20, pages: 3 },
+      { text: rare, from: author.user.id, limit: 5, pages: 10 },
+      { text: rare, in: mine[1].id, limit: 3, pages: 10 },
+      { text: mid, in: notMine.id, limit: 20, pages: 1 },
+    ];
+    for (const q of queries) {
+      const expected = await bruteForce(q.text, q.from ?? null, q.in ?? null);
+      const found: string[] = [];
+      let before: string | null = null;
+      let pages = 0;
+      do {
+        const text = [q.from && `from:${q.from}`, q.in && `in:${q.in}`, q.text].filter(Boolean).join(' ');
+        const res = await search(caller, { q: text, limit: q.limit, ...(before === null ? {} : { before }) }, t.workspace.id);
+        expect(res.status, res.text).to.equal(200);
+        found.push(...res.body.results.map((h: Hit) => h.message.id));
+        before = res.body.nextBefore;
+        pages++;
+      } while (before !== null && pages < q.pages);
+      const label = JSON.stringify({ ...q, pages });
+      expect(found, label).to.deep.equal(expected.slice(0, found.length).map((r) => r.id));
+      // Every page full but the last, which ends the hits.
+      expect(found.length, label).to.equal(Math.min(expected.length, q.limit * q.pages));
+      if (before === null) expect(found.length, label).to.equal(expected.length);
+    }
   });
 
   it('When a body holds HTML, then the snippet shows it escaped, and only the matches are marked up', async () => {
