@@ -25,7 +25,8 @@ function niceStep(range: number, ticks: number): number {
 }
 
 export function latencyChart(r: BenchResults): string | null {
-  const points = r.latency ?? [];
+  // One curve: the first run of each rate (--pairs runs each several times).
+  const points = (r.latency ?? []).filter((p) => (p.pair ?? 0) === 0);
   if (points.length === 0) return null;
   const raw = r.baselines.rawLatency ?? [];
   const pick = (list: typeof points | typeof raw, f: (p: (typeof points)[number] | (typeof raw)[number]) => number) =>

@@ -29,6 +29,11 @@ export interface BenchOptions {
   orderWindow: number;
   /** The mixed phases' op mix, in % of the op slots. */
   mix: OpMix;
+  /**
+   * How many times each open-loop rate runs as a pair (send-only, then mixed): one pair's ratio moves by
+   * as much as the mixed load itself on a shared 2-core machine; the target is judged on the median.
+   */
+  pairs: number;
   fanoutSockets: number;
   fanoutUsers: number;
   fanoutNodes: number;
@@ -78,6 +83,10 @@ Mixed load (changes of issue #11 beside sends, same layout and sockets as throug
                          (default 70,15,10,5). The mixed scenario repeats the throughput phase's closed
                          loop and each latency rate (in ops/s) with this mix; --smoke runs only one
                          open-loop point
+  --pairs N              run each open-loop rate N times as a pair, send-only then mixed (default 1):
+                         the report gives each pair's sends' send→deliver p50 ratio, and the mixed target
+                         is judged on their median. --mix 100,0,0,0 makes both halves the same load: the
+                         ratios are then the bench's own noise (an A/A run)
   --body-bytes N         message body size                                    (default 100)
   --client-procs N       load agent processes                                 (default 2)
 Order check (at the product's default send rate limit)
@@ -175,6 +184,7 @@ export function parseOptions(argv: string[]): BenchOptions | null {
       rates: { type: 'string' },
       rate: { type: 'string' },
       mix: { type: 'string' },
+      pairs: { type: 'string' },
       'body-bytes': { type: 'string' },
       'client-procs': { type: 'string' },
       'fanout-sockets': { type: 'string' },
@@ -231,6 +241,7 @@ export function parseOptions(argv: string[]): BenchOptions | null {
     ratesPct: list('rates', v.rates) ?? d.ratesPct,
     rates: list('rate', v.rate) ?? [],
     mix: parseMix(v.mix),
+    pairs: int('pairs', v.pairs, 1, 1),
     fanoutSockets,
     fanoutUsers: Math.min(fanoutSockets, int('fanout-users', v['fanout-users'], fanoutSockets, 1)),
     fanoutNodes: int('fanout-nodes', v['fanout-nodes'], d.fanoutNodes, 1),

@@ -173,11 +173,13 @@ export async function run(options: BenchOptions, env: BenchEnv, pool: AgentPool,
     }
     if (has('mixed') && !has('throughput') && (!options.smoke || rates.length === 0)) await mixed({ closed: true, rates: [] });
     for (const [i, rate] of rates.entries()) {
-      if (has('latency')) {
-        const [p] = await runLatency(ctx, l, [rate]);
-        (results.latency ??= []).push({ ...p, batches: await profileBatches(p) });
+      for (let pair = 0; pair < options.pairs; pair++) {
+        if (has('latency')) {
+          const [p] = await runLatency(ctx, l, [rate], pair);
+          (results.latency ??= []).push({ ...p, batches: await profileBatches(p) });
+        }
+        if (has('mixed') && (!options.smoke || i === 0)) await mixed({ closed: false, rates: [rate], pair });
       }
-      if (has('mixed') && (!options.smoke || i === 0)) await mixed({ closed: false, rates: [rate] });
     }
     await pool.disconnect();
     if (has('latency') && has('baselines')) {

@@ -11,13 +11,18 @@ export interface LatencyPoint extends PhaseResult {
   offeredRate: number;
   /** % of the measured throughput, when the rate was derived from it. */
   pctOfThroughput?: number;
+  /** Which run of this rate (--pairs), from 0; its mixed twin has the same. */
+  pair?: number;
 }
 
-export async function runLatency(ctx: BenchContext, l: Layout, rates: Array<{ rate: number; pct?: number }>): Promise<LatencyPoint[]> {
+/** ` (pair k of n)` when the rates run in pairs, for phase labels. */
+export const pairLabel = (ctx: BenchContext, pair: number) => (ctx.options.pairs > 1 ? ` (pair ${pair + 1} of ${ctx.options.pairs})` : '');
+
+export async function runLatency(ctx: BenchContext, l: Layout, rates: Array<{ rate: number; pct?: number }>, pair = 0): Promise<LatencyPoint[]> {
   const { options } = ctx;
   const points: LatencyPoint[] = [];
   for (const { rate, pct } of rates) {
-    const label = pct === undefined ? `latency @${Math.round(rate)}/s` : `latency ${pct}% @${Math.round(rate)}/s`;
+    const label = (pct === undefined ? `latency @${Math.round(rate)}/s` : `latency ${pct}% @${Math.round(rate)}/s`) + pairLabel(ctx, pair);
     const phase = await runPhase(
       productTarget(ctx, l, label, {
         mode: 'open',
@@ -27,7 +32,7 @@ export async function runLatency(ctx: BenchContext, l: Layout, rates: Array<{ ra
         bodyBytes: options.bodyBytes,
       }),
     );
-    points.push({ ...phase, offeredRate: rate, pctOfThroughput: pct });
+    points.push({ ...phase, offeredRate: rate, pctOfThroughput: pct, pair });
   }
   return points;
 }

@@ -13,6 +13,7 @@
  */
 import type { OpMix } from '../agents/protocol.js';
 import type { BenchContext } from '../context.js';
+import { pairLabel } from './latency.js';
 import { runPhase, type PhaseResult } from './phase.js';
 import { productTarget, type Layout } from './product.js';
 
@@ -22,6 +23,8 @@ export interface MixedPoint extends PhaseResult {
   /** Open loop: ops/s offered (sends + changes), the send-only latency phase's rate. */
   offeredRate?: number;
   pctOfThroughput?: number;
+  /** Open loop: which run of this rate (--pairs), from 0, as its send-only twin's. */
+  pair?: number;
 }
 
 export const mixText = (m: OpMix) => `${m.send} % sends, ${m.reaction} % reactions, ${m.edit} % edits, ${m.delete} % deletes`;
@@ -32,7 +35,7 @@ export const mixText = (m: OpMix) => `${m.send} % sends, ${m.reaction} % reactio
 export async function runMixed(
   ctx: BenchContext,
   l: Layout,
-  o: { closed: boolean; rates: Array<{ rate: number; pct?: number }> },
+  o: { closed: boolean; rates: Array<{ rate: number; pct?: number }>; pair?: number },
 ): Promise<MixedPoint[]> {
   const { options } = ctx;
   const mix = options.mix;
@@ -45,9 +48,9 @@ export async function runMixed(
     points.push({ ...p, mode: 'closed', mix });
   }
   for (const { rate, pct } of o.rates) {
-    const label = pct === undefined ? `mixed @${Math.round(rate)}/s` : `mixed ${pct}% @${Math.round(rate)}/s`;
+    const label = (pct === undefined ? `mixed @${Math.round(rate)}/s` : `mixed ${pct}% @${Math.round(rate)}/s`) + pairLabel(ctx, o.pair ?? 0);
     const p = await phase(label, { mode: 'open', window: options.window, ratePerSender: rate / l.senders, durationMs, bodyBytes: options.bodyBytes, mix });
-    points.push({ ...p, mode: 'open', mix, offeredRate: rate, pctOfThroughput: pct });
+    points.push({ ...p, mode: 'open', mix, offeredRate: rate, pctOfThroughput: pct, pair: o.pair ?? 0 });
   }
   return points;
 }
