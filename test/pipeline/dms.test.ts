@@ -1,8 +1,7 @@
 import { expect } from 'chai';
-import type { Cluster } from '../../scripts/cluster.js';
 import { openDm, unique } from '../support/api.js';
-import { Collector, connect, disconnectAll, sendOk, sleep, waitFor } from '../support/sockets.js';
-import { closeDb, seedTeam, startPipelineCluster, storedMessages } from './fixtures.js';
+import { Collector, connect, sendOk, sleep, waitFor } from '../support/sockets.js';
+import { seedTeam, storedMessages, useCluster } from './fixtures.js';
 
 /**
  * Direct messages across front nodes (issue #12): a DM opened through REST on one node is in force on
@@ -12,20 +11,9 @@ import { closeDb, seedTeam, startPipelineCluster, storedMessages } from './fixtu
 describe('pipeline: direct messages across front nodes', function () {
   this.timeout(60_000);
 
-  let cluster: Cluster;
   let A: string;
   let B: string;
-
-  before(async () => {
-    cluster = await startPipelineCluster('dms');
-    [A, B] = cluster.urls;
-  });
-
-  after(async () => {
-    disconnectAll();
-    await cluster?.stop();
-    await closeDb();
-  });
+  useCluster('dms', (cluster) => ([A, B] = cluster.urls));
 
   for (const transport of ['default', 'websocket'] as const) {
     it(`When a DM is opened on node A and a member sends into it over a socket on A (${transport}), then the other member's sockets on node B get it, and a third member's get nothing`, async () => {

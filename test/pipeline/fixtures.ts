@@ -17,7 +17,7 @@ import {
   type RegisteredUser,
   type WorkspaceDto,
 } from '../support/api.js';
-import { connect, range, send, type Transport } from '../support/sockets.js';
+import { connect, disconnectAll, range, send, type Transport } from '../support/sockets.js';
 
 /**
  * The Redis prefix of a test file's cluster: under the run's prefix (so the run's clean-up removes it), and
@@ -40,6 +40,27 @@ export function startPipelineCluster(name: string, env: Record<string, string> =
     servers: 2,
     workers: 2,
     env: { REDIS_PREFIX: clusterRedisPrefix(name), ...env },
+  });
+}
+
+/**
+ * A test file's cluster as mocha hooks: started before its tests (then `started(cluster)`, which takes the
+ * node URLs it needs), every socket closed after each test, and stopped after them all, failing the file if
+ * one of its processes died meanwhile. For files whose cluster needs nothing else.
+ */
+export function useCluster(name: string, started: (cluster: Cluster) => void, env: Record<string, string> = {}): void {
+  let cluster: Cluster | undefined;
+  before(async () => {
+    cluster = await startPipelineCluster(name, env);
+    started(cluster);
+  });
+  afterEach(() => disconnectAll());
+  after(async () => {
+    disconnectAll();
+    const dead = deadProcesses(cluster);
+    await cluster?.stop();
+    await closeDb();
+    expect(dead, dead.join('\n')).to.deep.equal([]);
   });
 }
 

@@ -1,11 +1,10 @@
 import { expect } from 'chai';
-import type { Cluster } from '../../scripts/cluster.js';
 import { loadConfig } from '../../shared/config.js';
 import { registerUser, request, unique, type RegisteredUser } from '../support/api.js';
 import { watchSession, type SessionWatch } from '../support/sessions.js';
-import { connect, connectError, disconnectAll, sleep, waitFor, type ClientSocket } from '../support/sockets.js';
+import { connect, connectError, sleep, waitFor, type ClientSocket } from '../support/sockets.js';
 import { signToken } from '../support/tokens.js';
-import { closeDb, deadProcesses, startPipelineCluster } from './fixtures.js';
+import { useCluster } from './fixtures.js';
 
 /**
  * Revocation reaches every front node: a logout or password change on node A ends the sockets on node B
@@ -14,27 +13,10 @@ import { closeDb, deadProcesses, startPipelineCluster } from './fixtures.js';
 describe('pipeline: sessions and tokens across nodes', function () {
   this.timeout(60_000);
 
-  let cluster: Cluster;
   let A: string;
   let B: string;
   const secret = () => loadConfig(process.env).jwt.secret;
-
-  before(async () => {
-    cluster = await startPipelineCluster('sessions');
-    [A, B] = cluster.urls;
-  });
-
-  afterEach(() => {
-    disconnectAll();
-  });
-
-  after(async () => {
-    disconnectAll();
-    const dead = deadProcesses(cluster);
-    await cluster?.stop();
-    await closeDb();
-    expect(dead, dead.join('\n')).to.deep.equal([]);
-  });
+  useCluster('sessions', (cluster) => ([A, B] = cluster.urls));
 
   async function login(url: string, user: RegisteredUser, password = user.password): Promise<string> {
     const res = await request(url, 'POST', '/auth/login', { body: { email: user.email, password } });

@@ -2,11 +2,10 @@ import { expect } from 'chai';
 import { randomUUID } from 'node:crypto';
 import { readFileSync } from 'node:fs';
 import type { Socket as NetSocket } from 'node:net';
-import type { Cluster } from '../../scripts/cluster.js';
 import type { MessageDto } from '../../shared/models/index.js';
 import type { RegisteredUser } from '../support/api.js';
-import { Collector, connect, disconnectAll, sendOk, sleep, waitFor, type ClientSocket, type Transport } from '../support/sockets.js';
-import { closeDb, deadProcesses, fullHistory, seedChannel, seedTeam, startPipelineCluster } from '../pipeline/fixtures.js';
+import { Collector, connectUpgraded, sendOk, sleep, waitFor, type ClientSocket, type Transport } from '../support/sockets.js';
+import { fullHistory, seedChannel, seedTeam, useCluster } from '../pipeline/fixtures.js';
 
 /** A message body's length: near the default maximum (MESSAGE_MAX_LENGTH 4000), to fill buffers fast. */
 const MESSAGE_BYTES = 3990;
@@ -68,29 +67,12 @@ function slowReader(socket: ClientSocket): SlowReader {
 describe('realtime: a slow client loses typing and presence before messages, never messages', function () {
   this.timeout(120_000);
 
-  let cluster: Cluster;
   let A: string;
   let B: string;
-
-  before(async () => {
-    cluster = await startPipelineCluster('backpressure');
-    [A, B] = cluster.urls;
-  });
-
-  afterEach(() => disconnectAll());
-
-  after(async () => {
-    disconnectAll();
-    const dead = deadProcesses(cluster);
-    await cluster?.stop();
-    await closeDb();
-    expect(dead, dead.join('\n')).to.deep.equal([]);
-  });
+  useCluster('backpressure', (cluster) => ([A, B] = cluster.urls));
 
   async function open(url: string, user: RegisteredUser, transport: Transport): Promise<ClientSocket> {
-    const socket = await connect(url, user.token, { transport });
-    if (transport === 'default') await waitFor(() => socket.io.engine.transport.name === 'websocket', 10_000, () => 'no upgrade to WebSocket');
-    return socket;
+    return connectUpgraded(url, user.token, transport);
   }
 
   const ack = (socket: ClientSocket, event: string, payload: unknown) => socket.timeout(10_000).emitWithAck(event, payload);

@@ -1,9 +1,8 @@
 import { expect } from 'chai';
 import { randomUUID } from 'node:crypto';
-import type { Cluster } from '../../scripts/cluster.js';
 import { registerUser, request, type ChannelDto, type RegisteredUser } from '../support/api.js';
-import { connect, disconnectAll, sleep, waitFor, type ClientSocket, type Transport } from '../support/sockets.js';
-import { closeDb, deadProcesses, seedChannel, seedTeam, startPipelineCluster, type Team } from '../pipeline/fixtures.js';
+import { connectUpgraded, sleep, waitFor, type ClientSocket, type Transport } from '../support/sockets.js';
+import { seedChannel, seedTeam, useCluster, type Team } from '../pipeline/fixtures.js';
 
 interface TypingEvent {
   channelId: string;
@@ -35,31 +34,12 @@ class TypingLog {
 describe('realtime: typing indicators across nodes', function () {
   this.timeout(60_000);
 
-  let cluster: Cluster;
   let A: string;
   let B: string;
-
-  before(async () => {
-    cluster = await startPipelineCluster('typing');
-    [A, B] = cluster.urls;
-  });
-
-  afterEach(() => {
-    disconnectAll();
-  });
-
-  after(async () => {
-    disconnectAll();
-    const dead = deadProcesses(cluster);
-    await cluster?.stop();
-    await closeDb();
-    expect(dead, dead.join('\n')).to.deep.equal([]);
-  });
+  useCluster('typing', (cluster) => ([A, B] = cluster.urls));
 
   async function open(url: string, user: RegisteredUser, transport: Transport = 'websocket'): Promise<ClientSocket> {
-    const socket = await connect(url, user.token, { transport });
-    if (transport === 'default') await waitFor(() => socket.io.engine.transport.name === 'websocket', 10_000, () => 'no upgrade to WebSocket');
-    return socket;
+    return connectUpgraded(url, user.token, transport);
   }
 
   const ack = (socket: ClientSocket, event: string, payload: unknown) => socket.timeout(10_000).emitWithAck(event, payload);

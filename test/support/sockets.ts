@@ -67,6 +67,16 @@ export function connect(url: string, token: string, connectOptions: ConnectOptio
 }
 
 /**
+ * connect(), and over the default transports, also waits for the upgrade to WebSocket: until then the
+ * socket's polling transport is busy between polls, and volatile events (typing) are dropped for it.
+ */
+export async function connectUpgraded(url: string, token: string, transport: Transport = 'websocket'): Promise<ClientSocket> {
+  const socket = await connect(url, token, { transport });
+  if (transport === 'default') await waitFor(() => socket.io.engine.transport.name === 'websocket', 10_000, () => 'no upgrade to WebSocket');
+  return socket;
+}
+
+/**
  * Connects with `auth` as given (over `options.transport`, websocket by default) and resolves with the
  * connect_error; rejects if the socket connects instead.
  */
