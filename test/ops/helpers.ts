@@ -18,9 +18,9 @@ import { loadConfig, type Config } from '../../shared/config.js';
 import type { SyncAck, SyncDone } from '../../shared/events.js';
 import type { MessageDto } from '../../shared/models/Message.js';
 import type { SendOutcome } from '../../shared/queues.js';
-import { request } from '../support/api.js';
+import { request, type ChannelDto, type RegisteredUser } from '../support/api.js';
 import { sleep, waitFor, type ClientSocket, type Transport } from '../support/sockets.js';
-import type { StoredMessage } from '../pipeline/fixtures.js';
+import { seedChannel, seedTeam, type StoredMessage, type Team } from '../pipeline/fixtures.js';
 
 /** A redis-server on a free port of its own, without persistence, that a test may kill and start again. */
 export class OwnRedis {
@@ -329,6 +329,42 @@ export function describeSends(sends: OwnSend[], max = 8): string {
     .slice(0, max)
     .map((s) => `${s.clientMsgId} [${s.attempts.map((a) => `${a.phase}:${a.outcome ?? 'pending'}${a.answeredAt ? `/${a.answeredAt - a.at}ms` : ''}`).join(' ')}]`)
     .join('; ') + more;
+}
+
+/** Who takes part in an outage test, and where. */
+export interface OutageWorld {
+  team: Team;
+  channels: ChannelDto[];
+  /** Three members who send, one per transport, on alternating nodes. */
+  senders: ResendingClient[];
+  /** A member that only listens, on node B: it goes away during the outage and comes back by resuming. */
+  returning: ResendingClient;
+  /** A member that only listens, on node A, with the default transports, and stays connected throughout. */
+  watcher: ResendingClient;
+  /** All of the above clients. */
+  clients: ResendingClient[];
+}
+
+const WORLD_TRANSPORTS: Transport[] = ['websocket', 'default', 'polling'];
+
+/**
+ * The outage tests' world on a cluster's two front nodes: an owner and five members in a public and a
+ * private channel, their clients connected. `phase` is the test's, recorded with each attempt.
+ */
+export async function seedOutageWorld(urls: string[], phase: () => string, ackTimeoutMs: number): Promise<OutageWorld> {
+  const [a, b] = urls;
+  const team = await seedTeam(a, 5);
+  const [s0, s1, s2, r0, w0] = team.members;
+  const channels = [await seedChannel(a, team, team.members), await seedChannel(a, team, team.members, { isPrivate: true })];
+  const ids = channels.map((c) => c.id);
+  const client = (user: RegisteredUser, url: string, tag: string, transport: Transport) =>
+    new ResendingClient(url, user.token, ids, { tag, transport, phase, ackTimeoutMs });
+  const senders = [s0, s1, s2].map((u, i) => client(u, urls[i % 2], `sender${i}-${WORLD_TRANSPORTS[i]}`, WORLD_TRANSPORTS[i]));
+  const returning = client(r0, b, 'returning', 'websocket');
+  const watcher = client(w0, a, 'watcher', 'default');
+  const clients = [...senders, returning, watcher];
+  await Promise.all(clients.map((c) => c.connected()));
+  return { team, channels, senders, returning, watcher, clients };
 }
 
 /** Each client queues one send every `intervalMs`, whatever came of the earlier ones, until stop(). */

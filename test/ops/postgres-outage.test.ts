@@ -1,11 +1,13 @@
 import { expect } from 'chai';
 import type { Cluster } from '../../scripts/cluster.js';
-import type { ChannelDto, RegisteredUser } from '../support/api.js';
-import { sleep, type Transport } from '../support/sockets.js';
-import { seedChannel, seedTeam, startPipelineCluster, type StoredMessage, type Team } from '../pipeline/fixtures.js';
+import type { ChannelDto } from '../support/api.js';
+import { sleep } from '../support/sockets.js';
+import { startPipelineCluster, type StoredMessage, type Team } from '../pipeline/fixtures.js';
 import {
   OwnDatabase,
   ResendingClient,
+  seedOutageWorld,
+  type OutageWorld,
   caughtUp,
   describeSends,
   expectStoredOnceAndDelivered,
@@ -23,7 +25,6 @@ const OUTAGE_MS = 5_000;
  * longer than the outage hears the outcome of each send it made.
  */
 const ACK_TIMEOUT_MS = 15_000;
-const TRANSPORTS: Transport[] = ['websocket', 'default', 'polling'];
 
 type Phase = 'before' | 'outage' | 'after';
 
@@ -32,13 +33,11 @@ describe('operations: PostgreSQL refusing connections mid-stream', function () {
 
   let db: OwnDatabase;
   let cluster: Cluster;
+  let world: OutageWorld;
   let team: Team;
   let channels: ChannelDto[];
   let senders: ResendingClient[];
-  /** A member that only listens: it goes away during the outage and comes back by resuming. */
   let returning: ResendingClient;
-  /** A member that only listens and stays connected throughout. */
-  let watcher: ResendingClient;
   let phase: Phase = 'before';
   const at = { closed: 0, opened: 0, ready: 0 };
   /** Front nodes' and workers' /health/ready while PostgreSQL was away. */
@@ -52,17 +51,9 @@ describe('operations: PostgreSQL refusing connections mid-stream', function () {
     // The test's own database: closing the run's would fail every other file's queries.
     db = await OwnDatabase.create('pg_outage');
     cluster = await startPipelineCluster('postgres-outage', { DATABASE_URL: db.url });
-    const [a, b] = cluster.urls;
-    team = await seedTeam(a, 5);
-    const [s0, s1, s2, r0, w0] = team.members;
-    channels = [await seedChannel(a, team, team.members), await seedChannel(a, team, team.members, { isPrivate: true })];
-    const ids = channels.map((c) => c.id);
-    const client = (user: RegisteredUser, url: string, tag: string, transport: Transport) =>
-      new ResendingClient(url, user.token, ids, { tag, transport, phase: () => phase, ackTimeoutMs: ACK_TIMEOUT_MS });
-    senders = [s0, s1, s2].map((u, i) => client(u, cluster.urls[i % 2], `sender${i}-${TRANSPORTS[i]}`, TRANSPORTS[i]));
-    returning = client(r0, b, 'returning', 'websocket');
-    watcher = client(w0, a, 'watcher', 'default');
-    await Promise.all([...senders, returning, watcher].map((c) => c.connected()));
+    const b = cluster.urls[1];
+    world = await seedOutageWorld(cluster.urls, () => phase, ACK_TIMEOUT_MS);
+    ({ team, channels, senders, returning } = world);
 
     const streams = startStreams(senders, INTERVAL_MS);
     try {
@@ -88,7 +79,7 @@ describe('operations: PostgreSQL refusing connections mid-stream', function () {
     }
     await Promise.all(senders.map((c) => c.settled(30_000)));
     for (const c of channels) stored.set(c.id, await db.storedMessages(c.id));
-    await caughtUp([...senders, returning, watcher], stored);
+    await caughtUp(world.clients, stored);
 
     const sends = senders.flatMap((c) => c.sends);
     const waited = sends.filter((s) => s.attempts[0].phase === 'outage');
@@ -102,13 +93,13 @@ describe('operations: PostgreSQL refusing connections mid-stream', function () {
   });
 
   after(async () => {
-    await Promise.all([...(senders ?? []), returning, watcher].filter(Boolean).map((c) => c.close()));
+    await Promise.all((world?.clients ?? []).map((c) => c.close()));
     await cluster?.stop();
     await db?.drop();
   });
 
   it('When PostgreSQL refuses connections mid-stream and comes back, then every send acked ok is stored exactly once, and every client, connected throughout or resumed after reconnecting, received each channel 1..N in seq order', () => {
-    expectStoredOnceAndDelivered([...senders, returning, watcher], channels.map((c) => c.id), stored);
+    expectStoredOnceAndDelivered(world.clients, channels.map((c) => c.id), stored);
     expect(returning.timeline.some((e) => e.includes('connect_error')), `the returning client was refused while PostgreSQL was away: ${returning.timeline}`).to.equal(true);
   });
 

@@ -2,12 +2,14 @@ import { expect } from 'chai';
 import { Redis } from 'ioredis';
 import type { Cluster } from '../../scripts/cluster.js';
 import { bullPrefix, messageQueueName } from '../../shared/queues.js';
-import type { ChannelDto, RegisteredUser } from '../support/api.js';
-import { sleep, type Transport } from '../support/sockets.js';
-import { closeDb, clusterRedisPrefix, seedChannel, seedTeam, startPipelineCluster, storedMessages, type StoredMessage, type Team } from '../pipeline/fixtures.js';
+import type { ChannelDto } from '../support/api.js';
+import { sleep } from '../support/sockets.js';
+import { closeDb, clusterRedisPrefix, startPipelineCluster, storedMessages, type StoredMessage, type Team } from '../pipeline/fixtures.js';
 import {
   OwnRedis,
   ResendingClient,
+  seedOutageWorld,
+  type OutageWorld,
   caughtUp,
   describeSends,
   expectStoredOnceAndDelivered,
@@ -28,7 +30,6 @@ const ANSWER_BOUND_MS = 5_000;
  * as Redis comes back (the front node's sweeper finds it in BullMQ after 5 s of silence).
  */
 const ACK_TIMEOUT_MS = 15_000;
-const TRANSPORTS: Transport[] = ['websocket', 'default', 'polling'];
 /** Set explicitly: the test reads the partition queues' settings in Redis. */
 const PARTITIONS = 2;
 
@@ -39,13 +40,11 @@ describe('operations: Redis stopped mid-stream and started again, empty', functi
 
   let redis: OwnRedis;
   let cluster: Cluster;
+  let world: OutageWorld;
   let team: Team;
   let channels: ChannelDto[];
   let senders: ResendingClient[];
-  /** A member that only listens: it goes away during the outage and comes back by resuming. */
   let returning: ResendingClient;
-  /** A member that only listens and stays connected throughout. */
-  let watcher: ResendingClient;
   let phase: Phase = 'before';
   const at = { killed: 0, restarted: 0, ready: 0 };
   /** Front nodes' and workers' /health/ready while Redis was down. */
@@ -61,17 +60,9 @@ describe('operations: Redis stopped mid-stream and started again, empty', functi
   before(async () => {
     redis = await OwnRedis.start();
     cluster = await startPipelineCluster('redis-outage', { REDIS_URL: redis.url, QUEUE_PARTITIONS: String(PARTITIONS) });
-    const [a, b] = cluster.urls;
-    team = await seedTeam(a, 5);
-    const [s0, s1, s2, r0, w0] = team.members;
-    channels = [await seedChannel(a, team, team.members), await seedChannel(a, team, team.members, { isPrivate: true })];
-    const ids = channels.map((c) => c.id);
-    const client = (user: RegisteredUser, url: string, tag: string, transport: Transport) =>
-      new ResendingClient(url, user.token, ids, { tag, transport, phase: () => phase, ackTimeoutMs: ACK_TIMEOUT_MS });
-    senders = [s0, s1, s2].map((u, i) => client(u, cluster.urls[i % 2], `sender${i}-${TRANSPORTS[i]}`, TRANSPORTS[i]));
-    returning = client(r0, b, 'returning', 'websocket');
-    watcher = client(w0, a, 'watcher', 'default');
-    await Promise.all([...senders, returning, watcher].map((c) => c.connected()));
+    const b = cluster.urls[1];
+    world = await seedOutageWorld(cluster.urls, () => phase, ACK_TIMEOUT_MS);
+    ({ team, channels, senders, returning } = world);
 
     const streams = startStreams(senders, INTERVAL_MS);
     try {
@@ -99,7 +90,7 @@ describe('operations: Redis stopped mid-stream and started again, empty', functi
     }
     await Promise.all(senders.map((c) => c.settled(30_000)));
     for (const c of channels) stored.set(c.id, await storedMessages(c.id));
-    await caughtUp([...senders, returning, watcher], stored);
+    await caughtUp(world.clients, stored);
 
     const admin = new Redis(redis.url);
     try {
@@ -123,14 +114,14 @@ describe('operations: Redis stopped mid-stream and started again, empty', functi
   });
 
   after(async () => {
-    await Promise.all([...(senders ?? []), returning, watcher].filter(Boolean).map((c) => c.close()));
+    await Promise.all((world?.clients ?? []).map((c) => c.close()));
     await cluster?.stop();
     await redis?.kill('SIGKILL');
     await closeDb();
   });
 
   it('When Redis is killed and started again empty mid-stream, then every send acked ok is stored exactly once, and every client, connected throughout or resumed after reconnecting, received each channel 1..N in seq order', () => {
-    expectStoredOnceAndDelivered([...senders, returning, watcher], channels.map((c) => c.id), stored);
+    expectStoredOnceAndDelivered(world.clients, channels.map((c) => c.id), stored);
     // It came back while Redis was down: its handshake is accepted (authentication falls back to
     // PostgreSQL) or refused SERVICE_UNAVAILABLE and retried; either way it resumes and misses nothing.
     const back = returning.timeline.findIndex((e) => e.includes('disconnect'));
