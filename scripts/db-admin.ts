@@ -71,6 +71,15 @@ export interface ConnectOptions {
   readonly connectTimeoutMs?: number;
 }
 
+/** Runs `use` on a connection to the server's maintenance database, for statements about a database itself. */
+export function withMaintenanceClient<T>(
+  config: Config,
+  use: (client: pg.Client) => Promise<T>,
+  { connectTimeoutMs = 10_000 }: ConnectOptions = {},
+): Promise<T> {
+  return withClient(config.db.connection, MAINTENANCE_DATABASE, connectTimeoutMs, use);
+}
+
 /**
  * Creates the database `config` names unless it exists. Connecting to it first means a role without CREATEDB
  * works as long as someone created the database. Resolves to whether it was created; rejects with the

@@ -11,7 +11,7 @@ import { expect } from 'chai';
 import pg from 'pg';
 import { io } from 'socket.io-client';
 import { OutputTail, killOnExit } from '../../scripts/child-process.js';
-import { connectionUrl, databaseName, dropDatabase, migrateLatest, withDatabase } from '../../scripts/db-admin.js';
+import { connectionUrl, databaseName, dropDatabase, migrateLatest, withDatabase, withMaintenanceClient } from '../../scripts/db-admin.js';
 import { freePort } from '../../scripts/net.js';
 import { pingRedis } from '../../scripts/redis-admin.js';
 import { loadConfig, type Config } from '../../shared/config.js';
@@ -94,7 +94,7 @@ export class OwnDatabase {
     const base = loadConfig(process.env);
     const name = `${databaseName(base.db.connection)}_${suffix}`;
     const config = withDatabase(base, name);
-    await admin(config, (c) => c.query(`CREATE DATABASE ${c.escapeIdentifier(name)}`));
+    await withMaintenanceClient(config, (c) => c.query(`CREATE DATABASE ${c.escapeIdentifier(name)}`));
     await migrateLatest(config);
     return new OwnDatabase(config, name);
   }
@@ -105,14 +105,14 @@ export class OwnDatabase {
 
   /** Refuses new connections (55000) and ends the open ones (57P01), as maintenance or a failover does. */
   async close(): Promise<void> {
-    await admin(this.config, async (c) => {
+    await withMaintenanceClient(this.config, async (c) => {
       await c.query(`ALTER DATABASE ${c.escapeIdentifier(this.name)} ALLOW_CONNECTIONS false`);
       await c.query('SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = $1 AND pid <> pg_backend_pid()', [this.name]);
     });
   }
 
   async open(): Promise<void> {
-    await admin(this.config, (c) => c.query(`ALTER DATABASE ${c.escapeIdentifier(this.name)} ALLOW_CONNECTIONS true`));
+    await withMaintenanceClient(this.config, (c) => c.query(`ALTER DATABASE ${c.escapeIdentifier(this.name)} ALLOW_CONNECTIONS true`));
   }
 
   /** The channel's rows in the messages table, by seq. */
@@ -140,18 +140,6 @@ export class OwnDatabase {
   async drop(): Promise<void> {
     await this.open().catch(() => {});
     await dropDatabase(this.config);
-  }
-}
-
-/** Runs `use` on a connection to the server's maintenance database (`postgres`). */
-async function admin<T>(config: Config, use: (client: pg.Client) => Promise<T>): Promise<T> {
-  const client = new pg.Client({ connectionString: connectionUrl(config.db.connection, 'postgres') });
-  client.on('error', () => {});
-  await client.connect();
-  try {
-    return await use(client);
-  } finally {
-    await client.end().catch(() => {});
   }
 }
 
