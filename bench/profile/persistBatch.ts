@@ -4,7 +4,7 @@
  * spreads over a few channels as the partitions' batches do.
  */
 import { randomUUID } from 'node:crypto';
-import knexFactory from 'knex';
+import knexFactory, { type Knex } from 'knex';
 import { connectionUrl, createDatabaseIfMissing, databaseName, dropDatabase, migrateLatest, withDatabase } from '../../scripts/db-admin.js';
 import { loadConfig, type Config } from '../../shared/config.js';
 import { knexConfig } from '../../shared/db.js';
@@ -41,21 +41,31 @@ export async function persistProfileFresh(o: { config: Config; sizes: number[]; 
   }
 }
 
+/** A workspace of `channels` channels, each with one member who sends into it: what persistMessages() needs. */
+export async function seedSenders(
+  knex: Knex,
+  name: string,
+  channels: number,
+): Promise<{ workspaceId: string; members: Array<{ channelId: string; userId: string }> }> {
+  const workspaceId = randomUUID();
+  await knex.raw('INSERT INTO workspaces (id, name) VALUES (?, ?)', [workspaceId, name]);
+  const members: Array<{ channelId: string; userId: string }> = [];
+  for (let c = 0; c < channels; c++) {
+    const userId = randomUUID();
+    const channelId = randomUUID();
+    await knex.raw('INSERT INTO users (id, email, display_name, password_hash) VALUES (?, ?, ?, ?)', [userId, `${userId}@bench.test`, 'p', 'x']);
+    await knex.raw('INSERT INTO channels (id, workspace_id, name) VALUES (?, ?, ?)', [channelId, workspaceId, `persist-${c}`]);
+    await knex.raw('INSERT INTO channel_members (channel_id, user_id) VALUES (?, ?)', [channelId, userId]);
+    members.push({ channelId, userId });
+  }
+  return { workspaceId, members };
+}
+
 export async function persistBatchProfile(o: { databaseUrl: string; sizes: number[]; durationMs: number }): Promise<PersistProfile> {
   const config = loadConfig({ ...process.env, DATABASE_URL: o.databaseUrl, DB_POOL_MAX: '2' });
   const knex = knexFactory(knexConfig(config));
   try {
-    const workspaceId = randomUUID();
-    await knex.raw('INSERT INTO workspaces (id, name) VALUES (?, ?)', [workspaceId, 'persist profile']);
-    const members: Array<{ channelId: string; userId: string }> = [];
-    for (let c = 0; c < CHANNELS_PER_BATCH; c++) {
-      const userId = randomUUID();
-      const channelId = randomUUID();
-      await knex.raw('INSERT INTO users (id, email, display_name, password_hash) VALUES (?, ?, ?, ?)', [userId, `${userId}@bench.test`, 'p', 'x']);
-      await knex.raw('INSERT INTO channels (id, workspace_id, name) VALUES (?, ?, ?)', [channelId, workspaceId, `persist-${c}`]);
-      await knex.raw('INSERT INTO channel_members (channel_id, user_id) VALUES (?, ?)', [channelId, userId]);
-      members.push({ channelId, userId });
-    }
+    const { workspaceId, members } = await seedSenders(knex, 'persist profile', CHANNELS_PER_BATCH);
     const tableRows = Number((await knex.raw('SELECT count(*) AS n FROM messages')).rows[0].n);
     const body = 'x'.repeat(100);
     const results: PersistSizeResult[] = [];

@@ -23,6 +23,7 @@ import type { BenchContext } from '../context.js';
 import { nowUs } from '../lib/clock.js';
 import { Histogram, round, type LatencySummary } from '../lib/histogram.js';
 import { note } from '../lib/progress.js';
+import { seedSenders } from '../profile/persistBatch.js';
 import { seedTeam } from '../seed.js';
 
 const SEARCH_MIGRATION = '20261202060000_message_search.ts';
@@ -161,18 +162,7 @@ async function persistCost(config: Config, words: string[], durationMs: number):
     knexes.push(after);
     const targets = [];
     for (const knex of [before, after]) {
-      const workspaceId = randomUUID();
-      await knex.raw('INSERT INTO workspaces (id, name) VALUES (?, ?)', [workspaceId, 'persist']);
-      const members: Array<{ channelId: string; userId: string }> = [];
-      for (let c = 0; c < 4; c++) {
-        const userId = randomUUID();
-        const channelId = randomUUID();
-        await knex.raw('INSERT INTO users (id, email, display_name, password_hash) VALUES (?, ?, ?, ?)', [userId, `${userId}@bench.test`, 'p', 'x']);
-        await knex.raw('INSERT INTO channels (id, workspace_id, name) VALUES (?, ?, ?)', [channelId, workspaceId, `persist-${c}`]);
-        await knex.raw('INSERT INTO channel_members (channel_id, user_id) VALUES (?, ?)', [channelId, userId]);
-        members.push({ channelId, userId });
-      }
-      targets.push({ knex, members, hist: new Histogram() });
+      targets.push({ knex, members: (await seedSenders(knex, 'persist', 4)).members, hist: new Histogram() });
     }
     const bodies = (await before.raw(`SELECT ${BODY_SQL(':words::text[]', 'n')} AS body FROM generate_series(1, 2000) n`, { words })).rows.map(
       (r: { body: string }) => r.body,
