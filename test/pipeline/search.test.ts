@@ -1,10 +1,9 @@
 import { expect } from 'chai';
 import { randomBytes, randomUUID } from 'node:crypto';
-import type { Cluster } from '../../scripts/cluster.js';
 import type { MessageDto } from '../../shared/models/Message.js';
 import { createWorkspace, expectError, openDm, registerUser, request, type ChannelDto, type RegisteredUser } from '../support/api.js';
 import { connect, range, send } from '../support/sockets.js';
-import { closeDb, dbQuery, fullHistory, seedChannel, seedTeam, startPipelineCluster, type Team } from './fixtures.js';
+import { dbQuery, fullHistory, seedChannel, seedTeam, useCluster, type Team } from './fixtures.js';
 
 interface Hit {
   message: MessageDto;
@@ -20,7 +19,6 @@ interface Hit {
 describe('pipeline: message search', function () {
   this.timeout(60_000);
 
-  let cluster: Cluster;
   let A: string;
   let B: string;
   let team: Team;
@@ -34,19 +32,14 @@ describe('pipeline: message search', function () {
   /** bob only (public, alice has not joined) */
   let other: ChannelDto;
 
+  useCluster('search', (cluster) => ([A, B] = cluster.urls));
+
   before(async () => {
-    cluster = await startPipelineCluster('search');
-    [A, B] = cluster.urls;
     team = await seedTeam(A, 3);
     [alice, bob, carol] = team.members;
     general = await seedChannel(A, team, [alice, bob, carol]);
     secret = await seedChannel(A, team, [alice], { isPrivate: true });
     other = await seedChannel(A, team, [bob]);
-  });
-
-  after(async () => {
-    await cluster?.stop();
-    await closeDb();
   });
 
   /** A word no other test uses: its hits are this test's messages only. */
