@@ -100,9 +100,12 @@ export interface HistoryQuery {
   after?: number;
 }
 
-/** What clients see of a message row (the kept original of an edited message is not theirs). */
-const MESSAGE_COLUMNS = `m.id, m.channel_id, m.seq, m.rev, m.user_id, m.body, m.client_msg_id, m.parent_id, m.created_at,
-  m.edited_at, m.deleted_at, m.reply_count, m.last_reply_at, m.reactions, m.mentions`;
+/** What clients see of a message row (the kept original of an edited message is not theirs), of table alias `alias`. */
+export const messageColumns = (alias: string) =>
+  ['id', 'channel_id', 'seq', 'rev', 'user_id', 'body', 'client_msg_id', 'parent_id', 'created_at', 'edited_at', 'deleted_at', 'reply_count',
+    'last_reply_at', 'reactions', 'mentions'].map((column) => `${alias}.${column}`).join(', ');
+
+const MESSAGE_COLUMNS = messageColumns('m');
 
 type MessageRow = Parameters<typeof toMessageDto>[0];
 

@@ -1,7 +1,7 @@
 import { ValidationError } from '../../shared/errors.js';
 import { Channel, Message, toMessageDto, type ChannelDto, type MessageDto } from '../../shared/models/index.js';
 import { authorizeInWorkspace } from './access.js';
-import { UUID_PATTERN } from './messages.js';
+import { messageColumns, UUID_PATTERN } from './messages.js';
 
 /**
  * Message search: the messages of the channels (DMs included) the caller is a member of, full-text
@@ -133,9 +133,6 @@ type SearchParams = {
 };
 
 const TSQUERY = 'websearch_to_tsquery(message_search_language(), :text)';
-const HIT_COLUMNS = ['id', 'channel_id', 'seq', 'rev', 'user_id', 'body', 'client_msg_id', 'parent_id', 'created_at', 'edited_at',
-  'deleted_at', 'reply_count', 'last_reply_at', 'reactions', 'mentions'];
-const hitColumns = (alias: string) => HIT_COLUMNS.map((column) => `${alias}.${column}`).join(', ');
 const SNIPPET = `ts_headline(message_search_language(), ${ESCAPED_BODY}, ${TSQUERY},
                              CASE WHEN length(h.body) <= :wholeBodyMax THEN :wholeBody ELSE :fragment END)`;
 const SNIPPET_OPTIONS = { wholeBodyMax: SNIPPET_WHOLE_BODY_MAX, wholeBody: WHOLE_BODY, fragment: FRAGMENT };
@@ -201,9 +198,9 @@ async function searchNewest(params: SearchParams): Promise<HitRow[]> {
               ORDER BY m.seq DESC LIMIT 1
            ) bound ON true
            LEFT JOIN LATERAL (
-             SELECT ${hitColumns('w')}, (extract(epoch FROM w.created_at) * 1000000)::bigint AS created_us
+             SELECT ${messageColumns('w')}, (extract(epoch FROM w.created_at) * 1000000)::bigint AS created_us
                FROM (
-                 SELECT ${hitColumns('m')}, m.search_vector FROM messages m
+                 SELECT ${messageColumns('m')}, m.search_vector FROM messages m
                   WHERE m.channel_id = c.id AND m.seq > c.last_seq - :window
                   ORDER BY m.seq DESC LIMIT :window
                ) w
@@ -241,7 +238,7 @@ async function searchOlder(params: SearchParams, channels: string[], below: numb
          SELECT hit.* FROM unnest(:channels::uuid[], :below::bigint[]) AS older(channel_id, below)
            JOIN channel_members cm ON cm.channel_id = older.channel_id AND cm.user_id = :userId
            CROSS JOIN LATERAL (
-             SELECT ${hitColumns('m')}, (extract(epoch FROM m.created_at) * 1000000)::bigint AS created_us
+             SELECT ${messageColumns('m')}, (extract(epoch FROM m.created_at) * 1000000)::bigint AS created_us
                FROM messages m
               WHERE m.channel_id = cm.channel_id AND m.seq <= older.below AND ${MATCHES('m')}
               ORDER BY ${order} DESC
