@@ -7,11 +7,13 @@ import { closeDb, clusterRedisPrefix, seedChannel, seedTeam, storedMessages } fr
 describe('pipeline: a send whose reply is lost', function () {
   this.timeout(60_000);
 
-  const prefix = clusterRedisPrefix('lost-reply');
+  // Read in the hook: the run's REDIS_PREFIX is set by the global setup, after this file is loaded.
+  let prefix: string;
   let cluster: Cluster;
   let redis: Redis;
 
   before(async () => {
+    prefix = clusterRedisPrefix('lost-reply');
     cluster = await startCluster({ servers: 1, workers: 1, env: { REDIS_PREFIX: prefix } });
     redis = new Redis(process.env.REDIS_URL!);
   });
