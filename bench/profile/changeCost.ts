@@ -1,6 +1,6 @@
 /**
- * PostgreSQL's CPU per send and per change, by kind, and per authorize read of changes (alone, as a
- * front node read them, and several per call, as the worker reads a batch's): `npx tsx bench/profile/changeCost.ts`.
+ * PostgreSQL's CPU per send and per change, by kind (each change authorized in the statement that applies
+ * it, as workers do): `npx tsx bench/profile/changeCost.ts`.
  *
  * Reads the CPU time of the one backend doing the work (/proc/<pid>/stat), not the wall clock, so other
  * load on the machine changes the figures far less than it changes latencies. Compare rows of one run.
@@ -13,7 +13,6 @@ import { createDatabaseIfMissing, databaseName, dropDatabase, migrateLatest, wit
 import { loadConfig } from '../../shared/config.js';
 import { knexConfig } from '../../shared/db.js';
 import type { ChangeRequest, SendRequest } from '../../shared/queues.js';
-import { readChangeTargets } from '../../worker/actions/authorizeChanges.js';
 import { persistMessages } from '../../worker/actions/persistMessages.js';
 
 const CHANNELS = 4;
@@ -101,15 +100,6 @@ async function profile(knex: Knex): Promise<void> {
   }
   await measure(`sends again, batches of ${BATCH}`, OPS, () => sends(OPS / BATCH));
 
-  const key = () => {
-    const m = target();
-    return { userId: m.userId, channelId: m.channelId, messageId: m.id, clientChangeId: null };
-  };
-  for (const size of [1, 4, 16]) {
-    await measure(`authorize read, ${size} per statement`, OPS, async () => {
-      for (let i = 0; i < OPS / size; i++) await readChangeTargets(knex, Array.from({ length: size }, key));
-    });
-  }
   await knex.raw('DELETE FROM workspaces WHERE id = ?', [workspaceId]);
   await knex.raw('DELETE FROM users WHERE id = ANY(?::uuid[])', [users]);
 }

@@ -2,7 +2,10 @@ import { expect } from 'chai';
 import { randomUUID } from 'node:crypto';
 import { addWorkspaceMember, createChannel, expectError, registerUser, request, unique, type ApiResponse, type RegisteredUser } from '../support/api.js';
 import { connect, range, waitFor } from '../support/sockets.js';
-import { fullHistory, seedChannel } from './fixtures.js';
+import { Queue, type Job } from 'bullmq';
+import { loadConfig } from '../../shared/config.js';
+import { MESSAGE_BATCH_JOB, batchJobOptions, bullPrefix, messageQueueName, partitionOf, type BatchResult, type MessageBatchJob } from '../../shared/queues.js';
+import { clusterRedisPrefix, fullHistory, seedChannel } from './fixtures.js';
 import {
   useChangesCluster,
   EventLog,
@@ -20,6 +23,8 @@ import {
   restEdit,
   restDelete,
   react,
+  unreact,
+  settle,
   newMsg,
   updated,
   deletedEvent,
@@ -432,6 +437,57 @@ describe('pipeline: message edits and deletes across nodes', function () {
   });
 
   describe('idempotency', () => {
+    it('When batches of changes are run again (as after a worker crash between their commit and their completion), then each answers ok with the message as stored now (as a client\'s retry is answered), stores nothing more, and every socket still gets each event once', async () => {
+      const room = await openRoom();
+      const gone = await say(room.aliceA, room, 'deleted, then its batch runs again');
+      const kept = await say(room.aliceA, room, 'edited and reacted to, then the batches run again');
+      // No clientChangeId: only the batch's own change ids tell a run again from a new change.
+      const changes = [
+        acked(await remove(room.aliceA, room, gone.id), 'the delete'),
+        acked(await edit(room.aliceB, room, kept.id, 'edited once'), 'the edit'),
+        acked(await react(room.bobB, room, kept.id, 'eyes'), 'the reaction'),
+        acked(await unreact(room.bobB, room, kept.id, 'eyes'), 'the reaction removed'),
+      ];
+      await settle(room, changes[3].rev);
+      const before = await history(room);
+
+      const queue = new Queue<MessageBatchJob, BatchResult>(messageQueueName(partitionOf(room.id, loadConfig(process.env).queue.partitions)), {
+        connection: { url: loadConfig(process.env).redis.url, maxRetriesPerRequest: null },
+        prefix: bullPrefix(clusterRedisPrefix('message-edits')),
+      });
+      try {
+        const jobs = (await queue.getJobs(['completed'], 0, -1))
+          .filter((j) => j.data.sends.some((c) => 'messageId' in c && (c.messageId === gone.id || c.messageId === kept.id)))
+          .sort((a, b) => a.timestamp - b.timestamp);
+        expect(jobs.flatMap((j) => j.data.sends.map((c) => c.kind))).to.deep.equal(['delete', 'edit', 'reaction:add', 'reaction:remove']);
+        for (const first of jobs) {
+          const again = await queue.add(MESSAGE_BATCH_JOB, first.data, batchJobOptions(1000));
+          let done: Job<MessageBatchJob, BatchResult> | undefined;
+          await waitFor(async () => (done = await queue.getJob(again.id!))?.finishedOn !== undefined, 15_000);
+          expect(done!.failedReason, 'the run again').to.equal(undefined);
+          const now = Object.fromEntries(
+            first.data.sends.map((c) => [c.id, { ok: true, message: before.find((m) => 'messageId' in c && m.id === c.messageId) }]),
+          );
+          expect(done!.returnvalue.outcomes, `${first.data.sends[0].kind} run again`).to.deep.equal(now);
+        }
+      } finally {
+        await queue.close();
+      }
+
+      const mark = await marker(room);
+      expect(mark.rev, 'the runs again spent no rev').to.equal(changes[3].rev + 1);
+      expectEvents(room, [
+        newMsg(gone),
+        newMsg(kept),
+        deletedEvent(changes[0]),
+        updated(changes[1]),
+        reactionEvent('added', changes[2], 'eyes', bob),
+        reactionEvent('removed', changes[3], 'eyes', bob),
+        newMsg(mark),
+      ]);
+      expect(await history(room)).to.deep.equal([...before, mark]);
+    });
+
     it('When an edit is retried with the same clientChangeId (same socket, the other node, REST, even another body), then it answers the stored result and emits one message:updated; another user may use the same id', async () => {
       const room = await openRoom();
       const mine = await say(room.aliceA, room, 'v1');

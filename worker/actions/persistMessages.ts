@@ -5,7 +5,7 @@ import type { Logger } from '../../shared/logger.js';
 import { eventRev, toChannelEvent, type ChannelEvent, type ChannelEventRow } from '../../shared/events.js';
 import { toMessageDto } from '../../shared/models/index.js';
 import { changeKind, type BatchOutcome, type ChangeRequest } from '../../shared/queues.js';
-import { authorizeChanges } from './authorizeChanges.js';
+import { CHANGE_ACTIONS, changeRules, refusalOf } from './authorizeChanges.js';
 
 export interface PersistResult {
   /** One outcome per send or change id. */
@@ -30,7 +30,7 @@ const invalidParent = () => ({ ok: false as const, error: invalidParentError().t
  * created: applied now; stored: applied by an earlier run of this batch; duplicate: a client's retry of
  * another send or change; unchanged: a reaction that was already there (or a removal of one that was not).
  */
-type Outcome = 'created' | 'stored' | 'duplicate' | 'unchanged' | 'not_found' | 'forbidden' | 'invalid_parent';
+type Outcome = 'created' | 'stored' | 'duplicate' | 'unchanged' | 'not_found' | 'forbidden' | 'invalid_parent' | 'refused';
 
 /** What one call of the function stored, before the publish list is put together. */
 interface CallResult {
@@ -67,7 +67,8 @@ function refusal(code: string | undefined): { ok: false; error: ErrorBody } {
   return { ok: false, error: new InternalError().toBody() };
 }
 
-function toOutcome(change: ChangeRequest, outcome: Outcome, row: MessageRow | null, events: ChannelEventRow[] | null): BatchOutcome {
+function toOutcome(change: ChangeRequest, outcome: Outcome, row: MessageRow | null, events: ChannelEventRow[] | null, refusal: string | null): BatchOutcome {
+  if (outcome === 'refused') return { ok: false, error: refusalOf(refusal ?? '?') };
   if (outcome === 'forbidden') return archived();
   if (outcome === 'invalid_parent') return invalidParent();
   if (outcome === 'not_found' || !row) {
@@ -86,29 +87,38 @@ function toOutcome(change: ChangeRequest, outcome: Outcome, row: MessageRow | nu
 /** pg sends a JS array as one array parameter; null entries become SQL NULLs. */
 const column = <T>(changes: ChangeRequest[], pick: (c: ChangeRequest) => T | null | undefined) => changes.map((c) => pick(c) ?? null);
 
-/** One call of persist_channel_changes (migrations/*_channel_changes.ts): one statement, one transaction. */
+/**
+ * One call of persist_channel_changes (migrations/*_channel_changes.ts): one statement, one transaction.
+ * A batch holding changes calls the version that also authorizes them, with this process's compiled rules
+ * (migrations/*_authorize_changes_in_persist.ts, ./authorizeChanges.ts); sends alone, the one without.
+ */
 async function callPersist(knex: Knex, changes: ChangeRequest[]): Promise<CallResult> {
+  const actions = changes.map((c) => (c.kind === undefined || c.kind === 'send' ? null : CHANGE_ACTIONS[c.kind]));
+  const authorized = actions.some((a) => a !== null);
   const result = await knex.raw<{
-    rows: Array<{ change_id: string; outcome: Outcome; message: MessageRow | null; events: ChannelEventRow[] | null }>;
+    rows: Array<{ change_id: string; outcome: Outcome; message: MessageRow | null; events: ChannelEventRow[] | null; refusal?: string | null }>;
   }>(
-    `SELECT change_id, outcome, message, events
-       FROM persist_channel_changes(?::text[], ?::uuid[], ?::uuid[], ?::uuid[], ?::text[], ?::text[], ?::uuid[], ?::text[])`,
-    arrayBindings(
-      column(changes, changeKind),
-      column(changes, (c) => c.id),
-      column(changes, (c) => c.channelId),
-      column(changes, (c) => c.userId),
-      column(changes, (c) => ('body' in c ? c.body : null)),
-      column(changes, (c) => ('clientMsgId' in c ? c.clientMsgId : 'clientChangeId' in c ? c.clientChangeId : null)),
-      column(changes, (c) => ('messageId' in c ? c.messageId : 'parentId' in c ? c.parentId : null)),
-      column(changes, (c) => ('emoji' in c ? c.emoji : null)),
-    ),
+    `SELECT change_id, outcome, message, events${authorized ? ', refusal' : ''}
+       FROM persist_channel_changes(?::text[], ?::uuid[], ?::uuid[], ?::uuid[], ?::text[], ?::text[], ?::uuid[], ?::text[]${authorized ? ', ?::text[], ?::jsonb' : ''})`,
+    [
+      ...arrayBindings(
+        column(changes, changeKind),
+        column(changes, (c) => c.id),
+        column(changes, (c) => c.channelId),
+        column(changes, (c) => c.userId),
+        column(changes, (c) => ('body' in c ? c.body : null)),
+        column(changes, (c) => ('clientMsgId' in c ? c.clientMsgId : 'clientChangeId' in c ? c.clientChangeId : null)),
+        column(changes, (c) => ('messageId' in c ? c.messageId : 'parentId' in c ? c.parentId : null)),
+        column(changes, (c) => ('emoji' in c ? c.emoji : null)),
+      ),
+      ...(authorized ? [...arrayBindings(actions), changeRules().json] : []),
+    ],
   );
   const byId = new Map(changes.map((c) => [c.id, c]));
   const call: CallResult = { outcomes: {}, events: [] };
   for (const row of result.rows) {
     const change = byId.get(row.change_id)!;
-    call.outcomes[change.id] = toOutcome(change, row.outcome, row.message, row.events);
+    call.outcomes[change.id] = toOutcome(change, row.outcome, row.message, row.events, row.refusal ?? null);
     for (const event of row.events ?? []) call.events.push(toChannelEvent(change.channelId, event));
   }
   return call;
@@ -129,15 +139,14 @@ async function callPersist(knex: Knex, changes: ChangeRequest[]): Promise<CallRe
  */
 export async function persistMessages(knex: Knex, sends: ChangeRequest[], logger?: Logger): Promise<PersistResult> {
   if (sends.length === 0) return { outcomes: {}, publish: [] };
-  const { allowed, refused } = await authorizeChanges(knex, sends);
-  let calls: CallResult[] = [];
+  let calls: CallResult[];
   try {
-    if (allowed.length > 0) calls = [await callPersist(knex, allowed)];
+    calls = [await callPersist(knex, sends)];
   } catch (err) {
     if (isRetriableDbError(err)) throw err;
-    calls = await persistOneByOne(knex, allowed, err, logger);
+    calls = await persistOneByOne(knex, sends, err, logger);
   }
-  const outcomes: Record<string, BatchOutcome> = { ...refused };
+  const outcomes: Record<string, BatchOutcome> = {};
   const publish: ChannelEvent[] = [];
   for (const call of calls) {
     Object.assign(outcomes, call.outcomes);
