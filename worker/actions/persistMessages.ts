@@ -88,18 +88,15 @@ function toOutcome(change: ChangeRequest, outcome: Outcome, row: MessageRow | nu
 const column = <T>(changes: ChangeRequest[], pick: (c: ChangeRequest) => T | null | undefined) => changes.map((c) => pick(c) ?? null);
 
 /**
- * One call of persist_channel_changes (migrations/*_channel_changes.ts): one statement, one transaction.
- * A batch holding changes calls the version that also authorizes them, with this process's compiled rules
- * (migrations/*_authorize_changes_in_persist.ts, ./authorizeChanges.ts); sends alone, the one without.
+ * One call of persist_channel_changes (migrations/*_authorize_changes_in_persist.ts): one statement, one
+ * transaction, changes authorized in it by this process's compiled rules (./authorizeChanges.ts).
  */
 async function callPersist(knex: Knex, changes: ChangeRequest[]): Promise<CallResult> {
-  const actions = changes.map((c) => (c.kind === undefined || c.kind === 'send' ? null : CHANGE_ACTIONS[c.kind]));
-  const authorized = actions.some((a) => a !== null);
   const result = await knex.raw<{
-    rows: Array<{ change_id: string; outcome: Outcome; message: MessageRow | null; events: ChannelEventRow[] | null; refusal?: string | null }>;
+    rows: Array<{ change_id: string; outcome: Outcome; message: MessageRow | null; events: ChannelEventRow[] | null; refusal: string | null }>;
   }>(
-    `SELECT change_id, outcome, message, events${authorized ? ', refusal' : ''}
-       FROM persist_channel_changes(?::text[], ?::uuid[], ?::uuid[], ?::uuid[], ?::text[], ?::text[], ?::uuid[], ?::text[]${authorized ? ', ?::text[], ?::jsonb' : ''})`,
+    `SELECT change_id, outcome, message, events, refusal
+       FROM persist_channel_changes(?::text[], ?::uuid[], ?::uuid[], ?::uuid[], ?::text[], ?::text[], ?::uuid[], ?::text[], ?::text[], ?::jsonb)`,
     [
       ...arrayBindings(
         column(changes, changeKind),
@@ -110,15 +107,16 @@ async function callPersist(knex: Knex, changes: ChangeRequest[]): Promise<CallRe
         column(changes, (c) => ('clientMsgId' in c ? c.clientMsgId : 'clientChangeId' in c ? c.clientChangeId : null)),
         column(changes, (c) => ('messageId' in c ? c.messageId : 'parentId' in c ? c.parentId : null)),
         column(changes, (c) => ('emoji' in c ? c.emoji : null)),
+        column(changes, (c) => (c.kind === undefined || c.kind === 'send' ? null : CHANGE_ACTIONS[c.kind])),
       ),
-      ...(authorized ? [...arrayBindings(actions), changeRules().json] : []),
+      changeRules().json,
     ],
   );
   const byId = new Map(changes.map((c) => [c.id, c]));
   const call: CallResult = { outcomes: {}, events: [] };
   for (const row of result.rows) {
     const change = byId.get(row.change_id)!;
-    call.outcomes[change.id] = toOutcome(change, row.outcome, row.message, row.events, row.refusal ?? null);
+    call.outcomes[change.id] = toOutcome(change, row.outcome, row.message, row.events, row.refusal);
     for (const event of row.events ?? []) call.events.push(toChannelEvent(change.channelId, event));
   }
   return call;
