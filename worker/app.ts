@@ -21,6 +21,7 @@ import { socketAdapterKey } from '../shared/events.js';
 import { countRedisErrors, createRegistry, metricsHandler, registerDbPoolMetrics } from '../shared/metrics.js';
 import { healthRoutes, reportReady } from '../shared/health.js';
 import { createWorkerMetrics } from './metrics.js';
+import { changeRules } from './actions/authorizeChanges.js';
 import { createBatchProcessor } from './processMessageBatch.js';
 
 export interface WorkerNode {
@@ -40,6 +41,8 @@ export interface WorkerNode {
  */
 export function createWorkerNode(config: Config, options: { logger?: Logger } = {}): WorkerNode {
   const logger = options.logger ?? createLogger(config, 'worker');
+  // Policy's answers for changes, compiled here so that a rule that cannot be compiled stops the start.
+  changeRules();
   const knex = createDb(config);
   // One connection for the Workers' commands and every publish: Redis runs a connection's commands in
   // the order they were sent, so a batch's emits and reply are in Redis before the job can complete,

@@ -136,6 +136,7 @@ export function compileChangeRules(): ChangeRules {
     if (code === undefined) {
       // 'a' is taken, '?' is the function's own (no decision found).
       code = String.fromCharCode('b'.charCodeAt(0) + codes.size);
+      if (code > '~') throw new Error('Policy refuses changes in more ways than a rule table has codes for');
       codes.set(key, code);
       refusals.set(code, body);
     }
