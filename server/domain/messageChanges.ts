@@ -41,8 +41,8 @@ type Change = DistributiveOmit<Exclude<ChangeRequest, { kind?: 'send' }>, 'id' |
 type DistributiveOmit<T, K extends PropertyKey> = T extends unknown ? Omit<T, K> : never;
 
 /**
- * One change of a stored message, from a socket or from REST: checked here, authorized by the worker
- * (worker/actions/authorizeChanges.ts: policy, on one read per batch), and applied through the same
+ * One change of a stored message, from a socket or from REST: checked here, authorized in the worker's
+ * statement that applies it (worker/actions/authorizeChanges.ts: policy compiled to a table), and applied through the same
  * ordered admission, rate limit and partition queue as sends, so a user's send and later edit are
  * applied in that order. Resolves with the definitive outcome, like sendMessage.
  */

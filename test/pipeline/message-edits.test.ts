@@ -118,8 +118,8 @@ describe('pipeline: message edits and deletes across nodes', function () {
       expect(await history(room)).to.deep.equal([sent, mark]);
     });
 
-    // Workers read what a batch's changes are authorized on in one call (worker/actions/authorizeChanges.ts):
-    // each change must still be decided on its own caller and message.
+    // A batch's changes are decided in one statement (worker/actions/authorizeChanges.ts): each must still be
+    // decided on its own caller and message.
     it('When changes of different callers reach one node together and share a batch, then each is decided on its own caller and message', async () => {
       const room = await openRoom();
       const mine = await say(room.aliceA, room, 'alice wrote this');

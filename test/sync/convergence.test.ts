@@ -46,7 +46,10 @@ import type { Cluster } from '../../scripts/cluster.js';
 import { ERROR_STATUS } from '../../shared/errors.js';
 import { request, type RegisteredUser } from '../support/api.js';
 import { TRANSPORTS, type ClientSocket, type Transport } from '../support/sockets.js';
-import { closeDb, deadProcesses, fullHistory, seedChannel, seedTeam, startPipelineCluster } from '../pipeline/fixtures.js';
+import { Queue, type Job } from 'bullmq';
+import { loadConfig } from '../../shared/config.js';
+import { MESSAGE_BATCH_JOB, batchJobOptions, bullPrefix, messageQueueName, partitionOf, type BatchOutcome, type BatchResult, type MessageBatchJob } from '../../shared/queues.js';
+import { closeDb, clusterRedisPrefix, deadProcesses, fullHistory, seedChannel, seedTeam, startPipelineCluster } from '../pipeline/fixtures.js';
 import { closeSockets, openSocket, sleep, waitFor, whenConnected } from './helpers.js';
 import {
   CHANGE_EVENT_NAMES,
@@ -107,6 +110,8 @@ type Step =
   | { kind: 'observer'; up: boolean; node: number; transport: Transport }
   /** Retries an earlier change with its clientChangeId; `focus`: preferably one whose message changed since. */
   | { kind: 'retry'; target: number; via: Via; focus: RetryFocus }
+  /** Runs a completed batch of the run's channels again, as a worker does that died after its commit, before completing the job. */
+  | { kind: 'rerun'; target: number; focus: 'any' | 'deleted-since' }
   | { kind: 'pause'; ms: number };
 interface Program {
   steps: Step[];
@@ -164,6 +169,7 @@ const step: fc.Arbitrary<Step> = fc.oneof(
     }),
   },
   { weight: 1, arbitrary: fc.record({ kind: fc.constant('pause' as const), ms: fc.integer({ min: 20, max: 200 }) }) },
+  { weight: 1, arbitrary: fc.record({ kind: fc.constant('rerun' as const), target: fc.nat({ max: 9999 }), focus: fc.constantFrom('any' as const, 'deleted-since' as const) }) },
 );
 const program: fc.Arbitrary<Program> = fc.record({
   steps: fc.array(step, { minLength: 30, maxLength: 60 }),
@@ -451,7 +457,7 @@ describe('sync: every client converges on the history through message changes (e
 
   let cluster: Cluster;
   let runs = 0;
-  const totals = { ops: 0, refused: {} as Record<string, number>, observerSessions: 0, syncCalls: 0, hasMore: 0, events: 0, erasedReplays: 0, retries: 0 };
+  const totals = { ops: 0, refused: {} as Record<string, number>, observerSessions: 0, syncCalls: 0, hasMore: 0, events: 0, erasedReplays: 0, retries: 0, reruns: 0 };
 
   before(async () => {
     // The product's defaults, rate limits included; only the replay page is small, to make resumes page.
@@ -854,6 +860,53 @@ describe('sync: every client converges on the history through message changes (e
               allowed.some((m) => isDeepStrictEqual(outcome.message, m)),
               `${where}: the retry answered ${show(outcome.message)}; the message is now ${show(now)}`,
             ).to.equal(true);
+            break;
+          }
+          case 'rerun': {
+            const config = loadConfig(process.env);
+            const partitions = [...new Set(ids.map((id) => partitionOf(id, config.queue.partitions)))];
+            const queues = partitions.map(
+              (n) => new Queue<MessageBatchJob, BatchResult>(messageQueueName(n), { connection: { url: config.redis.url, maxRetriesPerRequest: null }, prefix: bullPrefix(clusterRedisPrefix('convergence')) }),
+            );
+            try {
+              const done = (await Promise.all(queues.map(async (q) => (await q.getJobs(['completed'], 0, 200)).map((job) => ({ q, job })))))
+                .flat()
+                .filter(({ job }) => job.data.sends.some((c) => ids.includes(c.channelId)))
+                .sort((a, b) => a.job.timestamp - b.job.timestamp);
+              // Preferably one holding a change to a message deleted since: its first run was decided on a message
+              // that is gone now, and is answered as applied all the same.
+              const focused = done.filter(({ job }) => job.data.sends.some((c) => 'messageId' in c && c.kind !== undefined && model.get(c.messageId)?.deleted));
+              const chosen = pick(s.focus === 'deleted-since' && focused.length > 0 ? focused : done, s.target);
+              if (!chosen) break;
+              const first = chosen.job;
+              const what = `batch ${first.id} [${first.data.sends.map((c) => c.kind ?? 'send').join(', ')}] run again (${s.focus})`;
+              const added = await chosen.q.add(MESSAGE_BATCH_JOB, first.data, batchJobOptions(1000));
+              let again: Job<MessageBatchJob, BatchResult> | undefined;
+              await waitFor(async () => (again = await chosen.q.getJob(added.id!))?.finishedOn !== undefined, 15_000);
+              totals.reruns++;
+              trace.push(`#${i} ${what}`);
+              const where = `${label}, step #${i}: ${what}`;
+              expect(again!.failedReason, where).to.equal(undefined);
+              const now = new Map<string, ChangeMessage>();
+              for (const id of ids) for (const m of (await fullHistory(urls[0], users[3].token, id)) as unknown as ChangeMessage[]) now.set(m.id, m);
+              for (const id of ids) {
+                const latest = [...now.values()].filter((m) => m.channelId === id).reduce((max, m) => Math.max(max, m.rev), 0);
+                expect(latest, `${where}: a batch run again changes nothing, but the channel's latest rev moved`).to.equal(model.latest(id));
+              }
+              // What was applied is answered again: as the first time, or with the message as it is now.
+              for (const c of first.data.sends) {
+                const before: BatchOutcome = first.returnvalue.outcomes[c.id];
+                const after: BatchOutcome = again!.returnvalue.outcomes[c.id];
+                if (!before.ok) continue;
+                const current = 'message' in after ? now.get(after.message.id) : undefined;
+                expect(
+                  isDeepStrictEqual(after, before) || ('message' in after && isDeepStrictEqual(after.message, current)),
+                  `${where}: ${c.kind ?? 'send'} ${c.id} first answered ${show(before)}, now ${show(after)}; the message is now ${show(current)}`,
+                ).to.equal(true);
+              }
+            } finally {
+              await Promise.all(queues.map((q) => q.close()));
+            }
             break;
           }
           case 'ops': {
