@@ -83,8 +83,10 @@ Mixed load (changes of issue #11 beside sends, same layout and sockets as throug
                          (default 70,15,10,5). The mixed scenario repeats the throughput phase's closed
                          loop and each latency rate (in ops/s) with this mix; --smoke runs only one
                          open-loop point
-  --pairs N              run each open-loop rate N times as a pair, send-only then mixed (default 1):
-                         the report gives each pair's sends' send→deliver p50 ratio, and the mixed target
+  --pairs N              run each open-loop rate N times as a pair, send-only then mixed, every other
+                         pair the other way round, so a slower product later in the run does not always
+                         count against the same half (default 1): the report gives each pair's sends'
+                         send→deliver p50 ratio, and the mixed target
                          is judged on their median. --mix 100,0,0,0 makes both halves the same load: the
                          ratios are then the bench's own noise (an A/A run)
   --body-bytes N         message body size                                    (default 100)

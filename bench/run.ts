@@ -149,7 +149,7 @@ export async function run(options: BenchOptions, env: BenchEnv, pool: AgentPool,
       resumingPerChannel: l.resuming * options.socketsPerUser,
       window: options.window,
     };
-    // Each mixed phase runs right after its send-only counterpart, on the same sockets: this VM's speed
+    // Each mixed phase runs right beside its send-only counterpart, on the same sockets: this VM's speed
     // drifts over minutes, and the pairs are what the report compares. Smoke: one open-loop point only
     // (the closed loop when there is no rate).
     const mixed = async (o: Parameters<typeof runMixed>[2]) => {
@@ -174,11 +174,19 @@ export async function run(options: BenchOptions, env: BenchEnv, pool: AgentPool,
     if (has('mixed') && !has('throughput') && (!options.smoke || rates.length === 0)) await mixed({ closed: true, rates: [] });
     for (const [i, rate] of rates.entries()) {
       for (let pair = 0; pair < options.pairs; pair++) {
+        const halves: Array<() => Promise<void>> = [];
         if (has('latency')) {
-          const [p] = await runLatency(ctx, l, [rate], pair);
-          (results.latency ??= []).push({ ...p, batches: await profileBatches(p) });
+          halves.push(async () => {
+            const [p] = await runLatency(ctx, l, [rate], pair);
+            (results.latency ??= []).push({ ...p, batches: await profileBatches(p) });
+          });
         }
-        if (has('mixed') && (!options.smoke || i === 0)) await mixed({ closed: false, rates: [rate], pair });
+        if (has('mixed') && (!options.smoke || i === 0)) halves.push(() => mixed({ closed: false, rates: [rate], pair }));
+        // Every phase leaves the database bigger (and the mixed ones dead rows for autovacuum): the later half
+        // of a pair runs on a slightly slower product. Every other pair runs its halves the other way round
+        // (send-only, mixed, mixed, send-only, …), so that drift does not always count against the same one.
+        if (pair % 2 === 1) halves.reverse();
+        for (const half of halves) await half();
       }
     }
     await pool.disconnect();
