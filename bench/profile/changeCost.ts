@@ -13,7 +13,7 @@ import knexFactory, { type Knex } from 'knex';
 import { createDatabaseIfMissing, databaseName, dropDatabase, migrateLatest, withDatabase } from '../../scripts/db-admin.js';
 import { loadConfig } from '../../shared/config.js';
 import { knexConfig } from '../../shared/db.js';
-import type { ChangeRequest, SendRequest } from '../../shared/queues.js';
+import type { ChangeKind, ChangeRequest, ReactionRequest, SendRequest } from '../../shared/queues.js';
 import { persistMessages } from '../../worker/actions/persistMessages.js';
 
 const CHANNELS = 4;
@@ -23,7 +23,7 @@ const OPS = 4000;
 const TICK_MS = 10;
 /** Mean batch of the bench's open loop at 50 % on 2 cores (its report's `batches` line). */
 const BENCH_BATCH = 7;
-const MIX_ROUNDS = 6;
+const MIX_ROUNDS = 5;
 
 async function main(): Promise<void> {
   await import('dotenv/config');
@@ -97,50 +97,64 @@ async function profile(knex: Knex): Promise<void> {
     return { ...base, kind, emoji: ['thumbsup', 'eyes', 'tada'][n++ % 3] };
   };
 
-  await sends(40); // warm-up, and messages to change
-  await measure(`sends, batches of ${BATCH}`, OPS, () => sends(OPS / BATCH));
-  for (const kind of ['reaction:add', 'reaction:remove', 'edit', 'delete'] as const) {
-    await measure(`${kind}, batches of ${BATCH}`, OPS / 2, async () => {
-      for (let b = 0; b < OPS / 2 / BATCH; b++) await persistMessages(knex, Array.from({ length: BATCH }, () => change(kind)));
-    });
-  }
-  await measure(`sends again, batches of ${BATCH}`, OPS, () => sends(OPS / BATCH));
-
-  // The bench's mixed phase from PostgreSQL's side: its mix, clientChangeIds as its clients send them, in
-  // batches of its size, where a call's fixed cost weighs more. Send-only and mixed take turns, so the
-  // machine's drift falls on both; the median ratio is what the mixed phase adds per op.
   let cc = 0;
-  const retryKey = () => `cost-c${cc++}`;
-  const mixedOp = (i: number): ChangeRequest => {
-    const r = Math.random() * 100;
-    if (r < 70) {
+  const reacted: ReactionRequest[] = [];
+  const op = (kind: ChangeKind, i: number): ChangeRequest => {
+    if (kind === 'send') {
       const s = send(i);
       stored.push(s);
       return s;
     }
-    if (r < 85) return change(Math.random() < 0.5 ? 'reaction:add' : 'reaction:remove', retryKey());
-    return change(r < 95 ? 'edit' : 'delete', retryKey());
+    const added = kind === 'reaction:remove' ? reacted.shift() : undefined;
+    // A removal takes back an earlier add (the bench's clients remove their own reactions); none left: an add.
+    if (added) return { ...added, id: randomUUID(), kind: 'reaction:remove', clientChangeId: `cost-c${cc++}` };
+    const c = change(kind === 'reaction:remove' ? 'reaction:add' : kind, `cost-c${cc++}`);
+    if (c.kind === 'reaction:add') reacted.push(c);
+    return c;
+  };
+
+  await sends(40); // warm-up, and messages to change
+  await measure(`sends, batches of ${BATCH}`, OPS, () => sends(OPS / BATCH));
+  for (const kind of ['reaction:add', 'reaction:remove', 'edit', 'delete'] as const) {
+    await measure(`${kind}, batches of ${BATCH}`, OPS / 2, async () => {
+      for (let b = 0; b < OPS / 2 / BATCH; b++) await persistMessages(knex, Array.from({ length: BATCH }, (_, i) => op(kind, i)));
+    });
+  }
+  await measure(`sends again, batches of ${BATCH}`, OPS, () => sends(OPS / BATCH));
+
+  // The bench's mixed phase from PostgreSQL's side: batches of its size, where a call's fixed cost weighs
+  // more, clientChangeIds as its clients send them, and each kind of change alone as 2 of a batch's 7 ops.
+  // The variants take turns, so the machine's drift falls on all of them; ratios are of medians over rounds.
+  const mixedOp = (i: number): ChangeRequest => {
+    const r = Math.random() * 100;
+    if (r < 70) return op('send', i);
+    if (r < 85) return op(Math.random() < 0.5 && reacted.length > 0 ? 'reaction:remove' : 'reaction:add', i);
+    return op(r < 95 ? 'edit' : 'delete', i);
+  };
+  const variants: Record<string, (i: number) => ChangeRequest> = {
+    'send-only': (i) => op('send', i),
+    'mixed 70/15/10/5': mixedOp,
+    ...Object.fromEntries((['reaction:add', 'reaction:remove', 'edit', 'delete'] as const).map((kind) => [`5 sends + 2 ${kind}`, (i: number) => op(i < 2 ? kind : 'send', i)])),
   };
   const batches = Math.round(OPS / 4 / BENCH_BATCH);
   const ops = batches * BENCH_BATCH;
-  const perOp: Record<'sends' | 'mixed', number[]> = { sends: [], mixed: [] };
+  const perOp: Record<string, number[]> = {};
   for (let round = 0; round < MIX_ROUNDS; round++) {
-    perOp.sends.push(await measure('', ops, async () => {
-      for (let b = 0; b < batches; b++) {
-        const batch = Array.from({ length: BENCH_BATCH }, (_, i) => send(i));
-        await persistMessages(knex, batch);
-        stored.push(...batch);
-      }
-    }));
-    perOp.mixed.push(await measure('', ops, async () => {
-      for (let b = 0; b < batches; b++) await persistMessages(knex, Array.from({ length: BENCH_BATCH }, (_, i) => mixedOp(i)));
-    }));
+    for (const [name, make] of Object.entries(variants)) {
+      (perOp[name] ??= []).push(await measure('', ops, async () => {
+        for (let b = 0; b < batches; b++) await persistMessages(knex, Array.from({ length: BENCH_BATCH }, (_, i) => make(i)));
+      }));
+    }
   }
   const median = (v: number[]) => [...v].sort((a, b) => a - b)[Math.floor(v.length / 2)];
-  const row = (v: number[]) => v.map((us) => us.toFixed(0)).join(' ');
-  console.log(`${`send-only, batches of ${BENCH_BATCH}, µs per op by round`.padEnd(60)} ${row(perOp.sends)}`);
-  console.log(`${`mixed 70/15/10/5, batches of ${BENCH_BATCH}, µs per op by round`.padEnd(60)} ${row(perOp.mixed)}`);
-  console.log(`${'mixed ÷ send-only, PostgreSQL CPU per op, median of rounds'.padEnd(60)} ${(median(perOp.mixed) / median(perOp.sends)).toFixed(2)}×`);
+  const base = median(perOp['send-only']);
+  console.log(`Batches of ${BENCH_BATCH}, PostgreSQL CPU µs per op by round, and the median's ratio to send-only's:`);
+  for (const [name, v] of Object.entries(perOp)) {
+    const ratio = median(v) / base;
+    // 2 of 7 ops changed: what one such change costs, in sends.
+    const each = name.startsWith('5 sends') ? `   one change ≈ ${(1 + ((ratio - 1) * BENCH_BATCH) / 2).toFixed(2)} sends` : '';
+    console.log(`  ${name.padEnd(28)} ${v.map((us) => us.toFixed(0).padStart(4)).join(' ')}   ${ratio.toFixed(2)}×${each}`);
+  }
 
   await knex.raw('DELETE FROM workspaces WHERE id = ?', [workspaceId]);
   await knex.raw('DELETE FROM users WHERE id = ANY(?::uuid[])', [users]);

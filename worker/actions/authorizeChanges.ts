@@ -27,7 +27,7 @@ export const CHANGE_ACTIONS: Record<Exclude<ChangeKind, 'send'>, ChangeAction> =
 /** Who someone is to the caller: nobody, another user, or the caller. */
 export type Who = 'none' | 'other' | 'caller';
 
-/** What a change is decided on, as PostgreSQL reads it (`change_targets`); null: no such channel. */
+/** What a change is decided on, as persist_channel_changes reads it under the channel's lock; null: no such channel. */
 export interface ChangeFacts {
   role: WorkspaceRole | null;
   isMember: boolean;

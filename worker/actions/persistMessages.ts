@@ -67,8 +67,8 @@ function refusal(code: string | undefined): { ok: false; error: ErrorBody } {
   return { ok: false, error: new InternalError().toBody() };
 }
 
-function toOutcome(change: ChangeRequest, outcome: Outcome, row: MessageRow | null, events: ChannelEventRow[] | null, refusal: string | null): BatchOutcome {
-  if (outcome === 'refused') return { ok: false, error: refusalOf(refusal ?? '?') };
+function toOutcome(change: ChangeRequest, outcome: Outcome, row: MessageRow | null, events: ChannelEventRow[] | null, refusalCode: string | null): BatchOutcome {
+  if (outcome === 'refused') return { ok: false, error: refusalOf(refusalCode ?? '?') };
   if (outcome === 'forbidden') return archived();
   if (outcome === 'invalid_parent') return invalidParent();
   if (outcome === 'not_found' || !row) {
@@ -107,7 +107,10 @@ async function callPersist(knex: Knex, changes: ChangeRequest[]): Promise<CallRe
         column(changes, (c) => ('clientMsgId' in c ? c.clientMsgId : 'clientChangeId' in c ? c.clientChangeId : null)),
         column(changes, (c) => ('messageId' in c ? c.messageId : 'parentId' in c ? c.parentId : null)),
         column(changes, (c) => ('emoji' in c ? c.emoji : null)),
-        column(changes, (c) => (c.kind === undefined || c.kind === 'send' ? null : CHANGE_ACTIONS[c.kind])),
+        column(changes, (c) => {
+          const kind = changeKind(c);
+          return kind === 'send' ? null : CHANGE_ACTIONS[kind];
+        }),
       ),
       changeRules().json,
     ],
