@@ -199,7 +199,18 @@ describe('pipeline: message search', function () {
     // Bob is not in secret: give alice's view, both channels.
     const stored = [...(await fullHistory(A, alice.token, general.id)), ...(await fullHistory(A, alice.token, secret.id))].filter((m) => m.body.includes(w));
     expect(stored).to.have.length(60);
-    const newestFirst = stored.sort((a, b) => Date.parse(b.createdAt) - Date.parse(a.createdAt) || (a.channelId < b.channelId ? 1 : a.channelId > b.channelId ? -1 : b.seq - a.seq));
+    // Search orders by the creation time to the microsecond; createdAt shows milliseconds, and batches of
+    // the two partitions can begin within one: the exact times come from PostgreSQL.
+    const rows = await dbQuery<{ id: string; us: string }>(
+      'SELECT id, (extract(epoch FROM created_at) * 1000000)::bigint::text AS us FROM messages WHERE id = ANY($1::uuid[])',
+      [stored.map((m) => m.id)],
+    );
+    const createdUs = new Map(rows.map((r) => [r.id, BigInt(r.us)]));
+    const newer = (a: MessageDto, b: MessageDto) => {
+      const [ua, ub] = [createdUs.get(a.id)!, createdUs.get(b.id)!];
+      return ua === ub ? 0 : ua < ub ? 1 : -1;
+    };
+    const newestFirst = stored.sort((a, b) => newer(a, b) || (a.channelId < b.channelId ? 1 : a.channelId > b.channelId ? -1 : b.seq - a.seq));
     expect(new Set(stored.map((m) => m.createdAt)).size, 'several hits share a creation time').to.be.below(60);
 
     const found: Hit[] = [];
