@@ -49,14 +49,15 @@ async function profile(knex: Knex): Promise<void> {
     const fields = readFileSync(`/proc/${pid}/stat`, 'utf8').split(') ')[1].split(' ');
     return (Number(fields[11]) + Number(fields[12])) * TICK_MS;
   };
-  const measure = async (name: string, ops: number, run: () => Promise<void>) => {
+  const cpuPerOp = async (ops: number, run: () => Promise<void>) => {
     const cpu = cpuMs();
-    const wall = performance.now();
     await run();
-    const us = ((cpuMs() - cpu) * 1000) / ops;
-    if (!name) return us;
+    return ((cpuMs() - cpu) * 1000) / ops;
+  };
+  const measure = async (name: string, ops: number, run: () => Promise<void>) => {
+    const wall = performance.now();
+    const us = await cpuPerOp(ops, run);
     console.log(`${name.padEnd(44)} ${us.toFixed(0).padStart(6)} µs PostgreSQL CPU per op   ${(((performance.now() - wall) * 1000) / ops).toFixed(0).padStart(6)} µs wall`);
-    return us;
   };
 
   const workspaceId = randomUUID();
@@ -86,7 +87,7 @@ async function profile(knex: Knex): Promise<void> {
     }
   };
   const target = () => stored[Math.floor(Math.random() * stored.length)];
-  const change = (kind: 'reaction:add' | 'reaction:remove' | 'edit' | 'delete', clientChangeId: string | null = null): ChangeRequest => {
+  const change = (kind: 'reaction:add' | 'reaction:remove' | 'edit' | 'delete', clientChangeId: string): ChangeRequest => {
     const m = target();
     const base = { id: randomUUID(), channelId: m.channelId, userId: m.userId, messageId: m.id, clientChangeId };
     if (kind === 'edit') return { ...base, kind, body: `edited ${n++}` };
@@ -141,7 +142,7 @@ async function profile(knex: Knex): Promise<void> {
   const perOp: Record<string, number[]> = {};
   for (let round = 0; round < MIX_ROUNDS; round++) {
     for (const [name, make] of Object.entries(variants)) {
-      (perOp[name] ??= []).push(await measure('', ops, async () => {
+      (perOp[name] ??= []).push(await cpuPerOp(ops, async () => {
         for (let b = 0; b < batches; b++) await persistMessages(knex, Array.from({ length: BENCH_BATCH }, (_, i) => make(i)));
       }));
     }

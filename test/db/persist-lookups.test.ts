@@ -10,15 +10,14 @@
 import { expect } from 'chai';
 import { randomUUID } from 'node:crypto';
 import knexFactory, { type Knex } from 'knex';
-import { createDatabaseIfMissing, databaseName, dropDatabase, migrateLatest, withDatabase } from '../../scripts/db-admin.js';
-import { loadConfig, type Config } from '../../shared/config.js';
 import { knexConfig } from '../../shared/db.js';
 import type { BatchOutcome, ChangeRequest } from '../../shared/queues.js';
 import { persistMessages } from '../../worker/actions/persistMessages.js';
+import { OwnDatabase } from '../ops/helpers.js';
 
 describe('persist_channel_changes on a channel that grew', function () {
   this.timeout(120_000);
-  let scratch: Config;
+  let own: OwnDatabase;
   let knex: Knex;
   const workspaceId = randomUUID();
   const alice = randomUUID();
@@ -27,10 +26,9 @@ describe('persist_channel_changes on a channel that grew', function () {
   let n = 0;
 
   before(async () => {
-    scratch = withDatabase(loadConfig({ ...process.env, DB_POOL_MAX: '1' }), `${databaseName(loadConfig(process.env).db.connection)}_lookups`);
-    await createDatabaseIfMissing(scratch);
-    await migrateLatest(scratch);
-    knex = knexFactory(knexConfig(scratch));
+    own = await OwnDatabase.create('lookups');
+    // One session, as a worker's connection: its plans, and its counts below.
+    knex = knexFactory(knexConfig({ ...own.config, db: { ...own.config.db, poolMax: 1 } }));
     // No ANALYZE behind the test's back: new statistics would make PostgreSQL plan again, hiding a kept plan.
     await knex.raw('ALTER TABLE messages SET (autovacuum_enabled = false)');
     await knex.raw('INSERT INTO workspaces (id, name) VALUES (?, ?)', [workspaceId, 'lookups']);
@@ -44,7 +42,7 @@ describe('persist_channel_changes on a channel that grew', function () {
 
   after(async () => {
     await knex?.destroy();
-    if (scratch) await dropDatabase(scratch);
+    await own?.drop();
   });
 
   const key = () => `lookups-${n++}`;
@@ -70,7 +68,7 @@ describe('persist_channel_changes on a channel that grew', function () {
 
   /** Index entries handed out so far by each of messages' indexes, as this session last reported them. */
   async function indexReads(): Promise<Record<string, number>> {
-    // Pool of one: the session that did the work reports its counts now, and this read is not cached.
+    // The session that did the work reports its counts now, and this read is not cached.
     await knex.raw('SELECT pg_stat_force_next_flush()');
     await knex.raw('SELECT pg_stat_clear_snapshot()');
     const { rows } = await knex.raw<{ rows: Array<{ name: string; read: string }> }>(

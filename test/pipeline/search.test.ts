@@ -199,18 +199,12 @@ describe('pipeline: message search', function () {
     // Bob is not in secret: give alice's view, both channels.
     const stored = [...(await fullHistory(A, alice.token, general.id)), ...(await fullHistory(A, alice.token, secret.id))].filter((m) => m.body.includes(w));
     expect(stored).to.have.length(60);
-    // Search orders by the creation time to the microsecond; createdAt shows milliseconds, and batches of
-    // the two partitions can begin within one: the exact times come from PostgreSQL.
-    const rows = await dbQuery<{ id: string; us: string }>(
-      'SELECT id, (extract(epoch FROM created_at) * 1000000)::bigint::text AS us FROM messages WHERE id = ANY($1::uuid[])',
+    // Search orders by the creation time to the microsecond, which createdAt (milliseconds) cannot show:
+    // batches of the two partitions can begin within one millisecond. The brute-force order, from PostgreSQL.
+    const newestFirst = await dbQuery<{ channel_id: string; seq: string }>(
+      'SELECT channel_id, seq FROM messages WHERE id = ANY($1::uuid[]) ORDER BY created_at DESC, channel_id DESC, seq DESC',
       [stored.map((m) => m.id)],
     );
-    const createdUs = new Map(rows.map((r) => [r.id, BigInt(r.us)]));
-    const newer = (a: MessageDto, b: MessageDto) => {
-      const [ua, ub] = [createdUs.get(a.id)!, createdUs.get(b.id)!];
-      return ua === ub ? 0 : ua < ub ? 1 : -1;
-    };
-    const newestFirst = stored.sort((a, b) => newer(a, b) || (a.channelId < b.channelId ? 1 : a.channelId > b.channelId ? -1 : b.seq - a.seq));
     expect(new Set(stored.map((m) => m.createdAt)).size, 'several hits share a creation time').to.be.below(60);
 
     const found: Hit[] = [];
@@ -223,7 +217,7 @@ describe('pipeline: message search', function () {
       if (before === null) break;
     }
     expect(before, 'paging ended').to.equal(null);
-    expect(found.map((h) => `${h.message.channelId}:${h.message.seq}`)).to.deep.equal(newestFirst.map((m) => `${m.channelId}:${m.seq}`));
+    expect(found.map((h) => `${h.message.channelId}:${h.message.seq}`)).to.deep.equal(newestFirst.map((m) => `${m.channel_id}:${m.seq}`));
   });
 
   it('When channels hold thousands of messages, many sharing a creation time, then every page of every kind of query is the brute-force answer', async function () {
