@@ -3,8 +3,9 @@
  * it, as workers do), then per op of the bench's mixed load against send-only, in batches of the size the
  * bench's open loop makes at 50 %: `npx tsx bench/profile/changeCost.ts`.
  *
- * Reads the CPU time of the one backend doing the work (/proc/<pid>/stat), not the wall clock, so other
- * load on the machine changes the figures far less than it changes latencies. Compare rows of one run.
+ * Reads the CPU time of the one backend doing the work (/proc/<pid>/schedstat: nanoseconds, where
+ * /proc/<pid>/stat counts 10 ms ticks), not the wall clock, so other load on the machine changes the
+ * figures far less than it changes latencies. Compare rows of one run.
  * Works in a scratch database of its own (created, migrated, dropped) on the configured server.
  */
 import { randomUUID } from 'node:crypto';
@@ -20,10 +21,12 @@ const CHANNELS = 4;
 const USERS = 32;
 const BATCH = 50;
 const OPS = 4000;
-const TICK_MS = 10;
 /** Mean batch of the bench's open loop at 50 % on 2 cores (its report's `batches` line). */
 const BENCH_BATCH = 7;
-const MIX_ROUNDS = 5;
+/** Variants take turns in short runs, many times over: the machine's drift and PostgreSQL's periodic work
+ * (a GIN index's pending list flushed by whichever insert fills it, page pruning) fall on all of them. */
+const MIX_ROUNDS = 80;
+const MIX_BATCHES_PER_ROUND = 20;
 
 async function main(): Promise<void> {
   await import('dotenv/config');
@@ -45,14 +48,11 @@ async function main(): Promise<void> {
 
 async function profile(knex: Knex): Promise<void> {
   const pid = Number((await knex.raw('SELECT pg_backend_pid() AS pid')).rows[0].pid);
-  const cpuMs = () => {
-    const fields = readFileSync(`/proc/${pid}/stat`, 'utf8').split(') ')[1].split(' ');
-    return (Number(fields[11]) + Number(fields[12])) * TICK_MS;
-  };
+  const cpuNs = () => Number(readFileSync(`/proc/${pid}/schedstat`, 'utf8').split(' ')[0]);
   const cpuPerOp = async (ops: number, run: () => Promise<void>) => {
-    const cpu = cpuMs();
+    const cpu = cpuNs();
     await run();
-    return ((cpuMs() - cpu) * 1000) / ops;
+    return (cpuNs() - cpu) / 1000 / ops;
   };
   const measure = async (name: string, ops: number, run: () => Promise<void>) => {
     const wall = performance.now();
@@ -137,24 +137,27 @@ async function profile(knex: Knex): Promise<void> {
     'mixed 70/15/10/5': mixedOp,
     ...Object.fromEntries((['reaction:add', 'reaction:remove', 'edit', 'delete'] as const).map((kind) => [`5 sends + 2 ${kind}`, (i: number) => op(i < 2 ? kind : 'send', i)])),
   };
-  const batches = Math.round(OPS / 4 / BENCH_BATCH);
-  const ops = batches * BENCH_BATCH;
+  const ops = MIX_BATCHES_PER_ROUND * BENCH_BATCH;
   const perOp: Record<string, number[]> = {};
   for (let round = 0; round < MIX_ROUNDS; round++) {
     for (const [name, make] of Object.entries(variants)) {
       (perOp[name] ??= []).push(await cpuPerOp(ops, async () => {
-        for (let b = 0; b < batches; b++) await persistMessages(knex, Array.from({ length: BENCH_BATCH }, (_, i) => make(i)));
+        for (let b = 0; b < MIX_BATCHES_PER_ROUND; b++) await persistMessages(knex, Array.from({ length: BENCH_BATCH }, (_, i) => make(i)));
       }));
     }
   }
-  const median = (v: number[]) => [...v].sort((a, b) => a - b)[Math.floor(v.length / 2)];
-  const base = median(perOp['send-only']);
-  console.log(`Batches of ${BENCH_BATCH}, PostgreSQL CPU µs per op by round, and the median's ratio to send-only's:`);
+  const mean = (v: number[]) => v.reduce((a, b) => a + b, 0) / v.length;
+  const quartiles = (v: number[]) => {
+    const sorted = [...v].sort((a, b) => a - b);
+    return [0.25, 0.5, 0.75].map((q) => sorted[Math.floor(q * (sorted.length - 1))]);
+  };
+  const base = mean(perOp['send-only']);
+  console.log(`Batches of ${BENCH_BATCH}, ${MIX_ROUNDS} rounds of ${ops} ops each: PostgreSQL CPU µs per op (quartiles of the rounds, mean), and the mean's ratio to send-only's:`);
   for (const [name, v] of Object.entries(perOp)) {
-    const ratio = median(v) / base;
+    const ratio = mean(v) / base;
     // 2 of 7 ops changed: what one such change costs, in sends.
     const each = name.startsWith('5 sends') ? `   one change ≈ ${(1 + ((ratio - 1) * BENCH_BATCH) / 2).toFixed(2)} sends` : '';
-    console.log(`  ${name.padEnd(28)} ${v.map((us) => us.toFixed(0).padStart(4)).join(' ')}   ${ratio.toFixed(2)}×${each}`);
+    console.log(`  ${name.padEnd(28)} ${quartiles(v).map((us) => us.toFixed(0).padStart(4)).join(' ')}  mean ${mean(v).toFixed(0).padStart(4)}   ${ratio.toFixed(2)}×${each}`);
   }
 
   await knex.raw('DELETE FROM workspaces WHERE id = ?', [workspaceId]);
