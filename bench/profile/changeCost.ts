@@ -87,7 +87,8 @@ async function profile(knex: Knex): Promise<void> {
     }
   };
   const target = () => stored[Math.floor(Math.random() * stored.length)];
-  const change = (kind: 'reaction:add' | 'reaction:remove' | 'edit' | 'delete', clientChangeId: string): ChangeRequest => {
+  // A removal is made by op() from an earlier add, never here.
+  const change = (kind: 'reaction:add' | 'edit' | 'delete', clientChangeId: string): ChangeRequest => {
     const m = target();
     const base = { id: randomUUID(), channelId: m.channelId, userId: m.userId, messageId: m.id, clientChangeId };
     if (kind === 'edit') return { ...base, kind, body: `edited ${n++}` };
@@ -125,7 +126,7 @@ async function profile(knex: Knex): Promise<void> {
 
   // The bench's mixed phase from PostgreSQL's side: batches of its size, where a call's fixed cost weighs
   // more, clientChangeIds as its clients send them, and each kind of change alone as 2 of a batch's 7 ops.
-  // The variants take turns, so the machine's drift falls on all of them; ratios are of medians over rounds.
+  // The variants take turns, so the machine's drift falls on all of them; ratios are of means over rounds.
   const mixedOp = (i: number): ChangeRequest => {
     const r = Math.random() * 100;
     if (r < 70) return op('send', i);
