@@ -4,6 +4,7 @@
  */
 import { CHANGE_EVENTS, CHANGE_KINDS, RECEIVER_KINDS, type ChangeKind, type ReceiverKind, type RevOrderCounts } from './agents/protocol.js';
 import type { LatencySummary } from './lib/histogram.js';
+import { median } from './lib/stats.js';
 import type { BenchResults, TargetCheck } from './results.js';
 import type { PhaseResult } from './scenarios/phase.js';
 import { PAGE_KINDS } from './scenarios/history.js';
@@ -129,10 +130,7 @@ export function mixedPairRatios(r: BenchResults, m: MixedPoint): { ratios: numbe
     const base = sendOnlyOf(r, q);
     return base ? [q.deliver.p50 / base.deliver.p50] : [];
   });
-  const sorted = [...ratios].sort((a, b) => a - b);
-  const mid = Math.floor(sorted.length / 2);
-  const median = sorted.length === 0 ? NaN : sorted.length % 2 ? sorted[mid] : (sorted[mid - 1] + sorted[mid]) / 2;
-  return { ratios, median };
+  return { ratios, median: median(ratios) };
 }
 
 /** The open-loop mixed point nearest 50 % of the throughput (the one the mixed target is judged at). */
@@ -204,15 +202,15 @@ export function evaluateTargets(r: BenchResults): TargetCheck[] {
   const mm = mixedMidPoint(r);
   const mmBase = mm && sendOnlyOf(r, mm);
   if (mm && mmBase) {
-    const { ratios, median } = mixedPairRatios(r, mm);
+    const { ratios, median: pairMedian } = mixedPairRatios(r, mm);
     checks.push(atHalf(
       check(
         'mixed: sends send→deliver p50 @50 % vs send-only',
-        median,
+        pairMedian,
         MIXED_SEND_P50_LIMIT,
         '≤',
         ratios.length > 1
-          ? `median ${median.toFixed(2)}× of ${ratios.length} pairs: ${ratios.map((v) => `${v.toFixed(2)}×`).join(', ')}`
+          ? `median ${pairMedian.toFixed(2)}× of ${ratios.length} pairs: ${ratios.map((v) => `${v.toFixed(2)}×`).join(', ')}`
           : `${ms(mm.deliver.p50)} vs ${ms(mmBase.deliver.p50)} ms = ${x(mm.deliver.p50, mmBase.deliver.p50)} (p99 ${x(mm.deliver.p99, mmBase.deliver.p99)})`,
         `≤ ${MIXED_SEND_P50_LIMIT.toFixed(2)}× (sends must not get slower; run noise)`,
       ),
@@ -489,12 +487,12 @@ function mixedSection(r: BenchResults, target: (name: string) => TargetCheck | u
     rows.push({ figure: '  CPU', value: cpuText(m.cpu) ?? '–', ratio: base?.cpu ? `send-only: ${cpuText(base.cpu)}` : undefined });
   }
   if (mid) {
-    const { ratios, median } = mixedPairRatios(r, mid);
+    const { ratios, median: pairMedian } = mixedPairRatios(r, mid);
     if (ratios.length > 1) {
       rows.push({
         figure: `sends' send→deliver p50, mixed ÷ send-only, each pair at ${n(mid.offeredRate)} ops/s`,
         value: ratios.map((v) => `${v.toFixed(2)}×`).join(', '),
-        ratio: `median ${median.toFixed(2)}×`,
+        ratio: `median ${pairMedian.toFixed(2)}×`,
         target: t?.target,
         ok: t?.ok,
       });

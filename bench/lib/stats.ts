@@ -18,7 +18,10 @@ export function distribution(values: number[], digits = 2): Distribution {
   };
 }
 
+/** The middle value; of an even count, the mean of the two middle ones; NaN of none. */
 export function median(values: number[]): number {
   const sorted = [...values].sort((a, b) => a - b);
-  return sorted[Math.floor(sorted.length / 2)];
+  const mid = Math.floor(sorted.length / 2);
+  if (sorted.length === 0) return NaN;
+  return sorted.length % 2 ? sorted[mid] : (sorted[mid - 1] + sorted[mid]) / 2;
 }
