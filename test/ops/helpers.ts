@@ -1,8 +1,9 @@
 /**
  * Shared pieces of the outage tests: a redis-server of the test's own (the machine's Redis is shared and
  * must never be stopped), a database of the test's own that can be closed to connections, and a client
- * that behaves as docs/API.md tells clients to: it resends every un-acked send with its `clientMsgId`
- * until it is acked, and resumes its channels by seq in the handshake whenever it (re)connects.
+ * that behaves as docs/API.md tells clients to: it resends every un-acked send with its `clientMsgId` (and
+ * change with its `clientChangeId`) until it is acked, and resumes its channels by seq or by rev in the
+ * handshake whenever it (re)connects.
  */
 import { spawn, type ChildProcess } from 'node:child_process';
 import { once } from 'node:events';
@@ -15,12 +16,13 @@ import { connectionUrl, databaseName, dropDatabase, migrateLatest, withDatabase,
 import { freePort } from '../../scripts/net.js';
 import { pingRedis } from '../../scripts/redis-admin.js';
 import { loadConfig, type Config } from '../../shared/config.js';
-import type { SyncAck, SyncDone } from '../../shared/events.js';
+import type { ResumePoint, SyncAck, SyncDone } from '../../shared/events.js';
 import type { MessageDto } from '../../shared/models/Message.js';
 import type { SendOutcome } from '../../shared/queues.js';
 import { request, type ChannelDto, type RegisteredUser } from '../support/api.js';
 import { sleep, waitFor, type ClientSocket, type Transport } from '../support/sockets.js';
-import { seedChannel, seedTeam, type StoredMessage, type Team } from '../pipeline/fixtures.js';
+import { CHANGE_EVENTS, expectHistoryMatchesEvents, type ChangeEvent, type ChangeEventName, type Msg } from '../pipeline/changes-harness.js';
+import { fullHistory, seedChannel, seedTeam, type StoredMessage, type Team } from '../pipeline/fixtures.js';
 
 /** A redis-server on a free port of its own, without persistence, that a test may kill and start again. */
 export class OwnRedis {
@@ -167,11 +169,49 @@ export interface OwnSend {
 
 const RETRIABLE = new Set(['SERVICE_UNAVAILABLE', 'RATE_LIMITED', 'no answer']);
 
+export type OwnChangeKind = 'edit' | 'delete' | 'reaction:add' | 'reaction:remove';
+
+/** The socket event of each kind of change, and the channel event it makes. */
+const CHANGE_OF: Record<OwnChangeKind, { event: string; makes: ChangeEventName }> = {
+  edit: { event: 'message:edit', makes: 'message:updated' },
+  delete: { event: 'message:delete', makes: 'message:deleted' },
+  'reaction:add': { event: 'reaction:add', makes: 'reaction:added' },
+  'reaction:remove': { event: 'reaction:remove', makes: 'reaction:removed' },
+};
+
+/** A change the client means to make to one of its own messages, with every attempt it took. */
+export interface OwnChange {
+  kind: OwnChangeKind;
+  clientChangeId: string;
+  channelId: string;
+  messageId: string;
+  body?: string;
+  emoji?: string;
+  attempts: Attempt[];
+  /** The message as the change left it, once an attempt was acked ok. */
+  acked?: MessageDto;
+  refused?: string;
+}
+
+/** What the client knows of a message of its own: what its changes may do next. */
+interface OwnMessage {
+  channelId: string;
+  reactions: Set<string>;
+  deleted: boolean;
+  /** A change of it is on its way: the next waits, so that each change is applied as the client meant it. */
+  busy: boolean;
+}
+
+/** The order a changing client goes through its kinds of change (one a tick); a removal needs an add before it. */
+const CHANGE_CYCLE: OwnChangeKind[] = ['reaction:add', 'edit', 'reaction:add', 'reaction:remove', 'delete'];
+const EMOJIS = ['eyes', 'tada', '+1', 'thumbsup'];
+
 /**
  * A client as docs/API.md describes one ("Reconnecting without losing messages"): it keeps the highest
- * seq received per channel and resumes from those marks in the handshake at every (re)connect (auth is a
- * function), continues with `sync` while a channel says `hasMore`, and resends each un-acked send with
- * its original `clientMsgId` until it is acked or definitively refused. socket.io-client reconnects by
+ * seq (or, resuming by rev, the highest rev) received per channel and resumes from those marks in the
+ * handshake at every (re)connect (auth is a function), continues with `sync` while a channel says
+ * `hasMore`, and resends each un-acked send with its original `clientMsgId`, and each change with its
+ * `clientChangeId`, until it is acked or definitively refused. socket.io-client reconnects by
  * itself after a lost connection (its default); a handshake the server refuses during an outage is tried
  * again by the client (see the connect_error handler).
  */
@@ -181,6 +221,15 @@ export class ResendingClient {
   /** Every message:new received, per channel, in arrival order, across connections. */
   readonly received = new Map<string, MessageDto[]>();
   readonly sends: OwnSend[] = [];
+  readonly changes: OwnChange[] = [];
+  /** Every channel event received (all five kinds), per channel, in arrival order, across connections. */
+  readonly events = new Map<string, ChangeEvent[]>();
+  /** Per channel, how far this client has the channel's events (resume by rev). */
+  readonly lastRev: Record<string, number> = {};
+  private readonly own = new Map<string, OwnMessage>();
+  private changed = 0;
+  /** Events replayed at each resume (handshake and `sync`), as their acks counted them. */
+  readonly replayed: number[] = [];
   /** connect, disconnect and connect_error, in order: for failure messages. */
   readonly timeline: string[] = [];
   private readonly born = Date.now();
@@ -201,14 +250,20 @@ export class ResendingClient {
       ackTimeoutMs?: number;
       /** Pause before a resend. */
       retryDelayMs?: number;
+      /** How the handshake resumes: from the last seq (v1, the default) or the last rev (every change after it). */
+      resumeBy?: 'seq' | 'rev';
+      /** Also changes its own messages, a change each time startStreams() sends. */
+      changes?: boolean;
     },
   ) {
     for (const id of channelIds) {
       this.lastSeq[id] = 0;
+      this.lastRev[id] = 0;
       this.received.set(id, []);
+      this.events.set(id, []);
     }
     this.socket = io(url, {
-      auth: (cb) => cb({ token: this.token, resume: { ...this.lastSeq } }),
+      auth: (cb) => cb({ token: this.token, resume: this.resumePoints() }),
       ...(options.transport === 'default' || options.transport === undefined ? {} : { transports: [options.transport] }),
       forceNew: true,
       reconnectionDelay: 200,
@@ -219,6 +274,12 @@ export class ResendingClient {
       this.received.get(m.channelId)?.push(m);
       this.lastSeq[m.channelId] = Math.max(this.lastSeq[m.channelId] ?? 0, m.seq);
     });
+    for (const name of CHANGE_EVENTS) {
+      this.socket.on(name, (payload: { channelId: string; rev: number }) => {
+        this.events.get(payload.channelId)?.push({ name, channelId: payload.channelId, rev: payload.rev, payload });
+        if (this.options.resumeBy === 'rev') this.lastRev[payload.channelId] = Math.max(this.lastRev[payload.channelId] ?? 0, payload.rev);
+      });
+    }
     this.socket.on('sync:done', (done: SyncDone) => void this.continueSync(done.channels));
     this.socket.on('connect', () => this.timeline.push(`${this.elapsed()} connect`));
     this.socket.on('disconnect', (reason) => this.timeline.push(`${this.elapsed()} disconnect (${reason})`));
@@ -239,12 +300,23 @@ export class ResendingClient {
     return waitFor(() => this.socket.connected, timeoutMs, () => `${this.options.tag} not connected: ${this.timeline.join(', ')}`);
   }
 
+  private resumePoints(): Record<string, ResumePoint> {
+    if (this.options.resumeBy !== 'rev') return { ...this.lastSeq };
+    return Object.fromEntries(Object.entries(this.lastRev).map(([id, rev]) => [id, { rev }]));
+  }
+
   /** While a channel's replay says `hasMore`, `sync` it again from where that replay stopped. */
   private async continueSync(channels: SyncDone['channels']): Promise<void> {
     let more = channels;
     for (;;) {
-      const pending: Record<string, number> = {};
-      for (const [id, r] of Object.entries(more)) if ('hasMore' in r && r.hasMore && 'latestSeq' in r) pending[id] = r.latestSeq;
+      const pending: Record<string, ResumePoint> = {};
+      for (const [id, r] of Object.entries(more)) {
+        if (!('hasMore' in r)) continue;
+        this.replayed.push(r.replayed);
+        if (!r.hasMore) {
+          if (!('latestSeq' in r)) this.lastRev[id] = Math.max(this.lastRev[id] ?? 0, r.latestRev);
+        } else pending[id] = 'latestSeq' in r ? r.latestSeq : { rev: r.latestRev };
+      }
       if (Object.keys(pending).length === 0) return;
       let ack: SyncAck;
       try {
@@ -281,7 +353,10 @@ export class ResendingClient {
           .timeout(ackTimeoutMs)
           .emitWithAck('message:send', { channelId: own.channelId, body: own.body, clientMsgId: own.clientMsgId })) as SendOutcome;
         attempt.outcome = outcome.ok ? 'ok' : outcome.error.code;
-        if (outcome.ok) own.acked = outcome.message;
+        if (outcome.ok) {
+          own.acked = outcome.message;
+          this.own.set(outcome.message.id, { channelId: own.channelId, reactions: new Set(), deleted: false, busy: false });
+        }
       } catch {
         attempt.outcome = 'no answer';
       }
@@ -292,12 +367,65 @@ export class ResendingClient {
     }
   }
 
-  /** Resolves once every send so far is acked or refused; rejects after `timeoutMs` listing the others. */
+  /**
+   * Queues the next change of the cycle to one of the client's own acked messages with none on its way,
+   * and keeps (re)sending it until it is acked or refused; none when there is no such message. Each change
+   * changes something (an add of an emoji not there, a removal of one that is), so each makes one event.
+   */
+  change(): OwnChange | undefined {
+    const ready = [...this.own].filter(([, m]) => !m.deleted && !m.busy);
+    if (ready.length === 0) return undefined;
+    const n = this.changed++;
+    let kind = CHANGE_CYCLE[n % CHANGE_CYCLE.length];
+    const [messageId, message] = ready[n % ready.length];
+    if (kind === 'reaction:remove' && message.reactions.size === 0) kind = 'reaction:add';
+    if (kind === 'reaction:add' && message.reactions.size === EMOJIS.length) kind = 'reaction:remove';
+    const own: OwnChange = { kind, clientChangeId: `${this.options.tag}-c${n}`, channelId: message.channelId, messageId, attempts: [] };
+    if (kind === 'edit') own.body = `${this.options.tag} edit ${n}`;
+    if (kind === 'reaction:add') own.emoji = EMOJIS.find((e) => !message.reactions.has(e));
+    if (kind === 'reaction:remove') own.emoji = [...message.reactions][0];
+    message.busy = true;
+    this.changes.push(own);
+    this.loops.push(this.deliverChange(own, message));
+    return own;
+  }
+
+  private async deliverChange(own: OwnChange, message: OwnMessage): Promise<void> {
+    const ackTimeoutMs = this.options.ackTimeoutMs ?? 10_000;
+    const payload = { channelId: own.channelId, messageId: own.messageId, clientChangeId: own.clientChangeId, body: own.body, emoji: own.emoji };
+    while (!own.acked && !own.refused && !this.stopped) {
+      if (!this.socket.connected) {
+        await sleep(50);
+        continue;
+      }
+      const attempt: Attempt = { phase: this.options.phase(), at: Date.now() };
+      own.attempts.push(attempt);
+      try {
+        const outcome = (await this.socket.timeout(ackTimeoutMs).emitWithAck(CHANGE_OF[own.kind].event, payload)) as SendOutcome;
+        attempt.outcome = outcome.ok ? 'ok' : outcome.error.code;
+        if (outcome.ok) own.acked = outcome.message;
+      } catch {
+        attempt.outcome = 'no answer';
+      }
+      attempt.answeredAt = Date.now();
+      if (!own.acked && !RETRIABLE.has(attempt.outcome)) own.refused = attempt.outcome;
+      if (!own.acked && !own.refused) await sleep(Math.min((this.options.retryDelayMs ?? 250) * 2 ** (own.attempts.length - 1), 2_000));
+    }
+    if (own.acked) {
+      if (own.kind === 'delete') message.deleted = true;
+      if (own.kind === 'reaction:add') message.reactions.add(own.emoji!);
+      if (own.kind === 'reaction:remove') message.reactions.delete(own.emoji!);
+    }
+    message.busy = false;
+  }
+
+  /** Resolves once every send and change so far is acked or refused; rejects after `timeoutMs` listing the others. */
   async settled(timeoutMs = 30_000): Promise<void> {
     await waitFor(
-      () => this.sends.every((s) => s.acked || s.refused),
+      () => this.sends.every((s) => s.acked || s.refused) && this.changes.every((c) => c.acked || c.refused),
       timeoutMs,
-      () => `${this.options.tag}: un-acked ${describeSends(this.sends.filter((s) => !s.acked && !s.refused))}; ${this.timeline.join(', ')}`,
+      () =>
+        `${this.options.tag}: un-acked ${describeSends([...this.sends, ...this.changes].filter((s) => !s.acked && !s.refused))}; ${this.timeline.join(', ')}`,
       50,
     );
   }
@@ -310,12 +438,12 @@ export class ResendingClient {
   }
 }
 
-/** The first sends of `sends` with their attempts (phase:outcome/ms), for failure messages. */
-export function describeSends(sends: OwnSend[], max = 8): string {
+/** The first sends or changes of `sends` with their attempts (phase:outcome/ms), for failure messages. */
+export function describeSends(sends: Array<OwnSend | OwnChange>, max = 8): string {
   const more = sends.length > max ? ` … and ${sends.length - max} more` : '';
   return sends
     .slice(0, max)
-    .map((s) => `${s.clientMsgId} [${s.attempts.map((a) => `${a.phase}:${a.outcome ?? 'pending'}${a.answeredAt ? `/${a.answeredAt - a.at}ms` : ''}`).join(' ')}]`)
+    .map((s) => `${'clientMsgId' in s ? s.clientMsgId : `${s.kind} ${s.clientChangeId}`} [${s.attempts.map((a) => `${a.phase}:${a.outcome ?? 'pending'}${a.answeredAt ? `/${a.answeredAt - a.at}ms` : ''}`).join(' ')}]`)
     .join('; ') + more;
 }
 
@@ -323,10 +451,18 @@ export function describeSends(sends: OwnSend[], max = 8): string {
 export interface OutageWorld {
   team: Team;
   channels: ChannelDto[];
-  /** Three members who send, one per transport, on alternating nodes. */
+  /**
+   * Members who send, one per transport, on alternating nodes; the last of them (default transports, node
+   * A, resuming by rev) also edits, deletes and reacts to its own messages as it goes.
+   */
   senders: ResendingClient[];
   /** A member that only listens, on node B: it goes away during the outage and comes back by resuming. */
   returning: ResendingClient;
+  /**
+   * On node A with polling only, resuming by rev: it goes away when the outage starts and comes back only
+   * once the product works again and changes were made meanwhile, which it must all be replayed.
+   */
+  returningByRev: ResendingClient;
   /** A member that only listens, on node A, with the default transports, and stays connected throughout. */
   watcher: ResendingClient;
   /** All of the above clients. */
@@ -341,26 +477,29 @@ const WORLD_TRANSPORTS: Transport[] = ['websocket', 'default', 'polling'];
  */
 export async function seedOutageWorld(urls: string[], phase: () => string, ackTimeoutMs: number): Promise<OutageWorld> {
   const [a, b] = urls;
-  const team = await seedTeam(a, 5);
-  const [s0, s1, s2, r0, w0] = team.members;
+  const team = await seedTeam(a, 7);
+  const [s0, s1, s2, r0, w0, c0, r1] = team.members;
   const channels = [await seedChannel(a, team, team.members), await seedChannel(a, team, team.members, { isPrivate: true })];
   const ids = channels.map((c) => c.id);
-  const client = (user: RegisteredUser, url: string, tag: string, transport: Transport) =>
-    new ResendingClient(url, user.token, ids, { tag, transport, phase, ackTimeoutMs });
+  const client = (user: RegisteredUser, url: string, tag: string, transport: Transport, more: { resumeBy?: 'rev'; changes?: boolean } = {}) =>
+    new ResendingClient(url, user.token, ids, { tag, transport, phase, ackTimeoutMs, ...more });
   const senders = [s0, s1, s2].map((u, i) => client(u, urls[i % 2], `sender${i}-${WORLD_TRANSPORTS[i]}`, WORLD_TRANSPORTS[i]));
+  senders.push(client(c0, a, 'changer-default', 'default', { resumeBy: 'rev', changes: true }));
   const returning = client(r0, b, 'returning', 'websocket');
+  const returningByRev = client(r1, a, 'returning-by-rev', 'polling', { resumeBy: 'rev' });
   const watcher = client(w0, a, 'watcher', 'default');
-  const clients = [...senders, returning, watcher];
+  const clients = [...senders, returning, returningByRev, watcher];
   await Promise.all(clients.map((c) => c.connected()));
-  return { team, channels, senders, returning, watcher, clients };
+  return { team, channels, senders, returning, returningByRev, watcher, clients };
 }
 
-/** Each client queues one send every `intervalMs`, whatever came of the earlier ones, until stop(). */
+/** Each client queues one send (and a change, if it makes them) every `intervalMs`, whatever came of the earlier ones, until stop(). */
 export function startStreams(clients: ResendingClient[], intervalMs: number): { stop(): Promise<void> } {
   let streaming = true;
   const loops = clients.map(async (c) => {
     while (streaming) {
       c.send();
+      if (c.options.changes) c.change();
       await sleep(intervalMs);
     }
   });
@@ -436,6 +575,59 @@ export function expectStoredOnceAndDelivered(
         rows.map((r) => r.seq),
       );
       expect(client.received.get(channelId)!.map((m) => m.id), `${client.options.tag}: the stored messages`).to.deep.equal(rows.map((r) => r.id));
+    }
+  }
+}
+
+/** Whether a client stayed connected from its first connect to now. */
+const connectedThroughout = (c: ResendingClient) => c.timeline.length === 1 && c.timeline[0].endsWith(' connect');
+
+/** The clients whose events must make up each channel whole: those resuming by rev, and those that never had to resume. */
+export const convergingClients = (clients: ResendingClient[]) => clients.filter((c) => c.options.resumeBy === 'rev' || connectedThroughout(c));
+
+/**
+ * Waits until every converging client has each channel's events up to its latest rev (the highest rev of
+ * its messages in REST history); returns the histories.
+ */
+export async function changesCaughtUp(clients: ResendingClient[], url: string, token: string, channelIds: string[], timeoutMs = 15_000): Promise<Map<string, Msg[]>> {
+  const histories = new Map<string, Msg[]>();
+  for (const id of channelIds) histories.set(id, (await fullHistory(url, token, id)) as unknown as Msg[]);
+  const latest = Object.fromEntries([...histories].map(([id, h]) => [id, Math.max(0, ...h.map((m) => m.rev))]));
+  const has = (c: ResendingClient, id: string) => Math.max(0, ...c.events.get(id)!.map((e) => e.rev));
+  await waitFor(
+    () => convergingClients(clients).every((c) => channelIds.every((id) => has(c, id) >= latest[id])),
+    timeoutMs,
+    () => `clients behind revs ${JSON.stringify(latest)}: ${convergingClients(clients).map((c) => `${c.options.tag} ${channelIds.map((id) => has(c, id)).join('/')} (${c.timeline.join(', ')})`).join('; ')}`,
+  );
+  return histories;
+}
+
+/**
+ * What changes must keep through an outage (issue #11), per channel: every change made was acked ok and
+ * applied exactly once, at the rev its ack reported, as the event of its kind; and every client resuming by
+ * rev, or connected throughout, received the channel's events 1..N, in order, each once, whose fold is the
+ * channel's history field by field.
+ */
+export function expectChangesConverged(clients: ResendingClient[], channelIds: string[], histories: Map<string, Msg[]>): void {
+  const changes = clients.flatMap((c) => c.changes);
+  expect(changes.filter((c) => !c.acked).map((c) => `${c.kind} ${c.clientChangeId}: ${c.refused ?? 'never answered'}`), 'changes not acked ok').to.deep.equal([]);
+  const checked = convergingClients(clients);
+  for (const channelId of channelIds) {
+    const history = histories.get(channelId)!;
+    const mine = changes.filter((c) => c.channelId === channelId);
+    const sends = clients.flatMap((c) => c.sends).filter((s) => s.channelId === channelId && s.acked);
+    for (const client of checked) {
+      const what = `${client.options.tag}, channel ${channelId}`;
+      const events = client.events.get(channelId)!;
+      expect(events.map((e) => e.rev), `${what}: revs in arrival order`).to.deep.equal(Array.from({ length: events.length }, (_, i) => i + 1));
+      expect(events.length, `${what}: up to the channel's latest rev`).to.equal(Math.max(0, ...history.map((m) => m.rev)));
+      expect(events.filter((e) => e.name === 'message:new').length, `${what}: one message:new per acked send`).to.equal(sends.length);
+      for (const kind of Object.keys(CHANGE_OF) as OwnChangeKind[]) {
+        const at = events.filter((e) => e.name === CHANGE_OF[kind].makes).map((e) => e.rev);
+        const acked = mine.filter((c) => c.kind === kind).map((c) => c.acked!.rev).sort((x, y) => x - y);
+        expect(at, `${what}: each acked ${kind} made one ${CHANGE_OF[kind].makes}, at its acked rev`).to.deep.equal(acked);
+      }
+      expectHistoryMatchesEvents(history, events);
     }
   }
 }

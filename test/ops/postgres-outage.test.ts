@@ -9,7 +9,10 @@ import {
   seedOutageWorld,
   type OutageWorld,
   caughtUp,
+  changesCaughtUp,
+  convergingClients,
   describeSends,
+  expectChangesConverged,
   expectStoredOnceAndDelivered,
   historyPage,
   readiness,
@@ -38,6 +41,8 @@ describe('operations: PostgreSQL refusing connections mid-stream', function () {
   let channels: ChannelDto[];
   let senders: ResendingClient[];
   let returning: ResendingClient;
+  let returningByRev: ResendingClient;
+  let histories: Awaited<ReturnType<typeof changesCaughtUp>>;
   let phase: Phase = 'before';
   const at = { closed: 0, opened: 0, ready: 0 };
   /** Front nodes' and workers' /health/ready while PostgreSQL was away. */
@@ -53,7 +58,7 @@ describe('operations: PostgreSQL refusing connections mid-stream', function () {
     cluster = await startPipelineCluster('postgres-outage', { DATABASE_URL: db.url });
     const b = cluster.urls[1];
     world = await seedOutageWorld(cluster.urls, () => phase, ACK_TIMEOUT_MS);
-    ({ team, channels, senders, returning } = world);
+    ({ team, channels, senders, returning, returningByRev } = world);
 
     const streams = startStreams(senders, INTERVAL_MS);
     try {
@@ -62,7 +67,7 @@ describe('operations: PostgreSQL refusing connections mid-stream', function () {
       // From here on the database refuses every connection: a send made now cannot be stored before it is back.
       phase = 'outage';
       at.closed = Date.now();
-      returning.socket.disconnect();
+      for (const away of [returning, returningByRev]) away.socket.disconnect();
       // Comes back at once: refused (its channels cannot be read) and tried again until PostgreSQL is back.
       returning.socket.connect();
       await whenReadiness(processUrls(), 503, OUTAGE_MS);
@@ -73,22 +78,28 @@ describe('operations: PostgreSQL refusing connections mid-stream', function () {
       await db.open();
       at.opened = Date.now();
       at.ready = await whenReadiness(processUrls(), 200, 20_000);
-      await sleep(2_000);
+      await sleep(1_000);
+      returningByRev.socket.connect();
+      await sleep(1_000);
     } finally {
       await streams.stop();
     }
     await Promise.all(senders.map((c) => c.settled(30_000)));
     for (const c of channels) stored.set(c.id, await db.storedMessages(c.id));
     await caughtUp(world.clients, stored);
+    histories = await changesCaughtUp(world.clients, b, team.owner.token, channels.map((c) => c.id));
 
     const sends = senders.flatMap((c) => c.sends);
+    const changes = senders.flatMap((c) => c.changes);
     const waited = sends.filter((s) => s.attempts[0].phase === 'outage');
     const lastOutageAck = Math.max(...waited.flatMap((s) => s.attempts.filter((a) => a.outcome === 'ok').map((a) => a.answeredAt!)));
     const firstOkAfter = Math.min(...sends.flatMap((s) => s.attempts.filter((a) => a.outcome === 'ok' && a.answeredAt! >= at.opened).map((a) => a.answeredAt!)));
     console.log(
       `      [postgres outage] closed ${at.opened - at.closed} ms; after it took connections again: /health/ready 200 on every process in ${at.ready - at.opened} ms, ` +
         `first send acked ok in ${firstOkAfter - at.opened} ms, every send made during the outage acked ok in ${lastOutageAck - at.opened} ms; ` +
-        `${sends.length} sends, ${sends.reduce((n, s) => n + s.attempts.length - 1, 0)} resends`,
+        `${sends.length} sends, ${sends.reduce((n, s) => n + s.attempts.length - 1, 0)} resends; ` +
+        `${changes.length} changes, ${changes.reduce((n, c) => n + c.attempts.length - 1, 0)} resends; ` +
+        `events checked at ${convergingClients(world.clients).map((c) => c.options.tag).join(', ')}`,
     );
   });
 
@@ -101,6 +112,14 @@ describe('operations: PostgreSQL refusing connections mid-stream', function () {
   it('When PostgreSQL refuses connections mid-stream and comes back, then every send acked ok is stored exactly once, and every client, connected throughout or resumed after reconnecting, received each channel 1..N in seq order', () => {
     expectStoredOnceAndDelivered(world.clients, channels.map((c) => c.id), stored);
     expect(returning.timeline.some((e) => e.includes('connect_error')), `the returning client was refused while PostgreSQL was away: ${returning.timeline}`).to.equal(true);
+  });
+
+  it('When PostgreSQL refuses connections mid-stream while a member edits, deletes and reacts, then every change is acked ok once it is back and applied exactly once, and every client resuming by rev or connected throughout holds each channel as its history shows', () => {
+    const changes = senders.flatMap((c) => c.changes);
+    expect(changes.filter((c) => c.attempts[0].phase === 'outage').length, 'changes made while PostgreSQL was away').to.be.greaterThan(5);
+    expect(new Set(changes.map((c) => c.kind)), 'kinds of change made').to.deep.equal(new Set(['edit', 'delete', 'reaction:add', 'reaction:remove']));
+    expect(returningByRev.replayed.reduce((a, b) => a + b, 0), 'events replayed to the client resuming by rev').to.be.greaterThan(0);
+    expectChangesConverged(world.clients, channels.map((c) => c.id), histories);
   });
 
   it('When PostgreSQL is away, then sends wait for it, each is answered, and those made during the outage are acked ok once it is back', () => {

@@ -11,7 +11,10 @@ import {
   seedOutageWorld,
   type OutageWorld,
   caughtUp,
+  changesCaughtUp,
+  convergingClients,
   describeSends,
+  expectChangesConverged,
   expectStoredOnceAndDelivered,
   historyPage,
   readiness,
@@ -45,6 +48,8 @@ describe('operations: Redis stopped mid-stream and started again, empty', functi
   let channels: ChannelDto[];
   let senders: ResendingClient[];
   let returning: ResendingClient;
+  let returningByRev: ResendingClient;
+  let histories: Awaited<ReturnType<typeof changesCaughtUp>>;
   let phase: Phase = 'before';
   const at = { killed: 0, restarted: 0, ready: 0 };
   /** Front nodes' and workers' /health/ready while Redis was down. */
@@ -62,7 +67,7 @@ describe('operations: Redis stopped mid-stream and started again, empty', functi
     cluster = await startPipelineCluster('redis-outage', { REDIS_URL: redis.url, QUEUE_PARTITIONS: String(PARTITIONS) });
     const b = cluster.urls[1];
     world = await seedOutageWorld(cluster.urls, () => phase, ACK_TIMEOUT_MS);
-    ({ team, channels, senders, returning } = world);
+    ({ team, channels, senders, returning, returningByRev } = world);
 
     const streams = startStreams(senders, INTERVAL_MS);
     try {
@@ -70,7 +75,7 @@ describe('operations: Redis stopped mid-stream and started again, empty', functi
       phase = 'outage';
       at.killed = Date.now();
       await redis.kill('SIGKILL');
-      returning.socket.disconnect();
+      for (const away of [returning, returningByRev]) away.socket.disconnect();
       // Comes back at once: refused (no Redis to check its token) and retried by socket.io-client until Redis is back.
       returning.socket.connect();
       await whenReadiness(processUrls(), 503, OUTAGE_MS);
@@ -82,7 +87,9 @@ describe('operations: Redis stopped mid-stream and started again, empty', functi
       await redis.start();
       at.restarted = Date.now();
       at.ready = await whenReadiness(processUrls(), 200, 20_000);
-      await sleep(2_000);
+      await sleep(1_000);
+      returningByRev.socket.connect();
+      await sleep(1_000);
       phase = 'after';
       await sleep(1_000);
     } finally {
@@ -91,6 +98,7 @@ describe('operations: Redis stopped mid-stream and started again, empty', functi
     await Promise.all(senders.map((c) => c.settled(30_000)));
     for (const c of channels) stored.set(c.id, await storedMessages(c.id));
     await caughtUp(world.clients, stored);
+    histories = await changesCaughtUp(world.clients, b, team.owner.token, channels.map((c) => c.id));
 
     const admin = new Redis(redis.url);
     try {
@@ -101,6 +109,7 @@ describe('operations: Redis stopped mid-stream and started again, empty', functi
     }
 
     const sends = senders.flatMap((c) => c.sends);
+    const changes = senders.flatMap((c) => c.changes);
     const outageSends = sends.filter((s) => s.attempts[0].phase === 'outage');
     const lastOutageAck = Math.max(...outageSends.flatMap((s) => s.attempts.filter((a) => a.outcome === 'ok').map((a) => a.answeredAt!)));
     const firstOkAfter = Math.min(...sends.flatMap((s) => s.attempts.filter((a) => a.at >= at.restarted && a.outcome === 'ok').map((a) => a.answeredAt!)));
@@ -109,7 +118,9 @@ describe('operations: Redis stopped mid-stream and started again, empty', functi
       `      [redis outage] down ${at.restarted - at.killed} ms; after redis-server answered again: /health/ready 200 on every process in ${at.ready - at.restarted} ms, ` +
         `first send acked ok in ${firstOkAfter - at.restarted} ms, every send made during the outage acked ok in ${lastOutageAck - at.restarted} ms; ` +
         `answers during the outage within ${Math.max(...outageAnswers)} ms (${outageAnswers.length} attempts); ` +
-        `${sends.length} sends, ${sends.reduce((n, s) => n + s.attempts.length - 1, 0)} resends`,
+        `${sends.length} sends, ${sends.reduce((n, s) => n + s.attempts.length - 1, 0)} resends; ` +
+        `${changes.length} changes, ${changes.reduce((n, c) => n + c.attempts.length - 1, 0)} resends; ` +
+        `events checked at ${convergingClients(world.clients).map((c) => c.options.tag).join(', ')}`,
     );
   });
 
@@ -127,6 +138,14 @@ describe('operations: Redis stopped mid-stream and started again, empty', functi
     const back = returning.timeline.findIndex((e) => e.includes('disconnect'));
     expect(back, `the returning client left during the outage: ${returning.timeline}`).to.be.greaterThan(-1);
     expect(returning.timeline.slice(back + 1).some((e) => e.endsWith(' connect') || e.includes('connect_error')), `and came back: ${returning.timeline}`).to.equal(true);
+  });
+
+  it('When Redis is killed and started again empty while a member edits, deletes and reacts, then every change is acked ok (resent with its clientChangeId) and applied exactly once, and every client resuming by rev or connected throughout holds each channel as its history shows', () => {
+    const changes = senders.flatMap((c) => c.changes);
+    expect(changes.filter((c) => c.attempts.some((a) => a.phase === 'outage')).length, 'changes tried while Redis was down').to.be.greaterThan(5);
+    expect(new Set(changes.map((c) => c.kind)), 'kinds of change made').to.deep.equal(new Set(['edit', 'delete', 'reaction:add', 'reaction:remove']));
+    expect(returningByRev.replayed.reduce((a, b) => a + b, 0), 'events replayed to the client resuming by rev').to.be.greaterThan(0);
+    expectChangesConverged(world.clients, channels.map((c) => c.id), histories);
   });
 
   it('When Redis is down, then every send is answered SERVICE_UNAVAILABLE within the bound, never left unanswered, and its resend with the same clientMsgId is acked ok once Redis is back', () => {
