@@ -5,6 +5,8 @@ import type { MessageDto } from '../../shared/models/Message.js';
 import { bullPrefix, messageQueueName, partitionOf, type SendOutcome } from '../../shared/queues.js';
 import type { ChannelDto, RegisteredUser } from '../support/api.js';
 import { Collector, connect, disconnectAll, send, sleep, waitFor, type ClientSocket } from '../support/sockets.js';
+import { changesCaughtUp, expectChangesConverged, ResendingClient } from '../ops/helpers.js';
+import type { Msg } from './changes-harness.js';
 import { closeDb, clusterRedisPrefix, fullHistory, isIncreasing, seedChannel, seedTeam, startPipelineCluster, storedMessages, type Team } from './fixtures.js';
 
 const SENDERS = 4;
@@ -37,6 +39,14 @@ describe('pipeline: workers killed mid-stream', function () {
   let restartRequestedAt = 0;
   let killedExits: Array<number | null>;
   let redis: Redis;
+  /**
+   * In a channel of its own, a member who sends and edits, deletes and reacts to its own messages
+   * throughout, and a member listening on the other node; both resume by rev.
+   */
+  let changesChannel: ChannelDto;
+  let changer: ResendingClient;
+  let listener: ResendingClient;
+  let histories: Map<string, Msg[]>;
   /** The BullMQ queue keys of the partitions the test channels use. */
   let queueKeys: string[];
 
@@ -53,12 +63,13 @@ describe('pipeline: workers killed mid-stream', function () {
       QUEUE_PARTITIONS: String(PARTITIONS),
     });
     const [a] = cluster.urls;
-    team = await seedTeam(a, SENDERS);
-    senders = team.members;
+    team = await seedTeam(a, SENDERS + 2);
+    senders = team.members.slice(0, SENDERS);
     channels = [await seedChannel(a, team, senders), await seedChannel(a, team, senders, { isPrivate: true })];
+    changesChannel = await seedChannel(a, team, team.members.slice(SENDERS));
     redis = new Redis(process.env.REDIS_URL!);
     const prefix = bullPrefix(clusterRedisPrefix('worker-crash'));
-    queueKeys = [...new Set(channels.map((c) => `${prefix}:${messageQueueName(partitionOf(c.id, PARTITIONS))}`))];
+    queueKeys = [...new Set([...channels, changesChannel].map((c) => `${prefix}:${messageQueueName(partitionOf(c.id, PARTITIONS))}`))];
     sockets = [];
     collectors = [];
     for (const [s, user] of senders.entries()) {
@@ -72,6 +83,16 @@ describe('pipeline: workers killed mid-stream', function () {
     await sleep(300);
 
     let phase: Phase = 'normal';
+    // Answers wait for a worker (no resend needed), as the senders' do.
+    const [changerUser, listenerUser] = team.members.slice(SENDERS);
+    const revClient = (url: string, token: string, tag: string, changes: boolean) =>
+      new ResendingClient(url, token, [changesChannel.id], { tag, phase: () => phase, ackTimeoutMs: 60_000, resumeBy: 'rev', changes });
+    changer = revClient(cluster.urls[0], changerUser.token, 'changer', true);
+    listener = revClient(cluster.urls[1], listenerUser.token, 'listener', false);
+    await Promise.all([changer.connected(), listener.connected()]);
+    // Messages to change for as long as changes wait for a worker: each message has one change on its way at most.
+    for (let i = 0; i < 60; i++) changer.send();
+    await changer.settled();
     let streaming = true;
     const pending: Array<Promise<void>> = [];
     const stream = async (s: number) => {
@@ -90,6 +111,15 @@ describe('pipeline: workers killed mid-stream', function () {
       }
     };
     const streams = senders.map((_, s) => stream(s));
+    streams.push(
+      (async () => {
+        while (streaming) {
+          changer.send();
+          changer.change();
+          await sleep(INTERVAL_MS);
+        }
+      })(),
+    );
 
     try {
       await sleep(800);
@@ -112,9 +142,12 @@ describe('pipeline: workers killed mid-stream', function () {
     }
     await Promise.all(streams);
     await Promise.all(pending);
+    await changer.settled(60_000);
+    histories = await changesCaughtUp([changer, listener], cluster.urls[1], team.owner.token, [changesChannel.id]);
   });
 
   after(async () => {
+    await Promise.all([changer, listener].map((c) => c?.close()));
     redis?.disconnect();
     disconnectAll();
     await cluster?.stop();
@@ -203,5 +236,11 @@ describe('pipeline: workers killed mid-stream', function () {
     if (!outcome.ok) return;
     expect(outcome.message.seq).to.equal(acked(0).length + 1);
     await waitFor(() => collectors.every(({ collector }) => collector.of(channels[0].id).at(-1)?.id === outcome.message.id), 5_000);
+  });
+
+  it('When workers are SIGKILLed while a member edits, deletes and reacts, then every change is acked ok and applied exactly once, and both members resuming by rev hold the channel as its history shows', () => {
+    expect(new Set(changer.changes.map((c) => c.kind)), 'kinds of change made').to.deep.equal(new Set(['edit', 'delete', 'reaction:add', 'reaction:remove']));
+    expect(changer.changes.filter((c) => c.attempts[0].phase === 'no-worker').length, 'changes made while no worker was alive').to.be.greaterThan(0);
+    expectChangesConverged([changer, listener], [changesChannel.id], histories);
   });
 });
