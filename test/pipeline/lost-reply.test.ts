@@ -1,10 +1,11 @@
 import { expect } from 'chai';
 import { Redis } from 'ioredis';
 import { startCluster, type Cluster } from '../../scripts/cluster.js';
-import { connect, disconnectAll, range, send, sleep } from '../support/sockets.js';
-import { closeDb, clusterRedisPrefix, seedChannel, seedTeam, storedMessages } from './fixtures.js';
+import { connect, disconnectAll, range, send, sleep, waitFor } from '../support/sockets.js';
+import { acked, edit, EventLog, react } from './changes-harness.js';
+import { closeDb, clusterRedisPrefix, fullHistory, seedChannel, seedTeam, storedMessages } from './fixtures.js';
 
-describe('pipeline: a send whose reply is lost', function () {
+describe('pipeline: a send or change whose reply is lost', function () {
   this.timeout(60_000);
 
   // Read in the hook: the run's REDIS_PREFIX is set by the global setup, after this file is loaded.
@@ -24,6 +25,25 @@ describe('pipeline: a send whose reply is lost', function () {
     await cluster?.stop();
     await closeDb();
   });
+
+  /** Runs `body` while this cluster's reply subscriptions are killed every few ms; returns how many were killed. */
+  async function whileRepliesAreLost(body: () => Promise<void>): Promise<number> {
+    let killing = true;
+    let kills = 0;
+    const killer = (async () => {
+      while (killing) {
+        kills += await killReplySubscriptions();
+        await sleep(5);
+      }
+    })();
+    try {
+      await body();
+    } finally {
+      killing = false;
+      await killer;
+    }
+    return kills;
+  }
 
   /** Kills this cluster's reply subscriptions (and no one else's connection) whenever they are up. */
   async function killReplySubscriptions(): Promise<number> {
@@ -46,17 +66,9 @@ describe('pipeline: a send whose reply is lost', function () {
     // Keep the reply subscription down: it comes back ~200 ms after each kill and is killed again within a
     // few ms, so a reply is lost unless it is published in that gap. Each send is tried until one is
     // answered the slow way, by the sweeper, which asks BullMQ about sends that stay quiet for 5 s.
-    let killing = true;
-    let kills = 0;
-    const killer = (async () => {
-      while (killing) {
-        kills += await killReplySubscriptions();
-        await sleep(5);
-      }
-    })();
     let answeredBySweeper = false;
     let attempts = 0;
-    try {
+    const kills = await whileRepliesAreLost(async () => {
       for (let attempt = 1; attempt <= 5 && !answeredBySweeper; attempt++) {
         attempts = attempt;
         const sentAt = Date.now();
@@ -69,13 +81,53 @@ describe('pipeline: a send whose reply is lost', function () {
         expect(outcome.message).to.include({ seq: stored!.seq, body: `reply lost ${attempt}`, clientMsgId: `lost-${attempt}`, channelId: channel.id });
         answeredBySweeper = elapsed >= 4000;
       }
-    } finally {
-      killing = false;
-      await killer;
-    }
+    });
     expect(kills, 'reply subscriptions killed').to.be.greaterThan(0);
     expect(answeredBySweeper, 'no reply was lost in 5 sends').to.equal(true);
     // Each send stored once, none lost, whichever way it was answered.
     expect((await storedMessages(channel.id)).map((m) => m.seq)).to.deep.equal(range(attempts));
+  });
+
+  it('When the reply to an edit or a reaction is lost, then it is still acked with the changed message, applied once, with one event', async () => {
+    const team = await seedTeam(cluster.urls[0], 1);
+    const [alice] = team.members;
+    const channel = await seedChannel(cluster.urls[0], team, [alice]);
+    const socket = await connect(cluster.urls[0], alice.token);
+    const log = new EventLog('alice', socket);
+    const outcome = await send(socket, { channelId: channel.id, body: 'to change', clientMsgId: 'to-change' });
+    if (!outcome.ok) expect.fail(JSON.stringify(outcome));
+    const room = { id: channel.id };
+    const messageId = outcome.message.id;
+
+    // As above: each change is tried until one is answered by the sweeper; an edit and a reaction take turns.
+    let answeredBySweeper = false;
+    const made: Array<{ kind: 'edit' | 'reaction'; rev: number }> = [];
+    const kills = await whileRepliesAreLost(async () => {
+      for (let attempt = 1; attempt <= 6 && !answeredBySweeper; attempt++) {
+        const sentAt = Date.now();
+        const kind = attempt % 2 ? 'edit' : 'reaction';
+        const ack =
+          kind === 'edit'
+            ? await edit(socket, room, messageId, `edited ${attempt}`, { clientChangeId: `lost-c${attempt}` })
+            : await react(socket, room, messageId, `e${attempt}`, { clientChangeId: `lost-c${attempt}` });
+        const message = acked(ack, `${kind} ${attempt}`);
+        if (kind === 'edit') expect(message.body).to.equal(`edited ${attempt}`);
+        else expect(message.reactions.map((r) => r.emoji)).to.include(`e${attempt}`);
+        made.push({ kind, rev: message.rev });
+        answeredBySweeper = Date.now() - sentAt >= 4000;
+      }
+    });
+    expect(kills, 'reply subscriptions killed').to.be.greaterThan(0);
+    expect(answeredBySweeper, 'no reply to a change was lost in 6 changes').to.equal(true);
+
+    // Each change applied once, at the rev its ack reported, with one event: revs 1 (the send) .. 1 + changes.
+    const [last] = await fullHistory(cluster.urls[0], alice.token, channel.id);
+    expect(last.rev).to.equal(1 + made.length);
+    expect(made.map((m) => m.rev)).to.deep.equal(range(made.length, 2));
+    await waitFor(() => log.of(channel.id).length === 1 + made.length, 5_000, () => log.trace(channel.id).join(' '));
+    expect(log.of(channel.id).map((e) => [e.name, e.rev])).to.deep.equal([
+      ['message:new', 1],
+      ...made.map((m) => [m.kind === 'edit' ? 'message:updated' : 'reaction:added', m.rev]),
+    ]);
   });
 });
