@@ -4,7 +4,8 @@ import { readFileSync } from 'node:fs';
 import type { Socket as NetSocket } from 'node:net';
 import type { MessageDto } from '../../shared/models/index.js';
 import type { RegisteredUser } from '../support/api.js';
-import { Collector, connectUpgraded, sendOk, sleep, waitFor, type ClientSocket, type Transport } from '../support/sockets.js';
+import { Collector, connectUpgraded, range, sendOk, sleep, waitFor, type ClientSocket, type Transport } from '../support/sockets.js';
+import { EventLog, expectHistoryMatchesEvents, type Msg } from '../pipeline/changes-harness.js';
 import { fullHistory, seedChannel, seedTeam, useCluster } from '../pipeline/fixtures.js';
 
 /** A message body's length: near the default maximum (MESSAGE_MAX_LENGTH 4000), to fill buffers fast. */
@@ -59,7 +60,7 @@ function slowReader(socket: ClientSocket): SlowReader {
 
 /**
  * Back-pressure (issue #12): when a client cannot keep up, typing indicators and presence changes are
- * dropped for it before messages, and messages never are. Typing is volatile (dropped while the socket's
+ * dropped for it before messages, and messages never are, nor their changes (edits, deletes, reactions). Typing is volatile (dropped while the socket's
  * transport is busy); presence changes heard while the socket is far behind are coalesced into the latest
  * status, sent when it drains. Front nodes and workers are separate processes; the slow socket and a
  * keeping-up one are on node B, the sender on node A.
@@ -93,7 +94,7 @@ describe('realtime: a slow client loses typing and presence before messages, nev
   }
 
   for (const transport of ['websocket', 'default', 'polling'] as const) {
-    it(`When a socket (${transport}) stops reading while messages, typing and presence flow, then on resuming it has every message once in seq order, no typing event and only the latest presence`, async () => {
+    it(`When a socket (${transport}) stops reading while messages, changes, typing and presence flow, then on resuming it has every message and change once in order, no typing event and only the latest presence`, async () => {
       const fill = fillFor(transport);
       // Each filler stays within one burst of the default send rate limit (500 per user per 10 s).
       const team = await seedTeam(A, 4 + Math.ceil(fill / 400));
@@ -103,9 +104,9 @@ describe('realtime: a slow client loses typing and presence before messages, nev
       const fillers = [sender, ...(await Promise.all(others.map((u) => open(A, u, 'websocket'))))];
 
       const slowSocket = await open(B, bob, transport);
-      const slow = { messages: new Collector(slowSocket), ephemeral: new EphemeralLog(slowSocket) };
+      const slow = { messages: new Collector(slowSocket), ephemeral: new EphemeralLog(slowSocket), changes: new EventLog('slow', slowSocket) };
       const keepingUpSocket = await open(B, carol, transport);
-      const keepingUp = { messages: new Collector(keepingUpSocket), ephemeral: new EphemeralLog(keepingUpSocket) };
+      const keepingUp = { messages: new Collector(keepingUpSocket), ephemeral: new EphemeralLog(keepingUpSocket), changes: new EventLog('keeping up', keepingUpSocket) };
       for (const socket of [slowSocket, keepingUpSocket]) {
         expect(await ack(socket, 'presence:subscribe', { userIds: [dave.user.id] })).to.deep.equal({ ok: true, presence: { [dave.user.id]: 'offline' } });
       }
@@ -125,10 +126,20 @@ describe('realtime: a slow client loses typing and presence before messages, nev
       const reader = slowReader(slowSocket);
       // A poll under way must complete first: one message does it.
       const stopped = reader.stop();
-      await sendOk(sender, { channelId: channel.id, clientMsgId: randomUUID(), body: 'before' });
+      const before = await sendOk(sender, { channelId: channel.id, clientMsgId: randomUUID(), body: 'before' });
       await stopped;
       await sendAll(fillers, fill, 'fill');
       await waitFor(() => keepingUp.messages.count(channel.id) === fill + 1, 30_000, received(fill + 1));
+      // Changes while the socket is backed up: reactions added and one removed, an edit, a message deleted.
+      const doomed = await sendOk(sender, { channelId: channel.id, clientMsgId: randomUUID(), body: 'doomed' });
+      const change = async (event: string, payload: Record<string, unknown>) => {
+        const answer = await ack(sender, event, { channelId: channel.id, messageId: before.id, ...payload });
+        expect(answer.ok, `${event}: ${JSON.stringify(answer)}`).to.equal(true);
+      };
+      for (const emoji of ['eyes', 'tada', '+1']) await change('reaction:add', { emoji });
+      await change('message:edit', { body: 'before, edited' });
+      await change('reaction:remove', { emoji: 'tada' });
+      await change('message:delete', { messageId: doomed.id });
 
       const rounds = 10;
       // One at a time, each waited for on the keeping-up socket, and sent only once that socket has had
@@ -150,7 +161,7 @@ describe('realtime: a slow client loses typing and presence before messages, nev
         await next(async () => void daveSocket!.close(), keepingUp.ephemeral.presence, 2 * i + 2);
       }
       await sendAll([sender], 10, 'after');
-      const total = fill + 11;
+      const total = fill + 12;
       await waitFor(() => keepingUp.messages.count(channel.id) === total, 30_000, received(total));
       // Nothing reached the slow socket while it did not read (over WebSocket, it is all in the kernel).
       expect([slow.messages.count(), slow.ephemeral.typing.length, slow.ephemeral.presence.length]).to.deep.equal([
@@ -173,6 +184,11 @@ describe('realtime: a slow client loses typing and presence before messages, nev
       expect(slow.ephemeral.typing, 'typing events while backed up').to.deep.equal([]);
       expect(keepingUp.ephemeral.presence).to.have.length(2 * rounds);
       expect(slow.ephemeral.presence, 'the latest status only').to.deep.equal([{ userId: dave.user.id, status: 'offline' }]);
+      // Every event, changes included, once, gap-free in rev order, as the keeping-up socket had them.
+      const events = slow.changes.of(channel.id);
+      expect(events.map((e) => e.rev), 'revs in arrival order').to.deep.equal(range(Math.max(...history.map((m) => m.rev))));
+      expect(events).to.deep.equal(keepingUp.changes.of(channel.id));
+      expectHistoryMatchesEvents(history as unknown as Msg[], events);
     });
   }
 });
