@@ -3,6 +3,7 @@ import type { Cluster } from '../../scripts/cluster.js';
 import type { MessageDto } from '../../shared/models/Message.js';
 import { addWorkspaceMember, registerUser, request, type ChannelDto, type RegisteredUser } from '../support/api.js';
 import { Collector, connect, disconnectAll, send, sendOk, sleep, waitFor, type ClientSocket } from '../support/sockets.js';
+import { acked, edit, EventLog, react } from './changes-harness.js';
 import { closeDb, seedChannel, seedTeam, startPipelineCluster, storedByClientMsgId, type Team } from './fixtures.js';
 
 /**
@@ -19,6 +20,7 @@ describe('pipeline: live membership changes across nodes', function () {
   let speaker: RegisteredUser;
   let speakerA: ClientSocket;
   let watcherB: Collector;
+  let watcherEvents: EventLog;
   let next = 0;
 
   before(async () => {
@@ -28,7 +30,9 @@ describe('pipeline: live membership changes across nodes', function () {
     [speaker] = team.members;
     speakerA = await connect(A, speaker.token);
     // The owner's socket on node B: a member of every channel, it shows what node B delivered.
-    watcherB = new Collector(await connect(B, team.owner.token));
+    const ownerB = await connect(B, team.owner.token);
+    watcherB = new Collector(ownerB);
+    watcherEvents = new EventLog('owner@B', ownerB);
   });
 
   after(async () => {
@@ -42,6 +46,9 @@ describe('pipeline: live membership changes across nodes', function () {
     /** The subject's sockets: on node B (the one the tests are about) and on node A. */
     onB: Collector;
     onA: Collector;
+    /** Every channel event (message:new and the changes) each socket got. */
+    eventsB: EventLog;
+    eventsA: EventLog;
     socketB: ClientSocket;
   }
 
@@ -50,9 +57,9 @@ describe('pipeline: live membership changes across nodes', function () {
     const user = await registerUser(A);
     await addWorkspaceMember(A, team.owner.token, team.workspace.id, user.email);
     const socketB = await connect(B, user.token);
-    const onA = new Collector(await connect(A, user.token));
+    const socketA = await connect(A, user.token);
     await sleep(200);
-    return { user, socketB, onB: new Collector(socketB), onA };
+    return { user, socketB, onB: new Collector(socketB), onA: new Collector(socketA), eventsB: new EventLog('subject@B', socketB), eventsA: new EventLog('subject@A', socketA) };
   }
 
   /** The speaker sends `count` messages; resolves once node B delivered them to the watcher. */
@@ -79,12 +86,19 @@ describe('pipeline: live membership changes across nodes', function () {
     await waitFor(() => s.onB.of(channel.id).some((m) => m.id === own.id) && watcherB.of(channel.id).some((m) => m.id === own.id));
   }
 
-  /** After a removal: nothing more of the channel reaches the subject, and its sends are refused. */
+  /**
+   * After a removal: nothing more of the channel reaches the subject, neither new messages nor changes to
+   * those it had (an edit, a reaction), and its sends are refused.
+   */
   async function expectCutOff(s: Subject, channel: ChannelDto): Promise<void> {
-    const before = [s.onB.count(channel.id), s.onA.count(channel.id)];
+    const before = [s.eventsB.of(channel.id).length, s.eventsA.of(channel.id).length];
+    const seen = s.onB.of(channel.id).at(-1)!;
     await speak(channel, 3);
+    acked(await edit(speakerA, channel, seen.id, `${seen.body}, edited after the removal`), 'edit of a message the subject had');
+    const reacted = acked(await react(speakerA, channel, seen.id, 'eyes'), 'reaction to it');
+    await waitFor(() => watcherEvents.of(channel.id).some((e) => e.rev === reacted.rev), 10_000, () => watcherEvents.trace(channel.id).join(' '));
     await sleep(300);
-    expect([s.onB.count(channel.id), s.onA.count(channel.id)]).to.deep.equal(before);
+    expect([s.eventsB.of(channel.id).length, s.eventsA.of(channel.id).length], 'events after the removal').to.deep.equal(before);
     const clientMsgId = `refused-${next++}`;
     const outcome = await send(s.socketB, { channelId: channel.id, body: 'am I still in?', clientMsgId });
     expect(outcome.ok ? 'ok' : outcome.error.code).to.equal('NOT_FOUND');
@@ -113,7 +127,7 @@ describe('pipeline: live membership changes across nodes', function () {
     await expectDeliveredAfterJoin(s, channel);
   });
 
-  it('When a member is removed from a channel via REST on node A, then once it returns their socket on node B receives nothing more and its sends are NOT_FOUND', async () => {
+  it('When a member is removed from a channel via REST on node A, then once it returns their socket on node B receives nothing more, not even changes to messages it had, and its sends are NOT_FOUND', async () => {
     const s = await subject();
     const channel = await seedChannel(A, team, [speaker, s.user]);
     await speak(channel, 2);
@@ -124,7 +138,7 @@ describe('pipeline: live membership changes across nodes', function () {
     await expectCutOff(s, channel);
   });
 
-  it('When a member leaves a channel via REST on node A, then once it returns their socket on node B receives nothing more and its sends are NOT_FOUND', async () => {
+  it('When a member leaves a channel via REST on node A, then once it returns their socket on node B receives nothing more, not even changes to messages it had, and its sends are NOT_FOUND', async () => {
     const s = await subject();
     const channel = await seedChannel(A, team, [speaker, s.user]);
     await speak(channel, 2);
