@@ -523,6 +523,30 @@ describe('pipeline: message edits and deletes across nodes', function () {
       expectHistoryMatchesEvents(h, events);
     });
 
+    it('When one edit is sent many times at once with one clientChangeId, from sockets on both nodes and through REST, then it is applied once: every answer carries the same message and one message:updated goes out', async () => {
+      const room = await openRoom();
+      const mine = await say(room.aliceA, room, 'v1');
+      const changeId = unique('burst-');
+      const bodies = range(12).map((k) => `v2 (copy ${k})`);
+      // Copies race into the same and into different batches, on both nodes; each may carry another body.
+      const answers = await Promise.all(
+        bodies.map((body, k) =>
+          k % 3 === 2
+            ? restEdit(k % 2 ? A : B, alice.token, room.id, mine.id, { body, clientChangeId: changeId }).then((res) => answered(res, `REST copy ${k}`))
+            : edit(k % 2 ? room.aliceA : room.aliceB, room, mine.id, body, { clientChangeId: changeId }).then((ack) => acked(ack, `socket copy ${k}`)),
+        ),
+      );
+      const [first] = answers;
+      expect(bodies, 'the body applied is one of the copies').to.include(first.body);
+      expect(first.rev).to.equal(2);
+      for (const [k, answer] of answers.entries()) expect(answer, `copy ${k}`).to.deep.equal(first);
+
+      const mark = await marker(room);
+      expect(mark.rev, 'one rev for all the copies').to.equal(3);
+      const events = expectEvents(room, [newMsg(mine), updated(first), newMsg(mark)]);
+      expectHistoryMatchesEvents(await history(room), events);
+    });
+
     it('When a delete is retried with the same clientChangeId (socket, other node, REST), then it answers the deleted message again, not NOT_FOUND, and emits one message:deleted', async () => {
       const room = await openRoom();
       const sent = await say(room.aliceA, room, 'delete me once');
