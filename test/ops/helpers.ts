@@ -340,6 +340,15 @@ export class ResendingClient {
   }
 
   private async deliver(own: OwnSend): Promise<void> {
+    await this.untilAnswered(own, 'message:send', { channelId: own.channelId, body: own.body, clientMsgId: own.clientMsgId });
+    if (own.acked) this.own.set(own.acked.id, { channelId: own.channelId, reactions: new Set(), deleted: false, busy: false });
+  }
+
+  /**
+   * Emits `event` until it is acked ok or definitively refused (or the client stops), recording each
+   * attempt; an attempt answered SERVICE_UNAVAILABLE, RATE_LIMITED or not at all is made again after a pause.
+   */
+  private async untilAnswered(own: { attempts: Attempt[]; acked?: MessageDto; refused?: string }, event: string, payload: unknown): Promise<void> {
     const ackTimeoutMs = this.options.ackTimeoutMs ?? 10_000;
     while (!own.acked && !own.refused && !this.stopped) {
       if (!this.socket.connected) {
@@ -349,14 +358,9 @@ export class ResendingClient {
       const attempt: Attempt = { phase: this.options.phase(), at: Date.now() };
       own.attempts.push(attempt);
       try {
-        const outcome = (await this.socket
-          .timeout(ackTimeoutMs)
-          .emitWithAck('message:send', { channelId: own.channelId, body: own.body, clientMsgId: own.clientMsgId })) as SendOutcome;
+        const outcome = (await this.socket.timeout(ackTimeoutMs).emitWithAck(event, payload)) as SendOutcome;
         attempt.outcome = outcome.ok ? 'ok' : outcome.error.code;
-        if (outcome.ok) {
-          own.acked = outcome.message;
-          this.own.set(outcome.message.id, { channelId: own.channelId, reactions: new Set(), deleted: false, busy: false });
-        }
+        if (outcome.ok) own.acked = outcome.message;
       } catch {
         attempt.outcome = 'no answer';
       }
@@ -391,26 +395,8 @@ export class ResendingClient {
   }
 
   private async deliverChange(own: OwnChange, message: OwnMessage): Promise<void> {
-    const ackTimeoutMs = this.options.ackTimeoutMs ?? 10_000;
     const payload = { channelId: own.channelId, messageId: own.messageId, clientChangeId: own.clientChangeId, body: own.body, emoji: own.emoji };
-    while (!own.acked && !own.refused && !this.stopped) {
-      if (!this.socket.connected) {
-        await sleep(50);
-        continue;
-      }
-      const attempt: Attempt = { phase: this.options.phase(), at: Date.now() };
-      own.attempts.push(attempt);
-      try {
-        const outcome = (await this.socket.timeout(ackTimeoutMs).emitWithAck(CHANGE_OF[own.kind].event, payload)) as SendOutcome;
-        attempt.outcome = outcome.ok ? 'ok' : outcome.error.code;
-        if (outcome.ok) own.acked = outcome.message;
-      } catch {
-        attempt.outcome = 'no answer';
-      }
-      attempt.answeredAt = Date.now();
-      if (!own.acked && !RETRIABLE.has(attempt.outcome)) own.refused = attempt.outcome;
-      if (!own.acked && !own.refused) await sleep(Math.min((this.options.retryDelayMs ?? 250) * 2 ** (own.attempts.length - 1), 2_000));
-    }
+    await this.untilAnswered(own, CHANGE_OF[own.kind].event, payload);
     if (own.acked) {
       if (own.kind === 'delete') message.deleted = true;
       if (own.kind === 'reaction:add') message.reactions.add(own.emoji!);
