@@ -20,8 +20,8 @@ import type { ResumePoint, SyncAck, SyncDone } from '../../shared/events.js';
 import type { MessageDto } from '../../shared/models/Message.js';
 import type { SendOutcome } from '../../shared/queues.js';
 import { request, type ChannelDto, type RegisteredUser } from '../support/api.js';
-import { sleep, waitFor, type ClientSocket, type Transport } from '../support/sockets.js';
-import { CHANGE_EVENTS, expectHistoryMatchesEvents, type ChangeEvent, type ChangeEventName, type Msg } from '../pipeline/changes-harness.js';
+import { range, sleep, waitFor, type ClientSocket, type Transport } from '../support/sockets.js';
+import { CHANGE_EVENTS, expectHistoryMatchesEvents, latestRev, type ChangeEvent, type ChangeEventName, type Msg } from '../pipeline/changes-harness.js';
 import { fullHistory, seedChannel, seedTeam, type StoredMessage, type Team } from '../pipeline/fixtures.js';
 
 /** A redis-server on a free port of its own, without persistence, that a test may kill and start again. */
@@ -578,8 +578,8 @@ export const convergingClients = (clients: ResendingClient[]) => clients.filter(
 export async function changesCaughtUp(clients: ResendingClient[], url: string, token: string, channelIds: string[], timeoutMs = 15_000): Promise<Map<string, Msg[]>> {
   const histories = new Map<string, Msg[]>();
   for (const id of channelIds) histories.set(id, (await fullHistory(url, token, id)) as unknown as Msg[]);
-  const latest = Object.fromEntries([...histories].map(([id, h]) => [id, Math.max(0, ...h.map((m) => m.rev))]));
-  const has = (c: ResendingClient, id: string) => Math.max(0, ...c.events.get(id)!.map((e) => e.rev));
+  const latest = Object.fromEntries([...histories].map(([id, h]) => [id, latestRev(h)]));
+  const has = (c: ResendingClient, id: string) => latestRev(c.events.get(id)!);
   await waitFor(
     () => convergingClients(clients).every((c) => channelIds.every((id) => has(c, id) >= latest[id])),
     timeoutMs,
@@ -605,8 +605,8 @@ export function expectChangesConverged(clients: ResendingClient[], channelIds: s
     for (const client of checked) {
       const what = `${client.options.tag}, channel ${channelId}`;
       const events = client.events.get(channelId)!;
-      expect(events.map((e) => e.rev), `${what}: revs in arrival order`).to.deep.equal(Array.from({ length: events.length }, (_, i) => i + 1));
-      expect(events.length, `${what}: up to the channel's latest rev`).to.equal(Math.max(0, ...history.map((m) => m.rev)));
+      expect(events.map((e) => e.rev), `${what}: revs in arrival order`).to.deep.equal(range(events.length));
+      expect(events.length, `${what}: up to the channel's latest rev`).to.equal(latestRev(history));
       expect(events.filter((e) => e.name === 'message:new').length, `${what}: one message:new per acked send`).to.equal(sends.length);
       for (const kind of Object.keys(CHANGE_OF) as OwnChangeKind[]) {
         const at = events.filter((e) => e.name === CHANGE_OF[kind].makes).map((e) => e.rev);

@@ -105,6 +105,14 @@ export function answered(res: ApiResponse, what: string, status = 200): Msg {
 }
 
 /**
+ * A channel's latest rev: the highest rev among its messages (each carries its latest change's) or among
+ * its events; 0 for none.
+ */
+export function latestRev(items: ReadonlyArray<{ rev: number }>): number {
+  return items.reduce((max, m) => Math.max(max, m.rev), 0);
+}
+
+/**
  * The channel's messages as its change events describe them, by seq: what its history must show.
  * Reactions are rebuilt from reaction:added / reaction:removed with the contract's order rules.
  */

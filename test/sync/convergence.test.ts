@@ -50,6 +50,7 @@ import { Queue, type Job } from 'bullmq';
 import { loadConfig } from '../../shared/config.js';
 import { MESSAGE_BATCH_JOB, batchJobOptions, bullPrefix, messageQueueName, partitionOf, type BatchOutcome, type BatchResult, type MessageBatchJob } from '../../shared/queues.js';
 import { closeDb, clusterRedisPrefix, deadProcesses, fullHistory, seedChannel, seedTeam, startPipelineCluster } from '../pipeline/fixtures.js';
+import { latestRev } from '../pipeline/changes-harness.js';
 import { closeSockets, openSocket, sleep, waitFor, whenConnected } from './helpers.js';
 import {
   CHANGE_EVENT_NAMES,
@@ -401,7 +402,7 @@ class Model {
   load(channelId: string, history: ChangeMessage[]): void {
     const c = this.of(channelId);
     c.messages = new Map(history.map((m) => [m.id, m]));
-    c.latest = history.reduce((max, m) => Math.max(max, m.rev), 0);
+    c.latest = latestRev(history);
   }
 
   /** `ch0#3` for the trace. */
@@ -851,7 +852,7 @@ describe('sync: every client converges on the history through message changes (e
             // "The stored result": the first answer, or the message as stored now; the content of a message
             // deleted since is erased everywhere, so then the message as it is now (or the first answer erased).
             const history = (await fullHistory(urls[0], users[3].token, a.channelId)) as unknown as ChangeMessage[];
-            const latestNow = history.reduce((max, m) => Math.max(max, m.rev), 0);
+            const latestNow = latestRev(history);
             expect(latestNow, `${where}: a retry changes nothing more, but the channel's latest rev moved from ${model.latest(a.channelId)}`).to.equal(model.latest(a.channelId));
             const now = history.find((m) => m.id === chosen.message.id);
             const erased = { ...chosen.message, body: '', mentions: [], reactions: [] };
@@ -890,7 +891,7 @@ describe('sync: every client converges on the history through message changes (e
               const now = new Map<string, ChangeMessage>();
               for (const id of ids) for (const m of (await fullHistory(urls[0], users[3].token, id)) as unknown as ChangeMessage[]) now.set(m.id, m);
               for (const id of ids) {
-                const latest = [...now.values()].filter((m) => m.channelId === id).reduce((max, m) => Math.max(max, m.rev), 0);
+                const latest = latestRev([...now.values()].filter((m) => m.channelId === id));
                 expect(latest, `${where}: a batch run again changes nothing, but the channel's latest rev moved`).to.equal(model.latest(id));
               }
               // What was applied is answered again: as the first time, or with the message as it is now.
@@ -998,7 +999,7 @@ describe('sync: every client converges on the history through message changes (e
       for (const id of ids) {
         const history = await pagedHistory(urls[1], users[3].token, id);
         truth.set(id, history);
-        latest[id] = history.reduce((max, m) => Math.max(max, m.rev), 0);
+        latest[id] = latestRev(history);
         expect(history.map((m) => m.seq), `${label}: REST history of ${id} in seq order, gap-free`).to.deep.equal(history.map((_, k) => k + 1));
         expect(history, `${label}: REST history of ${id}, paged by ${HISTORY_PAGE} and by 200`).to.deep.equal(await fullHistory(urls[0], users[0].token, id));
         // Every rev is one the acks accounted for (the last step alone was checked exactly).
