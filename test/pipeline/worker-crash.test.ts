@@ -56,6 +56,28 @@ describe('pipeline: workers killed mid-stream', function () {
     return counts.reduce((a, b) => a + b, 0);
   };
 
+  /**
+   * SIGKILLs `worker` while a batch is active. Seeing a batch active and then killing races with the
+   * batch finishing in between, so the worker is frozen (SIGSTOP) first: a batch still active once
+   * the commands it had already sent have landed is one it can no longer finish. Otherwise it is let
+   * go on (SIGCONT) and tried again.
+   */
+  const killMidBatch = async (worker: Cluster['workers'][number], beforeKill: () => void) => {
+    const deadline = Date.now() + 10_000;
+    while (Date.now() < deadline) {
+      await waitFor(async () => (await activeBatches()) > 0, 5_000, () => 'no batch became active', 1);
+      worker.kill('SIGSTOP');
+      await sleep(200);
+      if ((await activeBatches()) > 0) {
+        beforeKill();
+        worker.kill('SIGKILL');
+        return;
+      }
+      worker.kill('SIGCONT');
+    }
+    throw new Error('no batch was active while the worker was frozen');
+  };
+
   before(async () => {
     cluster = await startPipelineCluster('worker-crash', {
       QUEUE_LOCK_MS: '2000',
@@ -127,9 +149,7 @@ describe('pipeline: workers killed mid-stream', function () {
       cluster.workers[0].kill('SIGKILL');
       await sleep(700);
       // The last worker dies in the middle of a batch: that batch must be re-run by the next worker.
-      await waitFor(async () => (await activeBatches()) > 0, 5_000, () => 'no batch became active', 1);
-      phase = 'no-worker';
-      cluster.workers[1].kill('SIGKILL');
+      await killMidBatch(cluster.workers[1], () => (phase = 'no-worker'));
       killedExits = await Promise.all(cluster.workers.map((w) => w.exited));
       await sleep(1000);
       phase = 'restarting';
