@@ -69,6 +69,11 @@ export interface Config {
      * search column is built (migrations/20261202060000_message_search.ts), which queries then follow.
      */
     readonly language: string;
+    /**
+     * How often a worker merges the pending lists of the messages' GIN indexes (search, mentions) into the
+     * indexes, so that no batch's insert has to (worker/searchIndexMerge.ts); 0: never, left to inserts and autovacuum.
+     */
+    readonly indexMergeMs: number;
   };
   readonly cors: {
     /** Origins allowed to call the REST API and Socket.IO from a browser; empty: same-origin only. */
@@ -143,6 +148,7 @@ const schema = Joi.object({
   SYNC_REPLAY_LIMIT: Joi.number().integer().min(1).max(10_000).default(1000),
   PRESENCE_TTL_MS: Joi.number().integer().min(1000).max(600_000).default(30_000),
   SEARCH_LANGUAGE: Joi.string().pattern(/^[A-Za-z_][A-Za-z0-9_.]{0,62}$/).default('english'),
+  SEARCH_INDEX_MERGE_MS: Joi.number().integer().min(0).max(3_600_000).default(1000),
   CORS_ORIGINS: Joi.string().default(''),
   REST_RATE_PER_SECOND: Joi.number().integer().min(0).default(100),
   SOCKET_EVENT_RATE_PER_SECOND: Joi.number().integer().min(0).default(50),
@@ -254,7 +260,7 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
     },
     sync: { replayLimit: v.SYNC_REPLAY_LIMIT },
     presence: { ttlMs: v.PRESENCE_TTL_MS },
-    search: { language: v.SEARCH_LANGUAGE },
+    search: { language: v.SEARCH_LANGUAGE, indexMergeMs: v.SEARCH_INDEX_MERGE_MS },
     cors: { origins: parseOrigins(v.CORS_ORIGINS) },
     rateLimits: {
       restPerSecond: v.REST_RATE_PER_SECOND,

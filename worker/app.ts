@@ -23,6 +23,7 @@ import { healthRoutes, reportReady } from '../shared/health.js';
 import { createWorkerMetrics } from './metrics.js';
 import { changeRules } from './actions/authorizeChanges.js';
 import { createBatchProcessor } from './processMessageBatch.js';
+import { mergeMessageIndexes, startSearchIndexMerge, type SearchIndexMerge } from './searchIndexMerge.js';
 
 export interface WorkerNode {
   /**
@@ -110,6 +111,7 @@ export function createWorkerNode(config: Config, options: { logger?: Logger } = 
   });
   const httpServer = createServer(app);
   let httpPort: number | undefined;
+  let indexMerge: SearchIndexMerge | undefined;
 
   return {
     get httpPort() {
@@ -132,6 +134,12 @@ export function createWorkerNode(config: Config, options: { logger?: Logger } = 
         if (!closing) limitPartitions().catch((err: unknown) => logger.warn({ err }, 'partition concurrency not set; next reconnection retries'));
       });
       for (const worker of workers) void worker.run();
+      indexMerge = startSearchIndexMerge({
+        merge: mergeMessageIndexes(knex),
+        intervalMs: config.search.indexMergeMs,
+        logger,
+        onMerged: (pages) => metrics.searchIndexPagesMerged.inc(pages),
+      });
       await Promise.all(workers.map((w) => w.waitUntilReady()));
       await new Promise<void>((resolve, reject) => {
         httpServer.once('error', reject);
@@ -144,6 +152,9 @@ export function createWorkerNode(config: Config, options: { logger?: Logger } = 
     },
     async stop() {
       closing = true;
+      // No merge starts from now on. One waiting for a connection (PostgreSQL away) is let go by
+      // knex.destroy() below, so it is waited for only after that.
+      const mergesStopped = indexMerge?.stop();
       const httpClosed = new Promise<void>((resolve) => httpServer.close(() => resolve()));
       httpServer.closeAllConnections();
       // A batch in flight is finished within the grace; past it, the worker closes anyway and the batch,
@@ -157,6 +168,7 @@ export function createWorkerNode(config: Config, options: { logger?: Logger } = 
       }
       clearTimeout(timer);
       await knex.destroy();
+      await mergesStopped;
       await connection.quit().catch(() => connection.disconnect());
       if (httpServer.listening) await httpClosed;
       logger.info('worker stopped');

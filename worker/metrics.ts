@@ -9,6 +9,7 @@ export interface WorkerMetrics {
   readonly sendToPersist: Histogram;
   /** Per batch with events: from its commit until Redis has its publish to the front nodes. */
   readonly persistToEmit: Histogram;
+  readonly searchIndexPagesMerged: Counter;
 }
 
 export function createWorkerMetrics(registry: Registry): WorkerMetrics {
@@ -40,6 +41,11 @@ export function createWorkerMetrics(registry: Registry): WorkerMetrics {
       name: 'worker_persist_to_emit_seconds',
       help: 'Per batch with events: time from its commit until Redis has published them to the front nodes',
       buckets: [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1],
+      registers: [registry],
+    }),
+    searchIndexPagesMerged: new Counter({
+      name: 'worker_search_index_pages_merged_total',
+      help: "Pending-list pages of the messages' GIN indexes (search, mentions) this worker merged into the indexes",
       registers: [registry],
     }),
   };

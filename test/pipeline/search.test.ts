@@ -2,7 +2,7 @@ import { expect } from 'chai';
 import { randomBytes, randomUUID } from 'node:crypto';
 import type { MessageDto } from '../../shared/models/Message.js';
 import { createWorkspace, expectError, openDm, registerUser, request, type ChannelDto, type RegisteredUser } from '../support/api.js';
-import { connect, range, send } from '../support/sockets.js';
+import { connect, range, send, waitFor } from '../support/sockets.js';
 import { dbQuery, fullHistory, seedChannel, seedTeam, useCluster, type Team } from './fixtures.js';
 
 interface Hit {
@@ -32,7 +32,12 @@ describe('pipeline: message search', function () {
   /** bob only (public, alice has not joined) */
   let other: ChannelDto;
 
-  useCluster('search', (cluster) => ([A, B] = cluster.urls));
+  let workerUrls: string[];
+
+  useCluster('search', (cluster) => {
+    [A, B] = cluster.urls;
+    workerUrls = cluster.workers.map((w) => w.url);
+  });
 
   before(async () => {
     team = await seedTeam(A, 3);
@@ -311,6 +316,29 @@ describe('pipeline: message search', function () {
     expect(markup, 'no markup but the marks').not.to.match(/[<>"']/);
     const text = markup.replaceAll('&lt;', '<').replaceAll('&gt;', '>').replaceAll('&quot;', '"').replaceAll('&#39;', "'").replaceAll('&amp;', '&');
     expect(long, 'the snippet is a piece of the body').to.include(text);
+  });
+
+  it("When messages are stored, then within seconds a worker has merged their search index entries, which no send's transaction had to", async () => {
+    // Without the workers' merges (SEARCH_INDEX_MERGE_MS, on by default), new entries stay in the GIN
+    // index's pending list until an insert outgrows it (4 MB) and merges it inside its batch's transaction.
+    await dbQuery('CREATE EXTENSION IF NOT EXISTS pgstattuple');
+    const pending = async () =>
+      Number((await dbQuery<{ n: string }>("SELECT pending_tuples AS n FROM pgstatginindex('messages_channel_id_user_id_search_vector')"))[0].n);
+    const merged = async () => {
+      let pages = 0;
+      for (const url of workerUrls) {
+        const text = await (await fetch(`${url}/metrics`)).text();
+        pages += Number(/^worker_search_index_pages_merged_total (\S+)$/m.exec(text)?.[1] ?? 0);
+      }
+      return pages;
+    };
+    const before = await merged();
+    const w = word();
+    await Promise.all(range(40).map((i) => say(alice, general.id, `${w} number ${i} with a few more words to index`)));
+    let left = -1;
+    await waitFor(async () => (left = await pending()) === 0, 10_000, () => `${left} entries still pending`, 100);
+    expect(await merged(), 'pages merged by the workers').to.be.greaterThan(before);
+    expect(await hits(alice, w, 100)).to.have.length(40);
   });
 
   it('When q has only stop words, then there are no results', async () => {
