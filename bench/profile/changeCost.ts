@@ -16,6 +16,7 @@ import { loadConfig } from '../../shared/config.js';
 import { knexConfig } from '../../shared/db.js';
 import type { ChangeKind, ChangeRequest, ReactionRequest, SendRequest } from '../../shared/queues.js';
 import { persistMessages } from '../../worker/actions/persistMessages.js';
+import { seedScratchTeam } from './scratchTeam.js';
 
 const CHANNELS = 4;
 const USERS = 32;
@@ -60,18 +61,7 @@ async function profile(knex: Knex): Promise<void> {
     console.log(`${name.padEnd(44)} ${us.toFixed(0).padStart(6)} µs PostgreSQL CPU per op   ${(((performance.now() - wall) * 1000) / ops).toFixed(0).padStart(6)} µs wall`);
   };
 
-  const workspaceId = randomUUID();
-  await knex.raw('INSERT INTO workspaces (id, name) VALUES (?, ?)', [workspaceId, 'change cost']);
-  const users = Array.from({ length: USERS }, () => randomUUID());
-  const channels = Array.from({ length: CHANNELS }, () => randomUUID());
-  for (const userId of users) {
-    await knex.raw('INSERT INTO users (id, email, display_name, password_hash) VALUES (?, ?, ?, ?)', [userId, `${userId}@bench.test`, 'p', 'x']);
-    await knex.raw("INSERT INTO workspace_members (workspace_id, user_id, role) VALUES (?, ?, 'member')", [workspaceId, userId]);
-  }
-  for (const [c, channelId] of channels.entries()) {
-    await knex.raw('INSERT INTO channels (id, workspace_id, name) VALUES (?, ?, ?)', [channelId, workspaceId, `cost-${c}`]);
-    for (const userId of users) await knex.raw('INSERT INTO channel_members (channel_id, user_id) VALUES (?, ?)', [channelId, userId]);
-  }
+  const { workspaceId, users, channels } = await seedScratchTeam(knex, { name: 'change cost', users: USERS, channels: CHANNELS });
 
   let n = 0;
   const stored: SendRequest[] = [];

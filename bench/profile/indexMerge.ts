@@ -9,7 +9,7 @@
  * merged it inside their transaction) and the background merges' own time. Compare rows of one run.
  */
 import { randomUUID } from 'node:crypto';
-import knexFactory, { type Knex } from 'knex';
+import knexFactory from 'knex';
 import { pino } from 'pino';
 import { createDatabaseIfMissing, databaseName, dropDatabase, migrateLatest, withDatabase } from '../../scripts/db-admin.js';
 import { loadConfig, type Config } from '../../shared/config.js';
@@ -17,6 +17,7 @@ import { knexConfig } from '../../shared/db.js';
 import type { SendRequest } from '../../shared/queues.js';
 import { persistMessages } from '../../worker/actions/persistMessages.js';
 import { mergeMessageIndexes, startSearchIndexMerge } from '../../worker/searchIndexMerge.js';
+import { seedScratchTeam } from './scratchTeam.js';
 import { distribution } from '../lib/stats.js';
 
 const BATCHES = 2000;
@@ -56,7 +57,7 @@ async function profile(scratch: Config, mergeMs: number): Promise<void> {
     }
   };
   try {
-    const { channels, users } = await seed(knex);
+    const { channels, users } = await seedScratchTeam(knex, { name: 'index merge', users: USERS, channels: CHANNELS });
     const merger = startSearchIndexMerge({ merge: timedMerge, intervalMs: mergeMs, logger: pino({ level: 'warn' }) });
     const ms: number[] = [];
     let n = 0;
@@ -88,22 +89,6 @@ async function profile(scratch: Config, mergeMs: number): Promise<void> {
     await knex.destroy();
     await mergeKnex.destroy();
   }
-}
-
-async function seed(knex: Knex): Promise<{ channels: string[]; users: string[] }> {
-  const workspaceId = randomUUID();
-  await knex.raw('INSERT INTO workspaces (id, name) VALUES (?, ?)', [workspaceId, 'index merge']);
-  const users = Array.from({ length: USERS }, () => randomUUID());
-  const channels = Array.from({ length: CHANNELS }, () => randomUUID());
-  for (const userId of users) {
-    await knex.raw('INSERT INTO users (id, email, display_name, password_hash) VALUES (?, ?, ?, ?)', [userId, `${userId}@bench.test`, 'p', 'x']);
-    await knex.raw("INSERT INTO workspace_members (workspace_id, user_id, role) VALUES (?, ?, 'member')", [workspaceId, userId]);
-  }
-  for (const [c, channelId] of channels.entries()) {
-    await knex.raw('INSERT INTO channels (id, workspace_id, name) VALUES (?, ?, ?)', [channelId, workspaceId, `merge-${c}`]);
-    for (const userId of users) await knex.raw('INSERT INTO channel_members (channel_id, user_id) VALUES (?, ?)', [channelId, userId]);
-  }
-  return { channels, users };
 }
 
 await main();
