@@ -17,8 +17,8 @@ import { knexConfig } from '../../shared/db.js';
 import type { SendRequest } from '../../shared/queues.js';
 import { persistMessages } from '../../worker/actions/persistMessages.js';
 import { mergeMessageIndexes, startSearchIndexMerge } from '../../worker/searchIndexMerge.js';
-import { seedScratchTeam } from './scratchTeam.js';
 import { distribution } from '../lib/stats.js';
+import { seedScratchTeam } from './scratchTeam.js';
 
 const BATCHES = 2000;
 const BATCH = 20;

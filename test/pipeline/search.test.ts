@@ -2,6 +2,7 @@ import { expect } from 'chai';
 import { randomBytes, randomUUID } from 'node:crypto';
 import type { MessageDto } from '../../shared/models/Message.js';
 import { createWorkspace, expectError, openDm, registerUser, request, type ChannelDto, type RegisteredUser } from '../support/api.js';
+import { metricsOf, sample } from '../support/metrics.js';
 import { connect, range, send, waitFor } from '../support/sockets.js';
 import { dbQuery, fullHistory, seedChannel, seedTeam, useCluster, type Team } from './fixtures.js';
 
@@ -326,10 +327,7 @@ describe('pipeline: message search', function () {
       Number((await dbQuery<{ n: string }>("SELECT pending_tuples AS n FROM pgstatginindex('messages_channel_id_user_id_search_vector')"))[0].n);
     const merged = async () => {
       let pages = 0;
-      for (const url of workerUrls) {
-        const text = await (await fetch(`${url}/metrics`)).text();
-        pages += Number(/^worker_search_index_pages_merged_total (\S+)$/m.exec(text)?.[1] ?? 0);
-      }
+      for (const url of workerUrls) pages += sample((await metricsOf(`${url}/metrics`)).text, 'worker_search_index_pages_merged_total') ?? 0;
       return pages;
     };
     const before = await merged();

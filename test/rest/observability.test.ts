@@ -20,26 +20,10 @@ import {
   type RegisteredUser,
   type StartedApi,
 } from '../support/api.js';
+import { metricsOf, sample } from '../support/metrics.js';
 import { connect, disconnectAll, send, sendOk, waitFor } from '../support/sockets.js';
 
 const METRICS_TOKEN = 'metrics-token-0123456789abcdef';
-
-/** One sample's value from Prometheus text, or undefined. */
-function sample(text: string, name: string, labels: Record<string, string> = {}): number | undefined {
-  for (const line of text.split('\n')) {
-    if (!line.startsWith(name)) continue;
-    const match = /^([a-zA-Z_:][a-zA-Z0-9_:]*)(\{([^}]*)\})? (\S+)$/.exec(line);
-    if (!match || match[1] !== name) continue;
-    const got = Object.fromEntries([...(match[3] ?? '').matchAll(/(\w+)="([^"]*)"/g)].map((m) => [m[1], m[2]]));
-    if (Object.entries(labels).every(([k, v]) => got[k] === v)) return Number(match[4]);
-  }
-  return undefined;
-}
-
-async function metricsOf(url: string, token?: string): Promise<{ status: number; text: string; type: string | null }> {
-  const res = await fetch(url, { headers: token === undefined ? {} : { authorization: `Bearer ${token}` } });
-  return { status: res.status, text: await res.text(), type: res.headers.get('content-type') };
-}
 
 describe('Observability: request logs, metrics and worker health', function () {
   this.timeout(60_000);
