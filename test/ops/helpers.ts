@@ -21,7 +21,8 @@ import type { MessageDto } from '../../shared/models/Message.js';
 import type { SendOutcome } from '../../shared/queues.js';
 import { request, type ChannelDto, type RegisteredUser } from '../support/api.js';
 import { range, sleep, waitFor, type ClientSocket, type Transport } from '../support/sockets.js';
-import { CHANGE_EVENTS, expectHistoryMatchesEvents, latestRev, type ChangeEvent, type ChangeEventName, type Msg } from '../pipeline/changes-harness.js';
+import { expectHistoryMatchesEvents, latestRev, type ChangeEvent, type Msg } from '../pipeline/changes-harness.js';
+import { CHANGE_EVENT_NAMES, type ChangeEventName } from '../sync/materialise.js';
 import { fullHistory, seedChannel, seedTeam, type StoredMessage, type Team } from '../pipeline/fixtures.js';
 
 /** A redis-server on a free port of its own, without persistence, that a test may kill and start again. */
@@ -274,7 +275,7 @@ export class ResendingClient {
       this.received.get(m.channelId)?.push(m);
       this.lastSeq[m.channelId] = Math.max(this.lastSeq[m.channelId] ?? 0, m.seq);
     });
-    for (const name of CHANGE_EVENTS) {
+    for (const name of CHANGE_EVENT_NAMES) {
       this.socket.on(name, (payload: { channelId: string; rev: number }) => {
         this.events.get(payload.channelId)?.push({ name, channelId: payload.channelId, rev: payload.rev, payload });
         if (this.options.resumeBy === 'rev') this.lastRev[payload.channelId] = Math.max(this.lastRev[payload.channelId] ?? 0, payload.rev);

@@ -17,6 +17,7 @@ import {
   type RegisteredUser,
 } from '../support/api.js';
 import { connect, disconnectAll, range, waitFor, type ClientSocket } from '../support/sockets.js';
+import { CHANGE_EVENT_NAMES, type ChangeEventName } from '../sync/materialise.js';
 import { closeDb, deadProcesses, fullHistory, seedChannel, seedTeam, startPipelineCluster, type Team } from './fixtures.js';
 
 // ---------------------------------------------------------------------------------------------------
@@ -36,8 +37,6 @@ export interface Refusal {
 }
 export type Ack = { ok: true; message: Msg } | Refusal;
 
-export const CHANGE_EVENTS = ['message:new', 'message:updated', 'message:deleted', 'reaction:added', 'reaction:removed'] as const;
-export type ChangeEventName = (typeof CHANGE_EVENTS)[number];
 export interface ChangeEvent {
   name: ChangeEventName;
   channelId: string;
@@ -53,7 +52,7 @@ export class EventLog {
     readonly label: string,
     socket: ClientSocket,
   ) {
-    for (const name of CHANGE_EVENTS) {
+    for (const name of CHANGE_EVENT_NAMES) {
       socket.on(name, (payload: any) => this.all.push({ name, channelId: payload?.channelId, rev: payload?.rev, payload }));
     }
   }

@@ -23,6 +23,9 @@ export type ChangeEvent = ChannelEvent;
 
 export const CHANGE_EVENT_NAMES = ['message:new', 'message:updated', 'message:deleted', 'reaction:added', 'reaction:removed'] as const;
 export type ChangeEventName = (typeof CHANGE_EVENT_NAMES)[number] & ChannelEvent['name'];
+// A name added to the product's ChannelEvent fails to compile here until it is listed above.
+const everyNameListed: [Exclude<ChannelEvent['name'], ChangeEventName>] extends [never] ? true : never = true;
+void everyNameListed;
 
 /** A resume point by rev, as `auth.resume` and `sync` take it. */
 export interface RevPoint {
