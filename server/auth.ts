@@ -1,4 +1,4 @@
-import { randomUUID } from 'node:crypto';
+import { createHmac, randomUUID, timingSafeEqual } from 'node:crypto';
 import type { Redis } from 'ioredis';
 import { isRedisUnavailable } from '../shared/redis.js';
 import jwt from 'jsonwebtoken';
@@ -67,8 +67,28 @@ export function cutoffAfter(at: Date): Date {
 
 const seconds = (date: Date) => Math.floor(date.getTime() / 1000);
 
+/**
+ * Of the accepted secrets (the signing one first), the one whose HS256 signature `token` carries, else the
+ * signing one, so that verification fails as it would have. Only picks the key: passport-jwt then verifies
+ * the token with it, algorithm, issuer, audience and expiry pinned as always. Tokens carry no key id, so
+ * tokens issued before a rotation need none: an HMAC per accepted secret (at most four) costs microseconds.
+ */
+export function secretFor(token: string, accepted: readonly string[]): string {
+  const dot = token.lastIndexOf('.');
+  if (accepted.length > 1 && dot > 0) {
+    const given = Buffer.from(token.slice(dot + 1), 'base64url');
+    const signed = token.slice(0, dot);
+    for (const secret of accepted) {
+      const mac = createHmac('sha256', secret).update(signed).digest();
+      if (mac.length === given.length && timingSafeEqual(mac, given)) return secret;
+    }
+  }
+  return accepted[0];
+}
+
 export function createTokenService(config: Config, deps: { redis: Redis; listener: RevocationListener }): TokenService {
   const secret = config.jwt.secret;
+  const accepted = [secret, ...config.jwt.verifySecrets];
   const lifetime = lifetimeSeconds(config.jwt.expiresIn);
   const { redis } = deps;
   const revokedKey = (jti: string) => `${config.redis.prefix}:auth:revoked:${jti}`;
@@ -140,7 +160,7 @@ export function createTokenService(config: Config, deps: { redis: Redis; listene
     new JwtStrategy(
       {
         jwtFromRequest: ExtractJwt.fromAuthHeaderAsBearerToken(),
-        secretOrKey: secret,
+        secretOrKeyProvider: (_req: unknown, rawToken: string, done: (err: unknown, secret?: string) => void) => done(null, secretFor(rawToken, accepted)),
         algorithms: [ALGORITHM],
         issuer: TOKEN_ISSUER,
         audience: TOKEN_AUDIENCE,

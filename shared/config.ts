@@ -35,7 +35,10 @@ export interface Config {
     readonly prefix: string;
   };
   readonly jwt: {
+    /** Signs every new token, and verifies. */
     readonly secret: string;
+    /** Also accepted when verifying, never used to sign: the secrets of a rotation (docs/OPERATIONS.md). */
+    readonly verifySecrets: readonly string[];
     readonly expiresIn: string;
   };
   readonly bcryptRounds: number;
@@ -136,6 +139,8 @@ const schema = Joi.object({
   REDIS_PORT: Joi.number().port().default(6379),
   REDIS_PREFIX: Joi.string().pattern(/^[A-Za-z0-9_.-]{1,64}$/).default('ssb'),
   JWT_SECRET: Joi.string().min(1),
+  // Comma-separated; a secret holding a comma cannot be listed (openssl rand -hex 32 never makes one).
+  JWT_VERIFY_SECRETS: Joi.string().custom((raw: string) => raw.split(',').map((secret) => secret.trim())),
   JWT_EXPIRES_IN: Joi.string().pattern(durationPattern).default('1h'),
   BCRYPT_ROUNDS: Joi.number().integer().min(4).max(15).default(10),
   MESSAGE_MAX_LENGTH: Joi.number().integer().min(1).max(40000).default(4000),
@@ -202,6 +207,25 @@ function deepFreeze<T>(value: T): T {
   return value;
 }
 
+/** At most this many secrets besides JWT_SECRET: a rotation needs one. */
+const MAX_VERIFY_SECRETS = 3;
+
+function checkVerifySecrets(secrets: string[], jwtSecret: string, production: boolean): string[] {
+  const refuse = (why: string) => {
+    throw new ConfigError('JWT_VERIFY_SECRETS', why);
+  };
+  if (secrets.length > MAX_VERIFY_SECRETS) refuse(`lists ${secrets.length} secrets; at most ${MAX_VERIFY_SECRETS}`);
+  for (const [i, secret] of secrets.entries()) {
+    if (secret === '') refuse(`has an empty entry (number ${i + 1})`);
+    if (secret === jwtSecret) refuse('repeats JWT_SECRET: list only the other secret of the rotation');
+    if (secrets.indexOf(secret) !== i) refuse(`lists a secret twice (number ${i + 1})`);
+    if (production && (KNOWN_DEFAULT_SECRETS.includes(secret) || secret.length < 32)) {
+      refuse(`entry ${i + 1} must be a unique secret of at least 32 characters when NODE_ENV=production`);
+    }
+  }
+  return secrets;
+}
+
 export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
   // Empty strings in .env files mean "not set", as users expect.
   const input = Object.fromEntries(Object.entries(env).filter(([, v]) => v !== undefined && v !== ''));
@@ -221,6 +245,7 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
     }
   }
   jwtSecret ??= DEV_JWT_SECRET;
+  const verifySecrets = checkVerifySecrets(v.JWT_VERIFY_SECRETS ?? [], jwtSecret, v.NODE_ENV === 'production');
   // Half a credential is a mistake, not a wish for an open or a closed dashboard.
   if ((v.ADMIN_USER === undefined) !== (v.ADMIN_PASSWORD === undefined)) {
     throw new ConfigError(v.ADMIN_USER === undefined ? 'ADMIN_USER' : 'ADMIN_PASSWORD', 'must be set together with the other of ADMIN_USER and ADMIN_PASSWORD');
@@ -248,7 +273,7 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
       url: v.REDIS_URL ?? `redis://${v.REDIS_HOST}:${v.REDIS_PORT}`,
       prefix: v.REDIS_PREFIX,
     },
-    jwt: { secret: jwtSecret, expiresIn: v.JWT_EXPIRES_IN },
+    jwt: { secret: jwtSecret, verifySecrets, expiresIn: v.JWT_EXPIRES_IN },
     bcryptRounds: v.BCRYPT_ROUNDS,
     messages: { maxBodyLength: v.MESSAGE_MAX_LENGTH, ratePerSecond: v.MESSAGE_RATE_PER_SECOND },
     queue: {

@@ -140,6 +140,35 @@ describe('loadConfig', function () {
     });
   });
 
+  describe('JWT_VERIFY_SECRETS (a rotation)', function () {
+    const OTHER = 'Zp4-x8Lq2Vn6Rt0Wy3Bc7Df1Gh5Jk9Mn2Pq';
+
+    it('When JWT_VERIFY_SECRETS is unset, then only JWT_SECRET verifies', function () {
+      expect(loadConfig({ JWT_SECRET: STRONG_SECRET }).jwt.verifySecrets).to.deep.equal([]);
+    });
+
+    it('When JWT_VERIFY_SECRETS lists secrets separated by commas, then each is accepted, spaces around them dropped, and JWT_SECRET still signs', function () {
+      const config = loadConfig({ NODE_ENV: 'production', JWT_SECRET: STRONG_SECRET, JWT_VERIFY_SECRETS: ` ${OTHER} ,${OTHER}x` });
+      expect(config.jwt.secret).to.equal(STRONG_SECRET);
+      expect(config.jwt.verifySecrets).to.deep.equal([OTHER, `${OTHER}x`]);
+      expect(Object.isFrozen(config.jwt.verifySecrets)).to.equal(true);
+    });
+
+    const refused: Array<[string, NodeJS.ProcessEnv]> = [
+      ['an empty entry', { JWT_VERIFY_SECRETS: `${OTHER},,${OTHER}x` }],
+      ['JWT_SECRET again (step 2 without the new JWT_SECRET)', { JWT_SECRET: STRONG_SECRET, JWT_VERIFY_SECRETS: STRONG_SECRET }],
+      ['a secret twice', { JWT_VERIFY_SECRETS: `${OTHER},${OTHER}` }],
+      ['four secrets', { JWT_VERIFY_SECRETS: [1, 2, 3, 4].map((i) => `${OTHER}${i}`).join(',') }],
+      ['a short secret in production', { NODE_ENV: 'production', JWT_SECRET: STRONG_SECRET, JWT_VERIFY_SECRETS: 'short' }],
+      ['a known default in production', { NODE_ENV: 'production', JWT_SECRET: STRONG_SECRET, JWT_VERIFY_SECRETS: KNOWN_DEFAULT_SECRETS[0] }],
+    ];
+    for (const [what, env] of refused) {
+      it(`When JWT_VERIFY_SECRETS holds ${what}, then loadConfig refuses, naming JWT_VERIFY_SECRETS`, function () {
+        expect(configError(env).variable).to.equal('JWT_VERIFY_SECRETS');
+      });
+    }
+  });
+
   describe('the result', function () {
     it('When a config is loaded, then it and every nested object are frozen', function () {
       const config = loadConfig({ DB_USER: 'alice' });
