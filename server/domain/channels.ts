@@ -5,6 +5,7 @@ import { authorizeInWorkspace, channelAccess } from './access.js';
 import { can } from '../../shared/policy.js';
 import { mentionCountSql } from './readState.js';
 import type { Subscriptions } from './subscriptions.js';
+import { readMemberPage, type MemberPage, type MemberPageKey } from './memberPages.js';
 
 export interface ChannelListItem extends ChannelDto {
   isMember: boolean;
@@ -109,15 +110,18 @@ export async function leaveChannel(deps: Deps, userId: string, channelId: string
   return channel;
 }
 
-export async function listChannelMembers(userId: string, channelId: string): Promise<ChannelMemberDto[]> {
+/** A page of a channel's members, in the order they joined. */
+export async function listChannelMembers(
+  userId: string,
+  channelId: string,
+  page: MemberPage,
+): Promise<{ members: ChannelMemberDto[]; next: MemberPageKey | null }> {
   await channelAccess(channelId, userId, 'channel.members.list');
-  return ChannelMember.query()
+  const query = ChannelMember.query()
     .join('users', 'users.id', 'channel_members.user_id')
     .where('channel_members.channel_id', channelId)
-    .orderBy('channel_members.created_at')
-    .orderBy('users.id')
-    .select('users.id as userId', 'users.display_name as displayName')
-    .castTo<ChannelMemberDto[]>();
+    .select('users.id as userId', 'users.display_name as displayName');
+  return readMemberPage<ChannelMemberDto>(query, 'channel_members.created_at', page);
 }
 
 export async function addChannelMember(

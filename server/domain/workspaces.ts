@@ -5,6 +5,7 @@ import { ChannelMember, User, Workspace, WorkspaceMember, type WorkspaceRole } f
 import { authorizeInWorkspace, lockWorkspace, memberTarget, workspaceActor } from './access.js';
 import { authorize, can } from '../../shared/policy.js';
 import type { Subscriptions } from './subscriptions.js';
+import { readMemberPage, type MemberPage, type MemberPageKey } from './memberPages.js';
 
 export interface MemberDto {
   userId: string;
@@ -54,8 +55,15 @@ export async function addWorkspaceMember(
   return { userId: user.id, displayName: user.displayName, role: input.role };
 }
 
-/** Every member; to a guest only themself and the members of the channels they are in. */
-export async function listWorkspaceMembers(callerId: string, workspaceId: string): Promise<MemberDto[]> {
+/**
+ * A page of the members, in the order they joined; to a guest only themself and the members of the
+ * channels they are in.
+ */
+export async function listWorkspaceMembers(
+  callerId: string,
+  workspaceId: string,
+  page: MemberPage,
+): Promise<{ members: MemberDto[]; next: MemberPageKey | null }> {
   const actor = await authorizeInWorkspace(callerId, 'workspace.view', { workspaceId });
   const query = WorkspaceMember.query()
     .join('users', 'users.id', 'workspace_members.user_id')
@@ -74,11 +82,8 @@ export async function listWorkspaceMembers(callerId: string, workspaceId: string
       ),
     );
   }
-  return query
-    .orderBy('workspace_members.created_at')
-    .orderBy('users.id')
-    .select('users.id as userId', 'users.display_name as displayName', 'workspace_members.role')
-    .castTo<MemberDto[]>();
+  query.select('users.id as userId', 'users.display_name as displayName', 'workspace_members.role');
+  return readMemberPage<MemberDto>(query, 'workspace_members.created_at', page);
 }
 
 /** Deletes the membership and the user's channel memberships in the workspace; returns the channels left. */

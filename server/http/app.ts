@@ -64,8 +64,8 @@ export interface HttpLimits {
   loginFailuresPerIp: RateLimit;
 }
 
-/** Headers a browser on an allowed origin may read: how long to wait after a 429. */
-const EXPOSED_HEADERS = ['Retry-After', 'RateLimit', 'RateLimit-Policy'];
+/** Headers a browser on an allowed origin may read: how long to wait after a 429, and a list's next page. */
+const EXPOSED_HEADERS = ['Retry-After', 'RateLimit', 'RateLimit-Policy', 'Link'];
 
 export function createHttpApp(deps: HttpDeps): Express {
   const app = express();

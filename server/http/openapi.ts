@@ -32,7 +32,7 @@ export interface RouteDoc {
   /** The body may be left out (it then validates as `{}`). */
   bodyOptional?: boolean;
   /** Success answers by status; no schema: no body (204). */
-  responses: { [status: number]: { description: string; schema?: JsonSchema } };
+  responses: { [status: number]: { description: string; schema?: JsonSchema; headers?: Record<string, string> } };
   /**
    * The refusals particular to this route. Those of every route of its kind are added: UNAUTHORIZED and
    * RATE_LIMITED behind a token, NOT_FOUND with a path parameter, VALIDATION_FAILED with a body or query,
@@ -293,8 +293,12 @@ function operation(route: RouteDoc): JsonSchema {
     throw new Error(`${route.method.toUpperCase()} ${route.path}: a route with a body or a query needs an example`);
   }
   const successes: Record<string, JsonSchema> = {};
-  for (const [status, { description, schema }] of Object.entries(route.responses)) {
-    successes[status] = { description, ...(schema && { content: { 'application/json': { schema } } }) };
+  for (const [status, { description, schema, headers }] of Object.entries(route.responses)) {
+    successes[status] = {
+      description,
+      ...(headers && { headers: Object.fromEntries(Object.entries(headers).map(([name, about]) => [name, { description: about, schema: { type: 'string' } }])) }),
+      ...(schema && { content: { 'application/json': { schema } } }),
+    };
   }
   return {
     operationId: operationId(route),

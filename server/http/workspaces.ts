@@ -15,6 +15,7 @@ import { createChannel, listChannels } from '../domain/channels.js';
 import { currentUser } from './auth.js';
 import { arrayOf, object, ref, type RouteDoc } from './openapi.js';
 import { CHANNEL_NAME, CHANNEL_TOPIC, idParam, parse } from './validation.js';
+import { MEMBER_PAGE_DOC, MEMBER_PAGE_HEADERS, memberPageOf, memberPageSchema, sendMemberPage } from './memberPages.js';
 
 const workspaceSchema = Joi.object({ name: Joi.string().trim().min(1).max(80).required() });
 const addMemberSchema = Joi.object({
@@ -70,8 +71,10 @@ export const workspaceApi: RouteDoc[] = [
     method: 'get',
     path: '/workspaces/:workspaceId/members',
     summary: 'The members',
-    description: 'To a guest, only themself and the members of the channels they are in.',
-    responses: { 200: { description: 'the members', schema: object({ members: arrayOf(ref('WorkspaceMember')) }) } },
+    description: `In the order they joined; to a guest, only themself and the members of the channels they are in. ${MEMBER_PAGE_DOC}`,
+    query: memberPageSchema,
+    example: { query: { limit: 100 } },
+    responses: { 200: { description: 'the members', schema: object({ members: arrayOf(ref('WorkspaceMember')) }), headers: MEMBER_PAGE_HEADERS } },
     errors: ['NOT_FOUND'],
   },
   {
@@ -147,8 +150,9 @@ export function workspaceRoutes(deps: { subscriptions: Subscriptions }): Router 
   });
 
   router.get('/workspaces/:workspaceId/members', async (req, res) => {
-    const members = await listWorkspaceMembers(currentUser(req).id, idParam(req.params.workspaceId, 'Workspace'));
-    res.json({ members });
+    const id = idParam(req.params.workspaceId, 'Workspace');
+    const page = memberPageOf(req);
+    sendMemberPage(req, res, page, await listWorkspaceMembers(currentUser(req).id, id, page));
   });
 
   router.delete('/workspaces/:workspaceId/members/:userId', async (req, res) => {

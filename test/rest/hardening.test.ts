@@ -145,13 +145,13 @@ describe('hardening: CORS allow-list (CORS_ORIGINS set)', function () {
     await api?.stop();
   });
 
-  it('When an allowed origin calls the API, then Access-Control-Allow-Origin is that origin, and the rate-limit headers are exposed', async function () {
+  it("When an allowed origin calls the API, then Access-Control-Allow-Origin is that origin, and the rate-limit headers and member lists' Link are exposed", async function () {
     for (const origin of [ALLOWED, ALSO_ALLOWED]) {
       const res = await request(base, 'GET', '/health/live', { headers: { origin } });
       expect(res.status).to.equal(200);
       expect(res.headers.get('access-control-allow-origin')).to.equal(origin);
       expect(res.headers.get('vary')).to.match(/origin/i);
-      expect(res.headers.get('access-control-expose-headers')).to.equal('Retry-After,RateLimit,RateLimit-Policy');
+      expect(res.headers.get('access-control-expose-headers')).to.equal('Retry-After,RateLimit,RateLimit-Policy,Link');
       expectSecurityHeaders(res.headers, origin);
     }
   });

@@ -1,0 +1,170 @@
+/**
+ * Member lists a page at a time (GET /workspaces/:workspaceId/members, GET /channels/:channelId/members):
+ * `limit` and `cursor`, the next page in a `Link: <…>; rel="next"` header, the body `{members}` as ever.
+ */
+import { expect } from 'chai';
+import {
+  addChannelMember,
+  addWorkspaceMember,
+  createChannel,
+  createWorkspace,
+  expectError,
+  registerUser,
+  request,
+  startApi,
+  type ApiResponse,
+  type RegisteredUser,
+  type StartedApi,
+} from '../support/api.js';
+import { sleep } from '../support/sockets.js';
+
+const DEFAULT_LIMIT = 1000;
+
+/** The URL in a `Link: <url>; rel="next"` header, or null when there is none. */
+function nextLink(res: ApiResponse): string | null {
+  const link = res.headers.get('link');
+  if (link === null) return null;
+  const match = /^<([^>]+)>; rel="next"$/.exec(link);
+  expect(match, `Link header: ${link}`).to.not.equal(null);
+  return match![1];
+}
+
+/** Every page from `path`, following the Link headers; checks each body is `{members}` alone. */
+async function allPages(base: string, token: string, path: string): Promise<{ pages: unknown[][]; members: Array<{ userId: string }> }> {
+  const pages: unknown[][] = [];
+  let url: string | null = path;
+  while (url !== null) {
+    // The link is path-absolute (/api/v1/...); request() takes paths under /api/v1.
+    const res = await request(base, 'GET', url.replace(/^\/api\/v1/, ''), { token });
+    expect(res.status, res.text).to.equal(200);
+    expect(res.body).to.have.all.keys('members');
+    pages.push(res.body.members);
+    url = nextLink(res);
+    expect(pages.length, 'pages followed').to.be.below(50);
+  }
+  return { pages, members: pages.flat() as Array<{ userId: string }> };
+}
+
+describe('Member lists, a page at a time (REST)', function () {
+  let api: StartedApi;
+  let base: string;
+  let owner: RegisteredUser;
+  let workspaceId: string;
+  let channelId: string;
+  let users: RegisteredUser[];
+
+  before(async function () {
+    api = await startApi();
+    base = api.baseUrl;
+    owner = await registerUser(base);
+    workspaceId = (await createWorkspace(base, owner.token)).id;
+    channelId = (await createChannel(base, owner.token, workspaceId)).id;
+    users = [];
+    // One at a time: the list's order is the order they joined.
+    for (let i = 0; i < 6; i++) {
+      const user = await registerUser(base);
+      await addWorkspaceMember(base, owner.token, workspaceId, user.email);
+      await addChannelMember(base, owner.token, channelId, user.user.id);
+      users.push(user);
+    }
+  });
+
+  after(async function () {
+    await api?.stop();
+  });
+
+  for (const list of ['workspace', 'channel'] as const) {
+    const path = () => (list === 'workspace' ? `/workspaces/${workspaceId}/members` : `/channels/${channelId}/members`);
+
+    it(`When a ${list}'s members are read 3 at a time, then the Link headers lead through every member once, in the order of the whole list, and the last page has none`, async function () {
+      const whole = await request(base, 'GET', path(), { token: owner.token });
+      expect(whole.status).to.equal(200);
+      expect(nextLink(whole), 'all 7 fit the default page').to.equal(null);
+      expect(whole.body.members.map((m: { userId: string }) => m.userId)).to.deep.equal([owner, ...users].map((u) => u.user.id));
+
+      const { pages, members } = await allPages(base, owner.token, `/api/v1${path()}?limit=3`);
+      expect(pages.map((p) => p.length)).to.deep.equal([3, 3, 1]);
+      expect(members).to.deep.equal(whole.body.members);
+    });
+
+    it(`When a ${list}'s page boundary member leaves before the next page is read, then the next page still starts after it`, async function () {
+      const first = await request(base, 'GET', `${path()}?limit=2`, { token: owner.token });
+      const boundary = first.body.members[1].userId;
+      const leaver = users.find((u) => u.user.id === boundary)!;
+      expect(leaver, 'the second member is one of the added users').to.not.equal(undefined);
+      const leave = list === 'workspace' ? `/workspaces/${workspaceId}/members/${boundary}` : `/channels/${channelId}/members/${boundary}`;
+      expect((await request(base, 'DELETE', leave, { token: owner.token })).status).to.equal(204);
+      try {
+        const next = await request(base, 'GET', nextLink(first)!.replace(/^\/api\/v1/, ''), { token: owner.token });
+        expect(next.status).to.equal(200);
+        expect(next.body.members.map((m: { userId: string }) => m.userId)).to.deep.equal(users.slice(1, 3).map((u) => u.user.id));
+      } finally {
+        // Back in, now the last to have joined: the tests after this one expect it at the end.
+        if (list === 'workspace') {
+          await addWorkspaceMember(base, owner.token, workspaceId, leaver.email);
+          await addChannelMember(base, owner.token, channelId, leaver.user.id);
+        } else {
+          await addChannelMember(base, owner.token, channelId, leaver.user.id);
+        }
+        users = [...users.filter((u) => u !== leaver), leaver];
+      }
+    });
+
+    it(`When a ${list}'s member list is asked with a bad limit, a cursor it did not give or an unknown parameter, then 400 VALIDATION_FAILED`, async function () {
+      const forged = Buffer.from(`2026-12-03T11:20:00Z_${owner.user.id}`).toString('base64url');
+      for (const query of ['limit=0', `limit=${DEFAULT_LIMIT + 1}`, 'limit=abc', 'cursor=not-a-cursor', `cursor=${forged}`, `cursor=${'x'.repeat(201)}`, 'after=1']) {
+        const res = await request(base, 'GET', `${path()}?${query}`, { token: owner.token });
+        expectError(res, 400, 'VALIDATION_FAILED');
+      }
+    });
+  }
+
+  it("When a guest pages through the workspace's members, then the pages hold exactly what the guest's whole list holds: themself and their channels' members", async function () {
+    const guest = await registerUser(base);
+    await addWorkspaceMember(base, owner.token, workspaceId, guest.email, 'guest');
+    const shared = (await createChannel(base, owner.token, workspaceId, { name: `guests-${Date.now()}` })).id;
+    await addChannelMember(base, owner.token, shared, guest.user.id);
+    await addChannelMember(base, owner.token, shared, users[3].user.id);
+    const whole = await request(base, 'GET', `/workspaces/${workspaceId}/members`, { token: guest.token });
+    expect(whole.body.members.map((m: { userId: string }) => m.userId)).to.have.members([owner.user.id, users[3].user.id, guest.user.id]);
+    const { pages, members } = await allPages(base, guest.token, `/api/v1/workspaces/${workspaceId}/members?limit=1`);
+    expect(pages).to.have.length(3);
+    expect(members).to.deep.equal(whole.body.members);
+  });
+
+  it(`When a workspace has more than ${DEFAULT_LIMIT} members, then a list without a limit holds the first ${DEFAULT_LIMIT} and links to the rest`, async function () {
+    this.timeout(240_000);
+    // The product's defaults but for the password hashing cost: 1,000 registrations at the default
+    // cost would take minutes, and hashing is not what this test is about.
+    const fast = await startApi({ BCRYPT_ROUNDS: '4' });
+    try {
+      const founder = await registerUser(fast.baseUrl);
+      const ws = (await createWorkspace(fast.baseUrl, founder.token)).id;
+      // One founder adds them all, as a client within its REST budget (REST_RATE_PER_SECOND) does: waiting
+      // out each 429 for its Retry-After.
+      const add = async (email: string) => {
+        for (;;) {
+          const res = await request(fast.baseUrl, 'POST', `/workspaces/${ws}/members`, { token: founder.token, body: { email } });
+          if (res.status !== 429) return expect(res.status, res.text).to.equal(201);
+          await sleep(Number(res.headers.get('retry-after')) * 1000);
+        }
+      };
+      for (let i = 0; i < DEFAULT_LIMIT; i += 50) {
+        await Promise.all(Array.from({ length: 50 }, async () => add((await registerUser(fast.baseUrl)).email)));
+      }
+      const first = await request(fast.baseUrl, 'GET', `/workspaces/${ws}/members`, { token: founder.token });
+      expect(first.status).to.equal(200);
+      expect(first.body.members).to.have.length(DEFAULT_LIMIT);
+      expect(first.body.members[0].userId).to.equal(founder.user.id);
+      const link = nextLink(first);
+      expect(link).to.match(new RegExp(`^/api/v1/workspaces/${ws}/members\\?limit=${DEFAULT_LIMIT}&cursor=`));
+      const rest = await request(fast.baseUrl, 'GET', link!.replace(/^\/api\/v1/, ''), { token: founder.token });
+      expect(rest.body.members).to.have.length(1);
+      expect(nextLink(rest)).to.equal(null);
+      const ids = new Set([...first.body.members, ...rest.body.members].map((m: { userId: string }) => m.userId));
+      expect(ids.size).to.equal(DEFAULT_LIMIT + 1);
+    } finally {
+      await fast.stop();
+    }
+  });
+});
