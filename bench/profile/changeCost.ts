@@ -10,12 +10,10 @@
  */
 import { randomUUID } from 'node:crypto';
 import { readFileSync } from 'node:fs';
-import knexFactory, { type Knex } from 'knex';
-import { createDatabaseIfMissing, databaseName, dropDatabase, migrateLatest, withDatabase } from '../../scripts/db-admin.js';
-import { loadConfig } from '../../shared/config.js';
-import { knexConfig } from '../../shared/db.js';
+import type { Knex } from 'knex';
 import type { ChangeKind, ChangeRequest, ReactionRequest, SendRequest } from '../../shared/queues.js';
 import { persistMessages } from '../../worker/actions/persistMessages.js';
+import { withScratchKnex } from './scratchDatabase.js';
 import { seedScratchTeam } from './scratchTeam.js';
 
 const CHANNELS = 4;
@@ -29,23 +27,6 @@ const BENCH_BATCH = 7;
 const MIX_ROUNDS = 80;
 const MIX_BATCHES_PER_ROUND = 20;
 
-async function main(): Promise<void> {
-  await import('dotenv/config');
-  const base = loadConfig(process.env);
-  const scratch = withDatabase(loadConfig({ ...process.env, DB_POOL_MAX: '1' }), `${databaseName(base.db.connection)}_change_cost`);
-  await createDatabaseIfMissing(scratch);
-  try {
-    await migrateLatest(scratch);
-    const knex = knexFactory(knexConfig(scratch));
-    try {
-      await profile(knex);
-    } finally {
-      await knex.destroy();
-    }
-  } finally {
-    await dropDatabase(scratch);
-  }
-}
 
 async function profile(knex: Knex): Promise<void> {
   const pid = Number((await knex.raw('SELECT pg_backend_pid() AS pid')).rows[0].pid);
@@ -155,4 +136,4 @@ async function profile(knex: Knex): Promise<void> {
   await knex.raw('DELETE FROM users WHERE id = ANY(?::uuid[])', [users]);
 }
 
-await main();
+await withScratchKnex('change_cost', profile);

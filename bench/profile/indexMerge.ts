@@ -11,13 +11,13 @@
 import { randomUUID } from 'node:crypto';
 import knexFactory from 'knex';
 import { pino } from 'pino';
-import { createDatabaseIfMissing, databaseName, dropDatabase, migrateLatest, withDatabase } from '../../scripts/db-admin.js';
 import { loadConfig, type Config } from '../../shared/config.js';
 import { knexConfig } from '../../shared/db.js';
 import type { SendRequest } from '../../shared/queues.js';
 import { persistMessages } from '../../worker/actions/persistMessages.js';
 import { mergeMessageIndexes, startSearchIndexMerge } from '../../worker/searchIndexMerge.js';
 import { distribution } from '../lib/stats.js';
+import { withScratchDatabase } from './scratchDatabase.js';
 import { seedScratchTeam } from './scratchTeam.js';
 
 const BATCHES = 2000;
@@ -27,18 +27,8 @@ const USERS = 16;
 const WORDS = 'alpha bravo charlie delta echo foxtrot golf hotel india juliet kilo lima mike november oscar papa quebec romeo sierra tango'.split(' ');
 
 async function main(): Promise<void> {
-  await import('dotenv/config');
-  const base = loadConfig(process.env);
-  for (const mergeMs of [0, base.search.indexMergeMs]) {
-    const scratch = withDatabase(loadConfig({ ...process.env, DB_POOL_MAX: '1' }), `${databaseName(base.db.connection)}_index_merge`);
-    await createDatabaseIfMissing(scratch);
-    try {
-      await migrateLatest(scratch);
-      await profile(scratch, mergeMs);
-    } finally {
-      await dropDatabase(scratch);
-    }
-  }
+  const { indexMergeMs } = loadConfig(process.env).search;
+  for (const mergeMs of [0, indexMergeMs]) await withScratchDatabase('index_merge', (scratch) => profile(scratch, mergeMs));
 }
 
 async function profile(scratch: Config, mergeMs: number): Promise<void> {

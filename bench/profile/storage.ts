@@ -9,13 +9,11 @@
  * Works in a scratch database of its own (created, migrated, dropped) on the configured server.
  */
 import { randomUUID } from 'node:crypto';
-import knexFactory, { type Knex } from 'knex';
-import { createDatabaseIfMissing, databaseName, dropDatabase, migrateLatest, withDatabase } from '../../scripts/db-admin.js';
-import { loadConfig } from '../../shared/config.js';
-import { knexConfig } from '../../shared/db.js';
+import type { Knex } from 'knex';
 import type { ChangeRequest, ReactionRequest, SendRequest } from '../../shared/queues.js';
 import { persistMessages } from '../../worker/actions/persistMessages.js';
 import { mergeMessageIndexes } from '../../worker/searchIndexMerge.js';
+import { withScratchKnex } from './scratchDatabase.js';
 import { seedScratchTeam } from './scratchTeam.js';
 
 const CHANNELS = 8;
@@ -27,24 +25,6 @@ const CHANGES = 12_000;
 const BODY = 'a message of about a hundred characters, the length of an ordinary line of chat in a channel';
 
 const TABLES = ['messages', 'channel_events', 'message_reactions', 'client_changes'];
-
-async function main(): Promise<void> {
-  await import('dotenv/config');
-  const base = loadConfig(process.env);
-  const scratch = withDatabase(loadConfig({ ...process.env, DB_POOL_MAX: '1' }), `${databaseName(base.db.connection)}_storage`);
-  await createDatabaseIfMissing(scratch);
-  try {
-    await migrateLatest(scratch);
-    const knex = knexFactory(knexConfig(scratch));
-    try {
-      await profile(knex);
-    } finally {
-      await knex.destroy();
-    }
-  } finally {
-    await dropDatabase(scratch);
-  }
-}
 
 /**
  * Bytes of every table (heap + TOAST) and of each of its indexes. Not vacuumed while empty: an ANALYZE of an
@@ -118,4 +98,4 @@ async function profile(knex: Knex): Promise<void> {
   await knex.raw('DELETE FROM users WHERE id = ANY(?::uuid[])', [users]);
 }
 
-await main();
+await withScratchKnex('storage', profile);
