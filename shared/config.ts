@@ -210,6 +210,9 @@ function deepFreeze<T>(value: T): T {
 /** At most this many secrets besides JWT_SECRET: a rotation needs one. */
 const MAX_VERIFY_SECRETS = 3;
 
+/** What production refuses of any token secret, JWT_SECRET or one of JWT_VERIFY_SECRETS. */
+const isWeakSecret = (secret: string) => KNOWN_DEFAULT_SECRETS.includes(secret) || secret.length < 32;
+
 function checkVerifySecrets(secrets: string[], jwtSecret: string, production: boolean): string[] {
   const refuse = (why: string) => {
     throw new ConfigError('JWT_VERIFY_SECRETS', why);
@@ -219,7 +222,7 @@ function checkVerifySecrets(secrets: string[], jwtSecret: string, production: bo
     if (secret === '') refuse(`has an empty entry (number ${i + 1})`);
     if (secret === jwtSecret) refuse('repeats JWT_SECRET: list only the other secret of the rotation');
     if (secrets.indexOf(secret) !== i) refuse(`lists a secret twice (number ${i + 1})`);
-    if (production && (KNOWN_DEFAULT_SECRETS.includes(secret) || secret.length < 32)) {
+    if (production && isWeakSecret(secret)) {
       refuse(`entry ${i + 1} must be a unique secret of at least 32 characters when NODE_ENV=production`);
     }
   }
@@ -240,7 +243,7 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
   let jwtSecret: string | undefined = v.JWT_SECRET;
   if (v.NODE_ENV === 'production') {
     if (!jwtSecret) throw new ConfigError('JWT_SECRET', 'must be set when NODE_ENV=production');
-    if (KNOWN_DEFAULT_SECRETS.includes(jwtSecret) || jwtSecret.length < 32) {
+    if (isWeakSecret(jwtSecret)) {
       throw new ConfigError('JWT_SECRET', 'must be a unique secret of at least 32 characters when NODE_ENV=production');
     }
   }

@@ -29,12 +29,12 @@ export async function readMemberPage<T>(
   if (page.after) {
     query.whereRaw(`(${joinedAtColumn}, users.id) > (?::timestamptz, ?::uuid)`, [page.after.joinedAt, page.after.userId]);
   }
-  const rows = (await query
+  const rows = await query
     .orderBy(joinedAtColumn)
     .orderBy('users.id')
     .limit(page.limit + 1)
     .select(query.modelClass().raw(`to_char(${joinedAtColumn} AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"') AS "pageJoinedAt"`))
-    .castTo<Array<T & { userId: string; pageJoinedAt?: string }>>()) as unknown as Array<T & { userId: string; pageJoinedAt?: string }>;
+    .castTo<Array<T & { userId: string; pageJoinedAt?: string }>>();
   const more = rows.length > page.limit;
   const members = rows.slice(0, page.limit);
   const last = members[members.length - 1];
