@@ -1,6 +1,6 @@
 import { expect } from 'chai';
 import { loadConfig } from '../../shared/config.js';
-import { registerUser, request, unique, type RegisteredUser } from '../support/api.js';
+import { loginUser, registerUser, request, unique, type RegisteredUser } from '../support/api.js';
 import { watchSession, type SessionWatch } from '../support/sessions.js';
 import { connect, connectError, sleep, waitFor, type ClientSocket } from '../support/sockets.js';
 import { signToken } from '../support/tokens.js';
@@ -18,12 +18,6 @@ describe('pipeline: sessions and tokens across nodes', function () {
   const secret = () => loadConfig(process.env).jwt.secret;
   useCluster('sessions', (cluster) => ([A, B] = cluster.urls));
 
-  async function login(url: string, user: RegisteredUser, password = user.password): Promise<string> {
-    const res = await request(url, 'POST', '/auth/login', { body: { email: user.email, password } });
-    expect(res.status, res.text).to.equal(200);
-    return res.body.token;
-  }
-
   async function status(url: string, token: string): Promise<number> {
     return (await request(url, 'GET', '/me', { token })).status;
   }
@@ -39,7 +33,7 @@ describe('pipeline: sessions and tokens across nodes', function () {
 
   it("When a token logs out on node A, then its sockets on A and B are disconnected within a second, and the user's sockets with another token stay connected", async () => {
     const user = await registerUser(A);
-    const other = await login(B, user);
+    const other = await loginUser(B, user);
     const revokedSockets = [await connect(A, user.token), await connect(B, user.token), await connect(B, user.token, { transport: 'polling' })];
     const kept = [await connect(A, other), await connect(B, other)];
     const watches = revokedSockets.map(watchSession);
@@ -67,7 +61,7 @@ describe('pipeline: sessions and tokens across nodes', function () {
 
   it("When the password is changed on node A, then all the user's sockets on both nodes are disconnected within a second, every older token answers 401 on both nodes at once, and the new token works on both", async () => {
     const user = await registerUser(A);
-    const second = await login(B, user);
+    const second = await loginUser(B, user);
     const sockets: ClientSocket[] = [
       await connect(A, user.token),
       await connect(B, user.token),
@@ -95,7 +89,7 @@ describe('pipeline: sessions and tokens across nodes', function () {
       expect(fresh.connected).to.equal(true);
     }
     // A login on node B right after the change gets a working token, on both nodes.
-    const later = await login(B, user, newPassword);
+    const later = await loginUser(B, user, newPassword);
     for (const url of [A, B]) expect(await status(url, later)).to.equal(200);
   });
 

@@ -5,7 +5,7 @@
 import { randomBytes } from 'node:crypto';
 import { expect } from 'chai';
 import jwt from 'jsonwebtoken';
-import { registerUser, request, startApi, type StartedApi } from '../support/api.js';
+import { loginUser, registerUser, request, startApi, type StartedApi } from '../support/api.js';
 import { connect, connectError, disconnectAll, TRANSPORTS } from '../support/sockets.js';
 import { signToken } from '../support/tokens.js';
 
@@ -25,12 +25,6 @@ describe('Rotating JWT_SECRET (REST and sockets, front nodes in each step)', fun
   let oldToken: string;
   let newToken: string;
 
-  async function login(api: StartedApi, user: { email: string; password: string }): Promise<string> {
-    const res = await request(api.baseUrl, 'POST', '/auth/login', { body: user });
-    expect(res.status, res.text).to.equal(200);
-    return res.body.token;
-  }
-
   async function expectMe(api: StartedApi, token: string, status: 200 | 401, what: string): Promise<void> {
     const res = await request(api.baseUrl, 'GET', '/me', { token });
     expect(res.status, `${what}: ${res.text}`).to.equal(status);
@@ -47,7 +41,7 @@ describe('Rotating JWT_SECRET (REST and sockets, front nodes in each step)', fun
     credentials = { email: user.email, password: user.password };
     userId = user.user.id;
     oldToken = user.token;
-    newToken = await login(step2, credentials);
+    newToken = await loginUser(step2.baseUrl, credentials);
   });
 
   afterEach(function () {
@@ -62,12 +56,12 @@ describe('Rotating JWT_SECRET (REST and sockets, front nodes in each step)', fun
   it('When a node signs with the new secret and lists the old one in JWT_VERIFY_SECRETS, then its logins are signed with the new secret only, and step 1 still signs with the old one', async function () {
     expect(() => jwt.verify(newToken, NEW, { algorithms: ['HS256'] })).not.to.throw();
     expect(() => jwt.verify(newToken, OLD, { algorithms: ['HS256'] })).to.throw(jwt.JsonWebTokenError);
-    const fromStep1 = await login(step1, credentials);
+    const fromStep1 = await loginUser(step1.baseUrl, credentials);
     expect(() => jwt.verify(fromStep1, OLD, { algorithms: ['HS256'] }), 'step 1 still signs with the old secret').not.to.throw();
   });
 
   it('When nodes are in steps 1 and 2 at once, then a token issued before the rotation or by either step opens REST and sockets on both, over every transport', async function () {
-    const step1Token = await login(step1, credentials);
+    const step1Token = await loginUser(step1.baseUrl, credentials);
     for (const api of [step1, step2]) {
       for (const [what, token] of [['token from before the rotation', oldToken], ['token from step 1', step1Token], ['token from step 2', newToken]]) {
         await expectMe(api, token, 200, what);

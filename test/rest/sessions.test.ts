@@ -3,7 +3,7 @@ import bcrypt from 'bcrypt';
 import { expect } from 'chai';
 import jwt from 'jsonwebtoken';
 import { lifetimeSeconds } from '../../server/auth.js';
-import { registerUser, request, startApi, unique, type RegisteredUser, type StartedApi } from '../support/api.js';
+import { loginUser, registerUser, request, startApi, unique, type RegisteredUser, type StartedApi } from '../support/api.js';
 import { watchSession } from '../support/sessions.js';
 import { connect, connectError, disconnectAll, sleep, waitFor } from '../support/sockets.js';
 import { signToken, TOKEN_AUDIENCE, TOKEN_ISSUER } from '../support/tokens.js';
@@ -30,12 +30,6 @@ describe('Sessions and tokens (REST, one front node)', function () {
     await api?.stop();
   });
 
-  async function login(user: RegisteredUser, password = user.password): Promise<string> {
-    const res = await request(base, 'POST', '/auth/login', { body: { email: user.email, password } });
-    expect(res.status, res.text).to.equal(200);
-    return res.body.token;
-  }
-
   async function expectUnauthorized(token: string, what = 'token'): Promise<void> {
     const res = await request(base, 'GET', '/me', { token });
     expect(res.status, `${what}: ${res.text}`).to.equal(401);
@@ -45,7 +39,7 @@ describe('Sessions and tokens (REST, one front node)', function () {
   describe('tokens the server issues', function () {
     it('When a token is issued (register, login), then it is HS256 with iss, aud, a random jti, iat and exp one lifetime later', async function () {
       const reg = await registerUser(base);
-      const tokens = [reg.token, await login(reg)];
+      const tokens = [reg.token, await loginUser(base, reg)];
       const jtis = new Set<string>();
       for (const token of tokens) {
         const decoded = jwt.decode(token, { complete: true })!;
@@ -112,7 +106,7 @@ describe('Sessions and tokens (REST, one front node)', function () {
   describe('POST /auth/logout', function () {
     it('When a user logs out, then 204 with no body, that token answers 401 at once (though the node cached its user), and another token of the user still works', async function () {
       const reg = await registerUser(base);
-      const other = await login(reg);
+      const other = await loginUser(base, reg);
       expect((await request(base, 'GET', '/me', { token: reg.token })).status).to.equal(200);
       const res = await request(base, 'POST', '/auth/logout', { token: reg.token });
       expect(res.status).to.equal(204);
@@ -139,7 +133,7 @@ describe('Sessions and tokens (REST, one front node)', function () {
 
     it("When a token logs out, then its sockets get session:revoked {code:'UNAUTHORIZED'} and are disconnected, and the user's socket with another token stays connected", async function () {
       const reg = await registerUser(base);
-      const other = await login(reg);
+      const other = await loginUser(base, reg);
       const mine = [await connect(base, reg.token), await connect(base, reg.token, { transport: 'polling' })];
       const bystander = await connect(base, other);
       const watches = mine.map(watchSession);
@@ -162,7 +156,7 @@ describe('Sessions and tokens (REST, one front node)', function () {
   describe('POST /auth/password', function () {
     it('When the password is changed, then 200 {token} exactly, older tokens answer 401 at once (though cached), the new token works, and only the new password logs in', async function () {
       const reg = await registerUser(base);
-      const second = await login(reg);
+      const second = await loginUser(base, reg);
       for (const token of [reg.token, second]) expect((await request(base, 'GET', '/me', { token })).status).to.equal(200);
       const newPassword = `new-${unique()}`;
       const res = await request(base, 'POST', '/auth/password', {
@@ -179,7 +173,7 @@ describe('Sessions and tokens (REST, one front node)', function () {
       const oldLogin = await request(base, 'POST', '/auth/login', { body: { email: reg.email, password: reg.password } });
       expect(oldLogin.status).to.equal(401);
       expect(oldLogin.body.error.code).to.equal('INVALID_CREDENTIALS');
-      const fresh = await login(reg, newPassword);
+      const fresh = await loginUser(base, reg, newPassword);
       expect((await request(base, 'GET', '/me', { token: fresh })).status).to.equal(200);
     });
 
@@ -191,7 +185,7 @@ describe('Sessions and tokens (REST, one front node)', function () {
         body: { currentPassword: reg.password, newPassword },
       });
       expect(res.status).to.equal(200);
-      const token = await login(reg, newPassword);
+      const token = await loginUser(base, reg, newPassword);
       expect((await request(base, 'GET', '/me', { token })).status).to.equal(200);
       expect((await request(base, 'GET', '/me', { token: res.body.token })).status).to.equal(200);
     });
@@ -205,7 +199,7 @@ describe('Sessions and tokens (REST, one front node)', function () {
       expect(res.status).to.equal(401);
       expect(res.body.error.code).to.equal('INVALID_CREDENTIALS');
       expect((await request(base, 'GET', '/me', { token: reg.token })).status).to.equal(200);
-      await login(reg);
+      await loginUser(base, reg);
     });
 
     const invalid: Array<[string, Record<string, unknown>]> = [
@@ -223,7 +217,7 @@ describe('Sessions and tokens (REST, one front node)', function () {
         expect(res.status).to.equal(400);
         expect(res.body.error.code).to.equal('VALIDATION_FAILED');
         expect((await request(base, 'GET', '/me', { token: reg.token })).status).to.equal(200);
-        await login(reg);
+        await loginUser(base, reg);
       });
     }
 
@@ -243,7 +237,7 @@ describe('Sessions and tokens (REST, one front node)', function () {
 
     it("When the password is changed, then all the user's sockets (every token) get session:revoked and are disconnected, and the new token connects", async function () {
       const reg = await registerUser(base);
-      const other = await login(reg);
+      const other = await loginUser(base, reg);
       const sockets = [await connect(base, reg.token), await connect(base, other), await connect(base, other, { transport: 'polling' })];
       const watches = sockets.map(watchSession);
       const started = Date.now();

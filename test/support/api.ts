@@ -142,6 +142,13 @@ export async function registerUser(
   return { user: res.body.user, token: res.body.token, email, password };
 }
 
+/** Logs the user in with their password, or with `password` after a change; the token (200 required). */
+export async function loginUser(baseUrl: string, user: { email: string; password: string }, password = user.password): Promise<string> {
+  const res = await request(baseUrl, 'POST', '/auth/login', { body: { email: user.email, password } });
+  expectStatus(res, 200, 'loginUser');
+  return res.body.token;
+}
+
 export async function createWorkspace(baseUrl: string, token: string, name = unique('Workspace ')): Promise<WorkspaceDto> {
   const res = await request(baseUrl, 'POST', '/workspaces', { token, body: { name } });
   expectStatus(res, 201, 'createWorkspace');
