@@ -5,7 +5,7 @@ import { authorizeInWorkspace, channelAccess } from './access.js';
 import { can } from '../../shared/policy.js';
 import { mentionCountSql } from './readState.js';
 import type { Subscriptions } from './subscriptions.js';
-import { readMemberPage, type MemberPage, type MemberPageKey } from './memberPages.js';
+import { pageFrom, readMemberPage, type MemberPageKey, type Page, type PageRead } from './pages.js';
 
 export interface ChannelListItem extends ChannelDto {
   isMember: boolean;
@@ -51,21 +51,27 @@ export async function createChannel(
 }
 
 /**
- * Public channels and the caller's private ones; to a guest, only the channels they are in. Not DMs:
+ * A page of the channels the caller may see in the workspace, by name: public ones and the private ones
+ * the caller is in (to a guest, only theirs), with the caller's read state in those they are in. Not DMs:
  * they are listed by GET /workspaces/:workspaceId/dms (server/domain/dms.ts).
  */
-export async function listChannels(userId: string, workspaceId: string): Promise<ChannelListItem[]> {
+export async function listChannels(userId: string, workspaceId: string, page: Page<string>): Promise<PageRead<ChannelListItem, string>> {
   const actor = await authorizeInWorkspace(userId, 'workspace.view', { workspaceId });
   const all = can(actor, 'channel.listAll', { workspaceId }).allow;
-  const rows = await Channel.query()
+  const query = Channel.query()
     .leftJoin('channel_members as cm', (j) => j.on('cm.channel_id', 'channels.id').andOnVal('cm.user_id', userId))
     .where('channels.workspace_id', workspaceId)
     .where('channels.kind', 'channel')
-    .where((q) => (all ? q.where('channels.is_private', false).orWhereNotNull('cm.user_id') : q.whereNotNull('cm.user_id')))
+    .where((q) => (all ? q.where('channels.is_private', false).orWhereNotNull('cm.user_id') : q.whereNotNull('cm.user_id')));
+  // Names are unique in a workspace, so the name alone says where a page ends.
+  if (page.after !== undefined) query.where('channels.name', '>', page.after);
+  const rows = await query
     .orderBy('channels.name')
+    .limit(page.limit + 1)
     .select('channels.*', 'cm.user_id as memberUserId', 'cm.last_read_seq as memberLastReadSeq')
     .select(Channel.raw(`CASE WHEN cm.user_id IS NULL THEN NULL ELSE ${mentionCountSql()} END AS "memberMentionCount"`, [userId]));
-  return rows.map((c) => {
+  const { items, next } = pageFrom(rows, page.limit, (last) => last.name!);
+  const channels = items.map((c): ChannelListItem => {
     const { memberUserId, memberLastReadSeq, memberMentionCount } = c as unknown as {
       memberUserId?: string;
       memberLastReadSeq: number;
@@ -81,6 +87,7 @@ export async function listChannels(userId: string, workspaceId: string): Promise
       mentionCount: memberMentionCount,
     };
   });
+  return { items: channels, next };
 }
 
 export async function getChannel(userId: string, channelId: string): Promise<Channel> {
@@ -114,8 +121,8 @@ export async function leaveChannel(deps: Deps, userId: string, channelId: string
 export async function listChannelMembers(
   userId: string,
   channelId: string,
-  page: MemberPage,
-): Promise<{ members: ChannelMemberDto[]; next: MemberPageKey | null }> {
+  page: Page<MemberPageKey>,
+): Promise<PageRead<ChannelMemberDto, MemberPageKey>> {
   await channelAccess(channelId, userId, 'channel.members.list');
   const query = ChannelMember.query()
     .join('users', 'users.id', 'channel_members.user_id')

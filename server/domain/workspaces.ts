@@ -5,7 +5,7 @@ import { ChannelMember, User, Workspace, WorkspaceMember, type WorkspaceRole } f
 import { authorizeInWorkspace, lockWorkspace, memberTarget, workspaceActor } from './access.js';
 import { authorize, can } from '../../shared/policy.js';
 import type { Subscriptions } from './subscriptions.js';
-import { readMemberPage, type MemberPage, type MemberPageKey } from './memberPages.js';
+import { readMemberPage, type MemberPageKey, type Page, type PageRead } from './pages.js';
 
 export interface MemberDto {
   userId: string;
@@ -62,8 +62,8 @@ export async function addWorkspaceMember(
 export async function listWorkspaceMembers(
   callerId: string,
   workspaceId: string,
-  page: MemberPage,
-): Promise<{ members: MemberDto[]; next: MemberPageKey | null }> {
+  page: Page<MemberPageKey>,
+): Promise<PageRead<MemberDto, MemberPageKey>> {
   const actor = await authorizeInWorkspace(callerId, 'workspace.view', { workspaceId });
   const query = WorkspaceMember.query()
     .join('users', 'users.id', 'workspace_members.user_id')

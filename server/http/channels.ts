@@ -21,7 +21,7 @@ import type { Subscriptions } from '../domain/subscriptions.js';
 import { currentUser } from './auth.js';
 import { EXAMPLE_USER_ID, arrayOf, object, ref, type RouteDoc } from './openapi.js';
 import { CHANNEL_NAME, CHANNEL_TOPIC, idParam, parse } from './validation.js';
-import { MEMBER_PAGE_DOC, MEMBER_PAGE_HEADERS, memberPageOf, memberPageSchema, sendMemberPage } from './memberPages.js';
+import { memberCursor, pageDoc, pageHeaders, pageOf, pageSchema, sendPage } from './pages.js';
 
 const addMemberSchema = Joi.object({ userId: Joi.string().required() });
 const updateSchema = Joi.object({ name: CHANNEL_NAME, topic: CHANNEL_TOPIC }).or('name', 'topic');
@@ -101,10 +101,10 @@ export const channelApi: RouteDoc[] = [
     method: 'get',
     path: '/channels/:channelId/members',
     summary: 'The members of a channel',
-    description: `In the order they joined. ${MEMBER_PAGE_DOC}`,
-    query: memberPageSchema,
+    description: `In the order they joined. ${pageDoc('members')}`,
+    query: pageSchema,
     example: { query: { limit: 100 } },
-    responses: { 200: { description: 'the members', schema: object({ members: arrayOf(ref('ChannelMember')) }), headers: MEMBER_PAGE_HEADERS } },
+    responses: { 200: { description: 'the members', schema: object({ members: arrayOf(ref('ChannelMember')) }), headers: pageHeaders('members') } },
     errors: ['FORBIDDEN', 'NOT_FOUND'],
   },
   {
@@ -230,8 +230,8 @@ export function channelRoutes(deps: {
 
   router.get('/channels/:channelId/members', async (req, res) => {
     const id = channelId(req.params.channelId);
-    const page = memberPageOf(req);
-    sendMemberPage(req, res, page, await listChannelMembers(currentUser(req).id, id, page));
+    const page = pageOf(req, memberCursor);
+    sendPage(req, res, 'members', memberCursor, page, await listChannelMembers(currentUser(req).id, id, page));
   });
 
   router.post('/channels/:channelId/members', async (req, res) => {

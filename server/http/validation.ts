@@ -21,7 +21,8 @@ export function idParam(value: unknown, what: string): string {
 }
 
 /** A channel's name and topic, as created and as changed (PATCH /channels/:channelId). */
+export const CHANNEL_NAME_PATTERN = /^[a-z0-9][a-z0-9_-]{0,79}$/;
 export const CHANNEL_NAME = Joi.string()
-  .pattern(/^[a-z0-9][a-z0-9_-]{0,79}$/)
+  .pattern(CHANNEL_NAME_PATTERN)
   .messages({ 'string.pattern.base': '"name" must be 1-80 characters of a-z, 0-9, _ and -, starting with a letter or digit' });
 export const CHANNEL_TOPIC = Joi.string().allow('').max(250);

@@ -15,7 +15,7 @@ import { createChannel, listChannels } from '../domain/channels.js';
 import { currentUser } from './auth.js';
 import { arrayOf, object, ref, type RouteDoc } from './openapi.js';
 import { CHANNEL_NAME, CHANNEL_TOPIC, idParam, parse } from './validation.js';
-import { MEMBER_PAGE_DOC, MEMBER_PAGE_HEADERS, memberPageOf, memberPageSchema, sendMemberPage } from './memberPages.js';
+import { channelCursor, memberCursor, pageDoc, pageHeaders, pageOf, pageSchema, sendPage } from './pages.js';
 
 const workspaceSchema = Joi.object({ name: Joi.string().trim().min(1).max(80).required() });
 const addMemberSchema = Joi.object({
@@ -71,10 +71,10 @@ export const workspaceApi: RouteDoc[] = [
     method: 'get',
     path: '/workspaces/:workspaceId/members',
     summary: 'The members',
-    description: `In the order they joined; to a guest, only themself and the members of the channels they are in. ${MEMBER_PAGE_DOC}`,
-    query: memberPageSchema,
+    description: `In the order they joined; to a guest, only themself and the members of the channels they are in. ${pageDoc('members')}`,
+    query: pageSchema,
     example: { query: { limit: 100 } },
-    responses: { 200: { description: 'the members', schema: object({ members: arrayOf(ref('WorkspaceMember')) }), headers: MEMBER_PAGE_HEADERS } },
+    responses: { 200: { description: 'the members', schema: object({ members: arrayOf(ref('WorkspaceMember')) }), headers: pageHeaders('members') } },
     errors: ['NOT_FOUND'],
   },
   {
@@ -117,8 +117,10 @@ export const workspaceApi: RouteDoc[] = [
     method: 'get',
     path: '/workspaces/:workspaceId/channels',
     summary: 'The channels',
-    description: 'Public channels and the private ones the caller is in (to a guest: only theirs), archived ones included; no DMs.',
-    responses: { 200: { description: 'the channels', schema: object({ channels: arrayOf(ref('ChannelListItem')) }) } },
+    description: `By name: public channels and the private ones the caller is in (to a guest: only theirs), archived ones included; no DMs. ${pageDoc('channels')}`,
+    query: pageSchema,
+    example: { query: { limit: 100 } },
+    responses: { 200: { description: 'the channels', schema: object({ channels: arrayOf(ref('ChannelListItem')) }), headers: pageHeaders('channels') } },
     errors: ['NOT_FOUND'],
   },
 ];
@@ -151,8 +153,8 @@ export function workspaceRoutes(deps: { subscriptions: Subscriptions }): Router 
 
   router.get('/workspaces/:workspaceId/members', async (req, res) => {
     const id = idParam(req.params.workspaceId, 'Workspace');
-    const page = memberPageOf(req);
-    sendMemberPage(req, res, page, await listWorkspaceMembers(currentUser(req).id, id, page));
+    const page = pageOf(req, memberCursor);
+    sendPage(req, res, 'members', memberCursor, page, await listWorkspaceMembers(currentUser(req).id, id, page));
   });
 
   router.delete('/workspaces/:workspaceId/members/:userId', async (req, res) => {
@@ -185,8 +187,9 @@ export function workspaceRoutes(deps: { subscriptions: Subscriptions }): Router 
   });
 
   router.get('/workspaces/:workspaceId/channels', async (req, res) => {
-    const channels = await listChannels(currentUser(req).id, idParam(req.params.workspaceId, 'Workspace'));
-    res.json({ channels });
+    const id = idParam(req.params.workspaceId, 'Workspace');
+    const page = pageOf(req, channelCursor);
+    sendPage(req, res, 'channels', channelCursor, page, await listChannels(currentUser(req).id, id, page));
   });
 
   return router;

@@ -145,7 +145,7 @@ describe('hardening: CORS allow-list (CORS_ORIGINS set)', function () {
     await api?.stop();
   });
 
-  it("When an allowed origin calls the API, then Access-Control-Allow-Origin is that origin, and the rate-limit headers and member lists' Link are exposed", async function () {
+  it("When an allowed origin calls the API, then Access-Control-Allow-Origin is that origin, and the rate-limit headers and paged lists' Link are exposed", async function () {
     for (const origin of [ALLOWED, ALSO_ALLOWED]) {
       const res = await request(base, 'GET', '/health/live', { headers: { origin } });
       expect(res.status).to.equal(200);

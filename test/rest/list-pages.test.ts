@@ -1,6 +1,7 @@
 /**
- * Member lists a page at a time (GET /workspaces/:workspaceId/members, GET /channels/:channelId/members):
- * `limit` and `cursor`, the next page in a `Link: <…>; rel="next"` header, the body `{members}` as ever.
+ * Lists a page at a time: members (GET /workspaces/:workspaceId/members, GET /channels/:channelId/members)
+ * and channels (GET /workspaces/:workspaceId/channels). `limit` and `cursor`, the next page in a
+ * `Link: <…>; rel="next"` header, the body `{members}` or `{channels}` as ever.
  */
 import { expect } from 'chai';
 import {
@@ -29,20 +30,20 @@ function nextLink(res: ApiResponse): string | null {
   return match![1];
 }
 
-/** Every page from `path`, following the Link headers; checks each body is `{members}` alone. */
-async function allPages(base: string, token: string, path: string): Promise<{ pages: unknown[][]; members: Array<{ userId: string }> }> {
+/** Every page from `path`, following the Link headers; checks each body is `{[items]}` alone. */
+async function allPages(base: string, token: string, path: string, items: 'members' | 'channels' = 'members'): Promise<{ pages: unknown[][]; items: unknown[] }> {
   const pages: unknown[][] = [];
   let url: string | null = path;
   while (url !== null) {
     // The link is path-absolute (/api/v1/...); request() takes paths under /api/v1.
     const res = await request(base, 'GET', url.replace(/^\/api\/v1/, ''), { token });
     expect(res.status, res.text).to.equal(200);
-    expect(res.body).to.have.all.keys('members');
-    pages.push(res.body.members);
+    expect(res.body).to.have.all.keys(items);
+    pages.push(res.body[items]);
     url = nextLink(res);
     expect(pages.length, 'pages followed').to.be.below(50);
   }
-  return { pages, members: pages.flat() as Array<{ userId: string }> };
+  return { pages, items: pages.flat() };
 }
 
 describe('Member lists, a page at a time (REST)', function () {
@@ -82,7 +83,7 @@ describe('Member lists, a page at a time (REST)', function () {
       expect(nextLink(whole), 'all 7 fit the default page').to.equal(null);
       expect(whole.body.members.map((m: { userId: string }) => m.userId)).to.deep.equal([owner, ...users].map((u) => u.user.id));
 
-      const { pages, members } = await allPages(base, owner.token, `/api/v1${path()}?limit=3`);
+      const { pages, items: members } = await allPages(base, owner.token, `/api/v1${path()}?limit=3`);
       expect(pages.map((p) => p.length)).to.deep.equal([3, 3, 1]);
       expect(members).to.deep.equal(whole.body.members);
     });
@@ -127,7 +128,7 @@ describe('Member lists, a page at a time (REST)', function () {
     await addChannelMember(base, owner.token, shared, users[3].user.id);
     const whole = await request(base, 'GET', `/workspaces/${workspaceId}/members`, { token: guest.token });
     expect(whole.body.members.map((m: { userId: string }) => m.userId)).to.have.members([owner.user.id, users[3].user.id, guest.user.id]);
-    const { pages, members } = await allPages(base, guest.token, `/api/v1/workspaces/${workspaceId}/members?limit=1`);
+    const { pages, items: members } = await allPages(base, guest.token, `/api/v1/workspaces/${workspaceId}/members?limit=1`);
     expect(pages).to.have.length(3);
     expect(members).to.deep.equal(whole.body.members);
   });
@@ -166,5 +167,102 @@ describe('Member lists, a page at a time (REST)', function () {
     } finally {
       await fast.stop();
     }
+  });
+});
+
+describe('Channel lists, a page at a time (REST)', function () {
+  let api: StartedApi;
+  let base: string;
+  let owner: RegisteredUser;
+  let workspaceId: string;
+
+  const names = (channels: unknown[]) => (channels as Array<{ name: string }>).map((c) => c.name);
+  const path = () => `/workspaces/${workspaceId}/channels`;
+
+  before(async function () {
+    api = await startApi();
+    base = api.baseUrl;
+    owner = await registerUser(base);
+    workspaceId = (await createWorkspace(base, owner.token)).id;
+    // Created out of name order: the list's order is the names'.
+    for (const name of ['echo', 'alpha', 'delta', 'bravo', 'charlie']) await createChannel(base, owner.token, workspaceId, { name });
+    await createChannel(base, owner.token, workspaceId, { name: 'foxtrot', isPrivate: true });
+    // A private channel the owner is not in is on none of the owner's pages.
+    const other = await registerUser(base);
+    await addWorkspaceMember(base, owner.token, workspaceId, other.email);
+    await createChannel(base, other.token, workspaceId, { name: 'bravo-private', isPrivate: true });
+  });
+
+  after(async function () {
+    await api?.stop();
+  });
+
+  it('When the channels are read 2 at a time, then the Link headers lead through every channel once, by name, each as in the whole list, and the last page has none', async function () {
+    const whole = await request(base, 'GET', path(), { token: owner.token });
+    expect(whole.status).to.equal(200);
+    expect(nextLink(whole), 'all fit the default page').to.equal(null);
+    expect(names(whole.body.channels)).to.deep.equal(['alpha', 'bravo', 'charlie', 'delta', 'echo', 'foxtrot']);
+
+    const { pages, items } = await allPages(base, owner.token, `/api/v1${path()}?limit=2`, 'channels');
+    expect(pages.map((p) => p.length)).to.deep.equal([2, 2, 2]);
+    // Read state and all: the same items as the whole list.
+    expect(items).to.deep.equal(whole.body.channels);
+  });
+
+  it('When channels are created between two pages, then the next page still starts after the last name read, and a new name after it is on it', async function () {
+    const first = await request(base, 'GET', `${path()}?limit=2`, { token: owner.token });
+    expect(names(first.body.channels)).to.deep.equal(['alpha', 'bravo']);
+    await createChannel(base, owner.token, workspaceId, { name: 'aardvark' });
+    await createChannel(base, owner.token, workspaceId, { name: 'bz' });
+    const next = await request(base, 'GET', nextLink(first)!.replace(/^\/api\/v1/, ''), { token: owner.token });
+    expect(next.status).to.equal(200);
+    expect(names(next.body.channels)).to.deep.equal(['bz', 'charlie']);
+  });
+
+  it("When a guest pages through the channels, then the pages hold exactly the guest's whole list: the channels they are in", async function () {
+    const guest = await registerUser(base);
+    await addWorkspaceMember(base, owner.token, workspaceId, guest.email, 'guest');
+    const byName = new Map(
+      ((await request(base, 'GET', path(), { token: owner.token })).body.channels as Array<{ id: string; name: string }>).map((c) => [c.name, c.id]),
+    );
+    for (const name of ['charlie', 'echo', 'foxtrot']) await addChannelMember(base, owner.token, byName.get(name)!, guest.user.id);
+    const whole = await request(base, 'GET', path(), { token: guest.token });
+    expect(names(whole.body.channels)).to.deep.equal(['charlie', 'echo', 'foxtrot']);
+    const { pages, items } = await allPages(base, guest.token, `/api/v1${path()}?limit=1`, 'channels');
+    expect(pages).to.have.length(3);
+    expect(items).to.deep.equal(whole.body.channels);
+  });
+
+  it('When the channel list is asked with a bad limit, a cursor it did not give or an unknown parameter, then 400 VALIDATION_FAILED', async function () {
+    const notAName = Buffer.from('Not A Name!').toString('base64url');
+    const memberCursor = Buffer.from(`2026-12-03T11:20:00.000000Z_${owner.user.id}`).toString('base64url');
+    for (const query of ['limit=0', `limit=${DEFAULT_LIMIT + 1}`, 'limit=abc', `cursor=${notAName}`, `cursor=${memberCursor}`, `cursor=${'x'.repeat(201)}`, 'after=alpha']) {
+      const res = await request(base, 'GET', `${path()}?${query}`, { token: owner.token });
+      expectError(res, 400, 'VALIDATION_FAILED');
+    }
+  });
+
+  it(`When a workspace has more than ${DEFAULT_LIMIT} channels, then a list without a limit holds the first ${DEFAULT_LIMIT} by name and links to the rest`, async function () {
+    this.timeout(120_000);
+    const founder = await registerUser(base);
+    const ws = (await createWorkspace(base, founder.token)).id;
+    // As a client within its REST budget (REST_RATE_PER_SECOND) does: waiting out each 429 for its Retry-After.
+    const create = async (name: string) => {
+      for (;;) {
+        const res = await request(base, 'POST', `/workspaces/${ws}/channels`, { token: founder.token, body: { name } });
+        if (res.status !== 429) return expect(res.status, res.text).to.equal(201);
+        await sleep(Number(res.headers.get('retry-after')) * 1000);
+      }
+    };
+    const all = Array.from({ length: DEFAULT_LIMIT + 1 }, (_, i) => `c-${String(i).padStart(4, '0')}`);
+    for (let i = 0; i < all.length; i += 50) await Promise.all(all.slice(i, i + 50).map(create));
+    const first = await request(base, 'GET', `/workspaces/${ws}/channels`, { token: founder.token });
+    expect(first.status).to.equal(200);
+    expect(names(first.body.channels)).to.deep.equal(all.slice(0, DEFAULT_LIMIT));
+    const link = nextLink(first);
+    expect(link).to.match(new RegExp(`^/api/v1/workspaces/${ws}/channels\\?limit=${DEFAULT_LIMIT}&cursor=`));
+    const rest = await request(base, 'GET', link!.replace(/^\/api\/v1/, ''), { token: founder.token });
+    expect(names(rest.body.channels)).to.deep.equal(all.slice(DEFAULT_LIMIT));
+    expect(nextLink(rest)).to.equal(null);
   });
 });

@@ -1,0 +1,74 @@
+import type { Request, Response } from 'express';
+import { ValidationError } from '../../shared/errors.js';
+import Joi from '../../shared/validation.js';
+import type { MemberPageKey, Page, PageRead } from '../domain/pages.js';
+import { UUID_PATTERN } from '../domain/messages.js';
+import { CHANNEL_NAME_PATTERN, parse } from './validation.js';
+
+/** The most items one answer of a paged list holds, and how many it holds when not asked for fewer. */
+export const PAGE_MAX = 1000;
+
+/**
+ * The query string of a paged list. The body keeps the contract's shape (`{members}`, `{channels}`, nothing
+ * beside it): where more items follow, the answer says so in a `Link: <…>; rel="next"` header (RFC 8288),
+ * whose URL carries `cursor`, as GitHub's API pages its lists.
+ */
+export const pageSchema = Joi.object({
+  limit: Joi.number().integer().min(1).max(PAGE_MAX).default(PAGE_MAX),
+  cursor: Joi.string().max(200),
+});
+
+/** What the API reference says of paging, on each paged list of `items` ("members", "channels"). */
+export const pageDoc = (items: string) =>
+  `At most \`limit\` ${items} (1-${PAGE_MAX}, default ${PAGE_MAX}); when more follow, a \`Link: <...>; rel="next"\` header ` +
+  `gives the URL of the next page (with its \`cursor\`). The body is \`{${items}}\` either way.`;
+
+/** The success answer's headers, in the API reference. */
+export const pageHeaders = (items: string) => ({ Link: `when more ${items} follow: \`<url of the next page>; rel="next"\`` });
+
+/** How a list's page key travels as the opaque `cursor`; `decode` answers undefined to a cursor it did not make. */
+export interface PageCursor<K> {
+  encode(key: K): string;
+  decode(cursor: string): K | undefined;
+}
+
+const JOINED_AT = /^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}\.\d{6}Z$/;
+
+/** Member lists: after (join time, user id). */
+export const memberCursor: PageCursor<MemberPageKey> = {
+  encode: (key) => Buffer.from(`${key.joinedAt}_${key.userId}`).toString('base64url'),
+  decode(cursor) {
+    const [joinedAt, userId, ...rest] = Buffer.from(cursor, 'base64url').toString().split('_');
+    if (rest.length > 0 || !JOINED_AT.test(joinedAt ?? '') || !UUID_PATTERN.test(userId ?? '') || Number.isNaN(Date.parse(joinedAt))) return undefined;
+    return { joinedAt, userId: userId.toLowerCase() };
+  },
+};
+
+/** Channel lists: after a name. */
+export const channelCursor: PageCursor<string> = {
+  encode: (name) => Buffer.from(name).toString('base64url'),
+  decode(cursor) {
+    const name = Buffer.from(cursor, 'base64url').toString();
+    return CHANNEL_NAME_PATTERN.test(name) ? name : undefined;
+  },
+};
+
+/** The page a list request asks for. */
+export function pageOf<K>(req: Request, keys: PageCursor<K>): Page<K> {
+  const { limit, cursor } = parse(pageSchema, { ...req.query });
+  if (cursor === undefined) return { limit };
+  const after = keys.decode(cursor);
+  if (after === undefined) {
+    throw new ValidationError('"cursor" is not one this server gave', [{ field: 'cursor', message: '"cursor" is not one this server gave' }]);
+  }
+  return { limit, after };
+}
+
+/** Sends a page as `{[items]: [...]}`, with the next page's link when there is one. */
+export function sendPage<K>(req: Request, res: Response, items: string, keys: PageCursor<K>, page: Page<K>, read: PageRead<unknown, K>): void {
+  if (read.next !== null) {
+    const next = new URLSearchParams({ limit: String(page.limit), cursor: keys.encode(read.next) });
+    res.set('Link', `<${req.baseUrl}${req.path}?${next}>; rel="next"`);
+  }
+  res.json({ [items]: read.items });
+}
