@@ -13,8 +13,6 @@ const ALGORITHM = 'HS256' as const;
 /** Set in every token and required of every token presented. */
 export const TOKEN_ISSUER = 'slack-style-backend';
 export const TOKEN_AUDIENCE = 'slack-style-api';
-const USER_CACHE_MS = 30_000;
-const USER_CACHE_SIZE = 10_000;
 const MAX_TOKEN_LENGTH = 4096;
 const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i;
 
@@ -45,7 +43,7 @@ export interface TokenService {
   revoke(session: Session): Promise<void>;
   /**
    * After a password change committed the user's new cut-off: every token issued before it is refused from
-   * now on, on every front node (whatever their user caches hold); all the user's sockets are disconnected.
+   * now on, on every front node; all the user's sockets are disconnected.
    */
   revokeIssuedBefore(userId: string, cutoff: Date): Promise<void>;
 }
@@ -94,19 +92,11 @@ export function createTokenService(config: Config, deps: { redis: Redis; listene
   const revokedKey = (jti: string) => `${config.redis.prefix}:auth:revoked:${jti}`;
   const cutoffKey = (userId: string) => `${config.redis.prefix}:auth:valid-after:${userId}`;
 
-  // Users are never deleted or edited through this API but for their password, so a user row read for a
-  // token stays valid for a short while: most requests then skip a database round trip. Revocation never
-  // relies on it: every authentication also reads the token's and the user's revocation state in Redis.
-  const recent = new Map<string, { user: User; until: number }>();
-
+  // Read at every authentication, never cached: a user deleted from the database (by an operator: the API
+  // deletes no user) is refused at their next request, as a revoked token is (issue #10).
   async function userFor(sub: string): Promise<User> {
-    const now = Date.now();
-    const hit = recent.get(sub);
-    if (hit && hit.until > now) return hit.user;
     const user = await User.query().findById(sub);
     if (!user) throw new UnauthorizedError();
-    if (recent.size >= USER_CACHE_SIZE) recent.delete(recent.keys().next().value!);
-    recent.set(sub, { user, until: now + USER_CACHE_MS });
     return user;
   }
 
@@ -212,9 +202,8 @@ export function createTokenService(config: Config, deps: { redis: Redis; listene
       deps.listener.tokenRevoked(session.jti);
     },
     async revokeIssuedBefore(userId, cutoff) {
-      recent.delete(userId);
-      // Outlives every token issued before the cut-off (and every user cache entry read before it).
-      await redis.set(cutoffKey(userId), String(seconds(cutoff)), 'EX', lifetime + 2 * (USER_CACHE_MS / 1000));
+      // Outlives every token issued before the cut-off, with a minute to spare for nodes whose clocks lag.
+      await redis.set(cutoffKey(userId), String(seconds(cutoff)), 'EX', lifetime + 60);
       deps.listener.userTokensRevoked(userId);
     },
   };

@@ -1,4 +1,4 @@
-import { isTransientDbError } from '../shared/db.js';
+import { isForeignKeyViolation, isTransientDbError } from '../shared/db.js';
 import {
   AppError,
   InternalError,
@@ -32,6 +32,12 @@ export function toClientError(err: unknown, logger: Logger, context: Record<stri
   // Content-Encoding says, a truncated or aborted body …): http-errors marks those as safe to expose.
   if (e?.expose === true && typeof e.status === 'number' && e.status >= 400 && e.status < 500) {
     return new ValidationError('Request body could not be read');
+  }
+  // Checks found what the request names, and it was deleted before the write (a user an operator removed,
+  // a channel or workspace whose last row went): as if it had never been found.
+  if (isForeignKeyViolation(err)) {
+    logger.warn({ err, ...context }, 'a row the request refers to was deleted meanwhile');
+    return new NotFoundError('Resource');
   }
   if (isTransientDbError(err) || isRedisUnavailable(err)) {
     logger.warn({ err, ...context }, 'dependency unavailable');

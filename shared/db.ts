@@ -45,6 +45,11 @@ export function isUniqueViolation(err: unknown, constraint?: string): boolean {
   return e?.code === '23505' && (constraint === undefined || e.constraint === constraint);
 }
 
+/** A row the statement refers to (a user, a channel …) is not there: deleted while the request was on its way. */
+export function isForeignKeyViolation(err: unknown): boolean {
+  return pgError(err)?.code === '23503';
+}
+
 /** PostgreSQL unreachable, restarting or out of connections: worth retrying, never the user's fault. */
 export function isTransientDbError(err: unknown): boolean {
   if ((err as { name?: string })?.name === 'KnexTimeoutError') return true;

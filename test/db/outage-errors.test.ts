@@ -2,12 +2,15 @@
  * Which PostgreSQL failures are outages (the worker retries the batch in place, REST answers
  * SERVICE_UNAVAILABLE) and which are a request's own fault, told from the errors a real server gives.
  * Each case makes PostgreSQL produce the error: a scratch database of this run that refuses connections,
- * a backend terminated by an operator, a lock timeout, next to a data exception and a syntax error.
+ * a backend terminated by an operator, a lock timeout, next to a data exception, a syntax error and a
+ * reference to a row that is gone.
  */
 import { expect } from 'chai';
 import { randomBytes } from 'node:crypto';
 import pg from 'pg';
 import { isTransientDbError } from '../../shared/db.js';
+import type { Logger } from '../../shared/logger.js';
+import { toClientError } from '../../server/errors.js';
 import { isRetriableDbError } from '../../worker/actions/persistMessages.js';
 
 async function failureOf(run: () => Promise<unknown>): Promise<unknown> {
@@ -92,6 +95,25 @@ describe('PostgreSQL outages vs refusals (real server)', function () {
     } finally {
       await holder.end();
       await waiter.end();
+    }
+  });
+
+  it('When a write refers to a row deleted meanwhile (23503), then it is neither an outage nor a bug: a client gets 404 NOT_FOUND, not 500', async () => {
+    const client = new pg.Client({ connectionString: scratchUrl() });
+    await client.connect();
+    try {
+      await client.query('CREATE TABLE parent (id int PRIMARY KEY); CREATE TABLE child (parent_id int REFERENCES parent (id))');
+      const err = await failureOf(() => client.query('INSERT INTO child VALUES (1)'));
+      expect((err as { code?: string }).code).to.equal('23503');
+      expect(isRetriableDbError(err)).to.equal(false);
+      const logged: string[] = [];
+      const logger = { warn: (_: unknown, msg: string) => logged.push(`warn ${msg}`), error: (_: unknown, msg: string) => logged.push(`error ${msg}`) };
+      const answer = toClientError(err, logger as unknown as Logger, {});
+      expect(answer.toBody().code).to.equal('NOT_FOUND');
+      expect(answer.status).to.equal(404);
+      expect(logged).to.deep.equal(['warn a row the request refers to was deleted meanwhile']);
+    } finally {
+      await client.end();
     }
   });
 });

@@ -8,7 +8,7 @@ import { useCluster } from './fixtures.js';
 
 /**
  * Revocation reaches every front node: a logout or password change on node A ends the sockets on node B
- * within a second, and node B's user cache never lets a revoked token through.
+ * within a second, and node B never lets a revoked token through.
  */
 describe('pipeline: sessions and tokens across nodes', function () {
   this.timeout(60_000);
@@ -69,7 +69,6 @@ describe('pipeline: sessions and tokens across nodes', function () {
       await connect(B, second, { transport: 'polling' }),
     ];
     const watches = sockets.map(watchSession);
-    // Both nodes cache the user row for 30 s: the revocation must not depend on it.
     for (const url of [A, B]) for (const token of [user.token, second]) expect(await status(url, token)).to.equal(200);
 
     const started = Date.now();

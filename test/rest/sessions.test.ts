@@ -3,6 +3,7 @@ import bcrypt from 'bcrypt';
 import { expect } from 'chai';
 import jwt from 'jsonwebtoken';
 import { lifetimeSeconds } from '../../server/auth.js';
+import { User } from '../../shared/models/index.js';
 import { loginUser, registerUser, request, startApi, unique, type RegisteredUser, type StartedApi } from '../support/api.js';
 import { watchSession } from '../support/sessions.js';
 import { connect, connectError, disconnectAll, sleep, waitFor } from '../support/sockets.js';
@@ -103,8 +104,22 @@ describe('Sessions and tokens (REST, one front node)', function () {
     }
   });
 
+  describe('a user deleted from the database', function () {
+    it('When an operator deletes a user who was just served, then their token answers 401 UNAUTHORIZED at once on reads and writes (never 500), and a socket gets connect_error UNAUTHORIZED', async function () {
+      const reg = await registerUser(base);
+      // Served the moment before: nothing the node kept of that answer may let the next request through.
+      expect((await request(base, 'GET', '/me', { token: reg.token })).status).to.equal(200);
+      expect(await User.query().deleteById(reg.user.id)).to.equal(1);
+      await expectUnauthorized(reg.token, 'deleted user');
+      const write = await request(base, 'POST', '/workspaces', { token: reg.token, body: { name: unique('ws-') } });
+      expect(write.status, write.text).to.equal(401);
+      expect(write.body.error.code).to.equal('UNAUTHORIZED');
+      expect((await connectError(base, { token: reg.token })).message).to.equal('UNAUTHORIZED');
+    });
+  });
+
   describe('POST /auth/logout', function () {
-    it('When a user logs out, then 204 with no body, that token answers 401 at once (though the node cached its user), and another token of the user still works', async function () {
+    it('When a user logs out, then 204 with no body, that token answers 401 at once, and another token of the user still works', async function () {
       const reg = await registerUser(base);
       const other = await loginUser(base, reg);
       expect((await request(base, 'GET', '/me', { token: reg.token })).status).to.equal(200);
@@ -154,7 +169,7 @@ describe('Sessions and tokens (REST, one front node)', function () {
   });
 
   describe('POST /auth/password', function () {
-    it('When the password is changed, then 200 {token} exactly, older tokens answer 401 at once (though cached), the new token works, and only the new password logs in', async function () {
+    it('When the password is changed, then 200 {token} exactly, older tokens answer 401 at once, the new token works, and only the new password logs in', async function () {
       const reg = await registerUser(base);
       const second = await loginUser(base, reg);
       for (const token of [reg.token, second]) expect((await request(base, 'GET', '/me', { token })).status).to.equal(200);
