@@ -150,6 +150,7 @@ export function createFrontNode(config: Config, options: { logger?: Logger } = {
     ttlMs: config.presence.ttlMs,
     logger,
   });
+  subscriptions.onNarrowed((userId) => presence.recheck(userId));
 
   const app = createHttpApp({
     knex,

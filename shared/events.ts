@@ -187,6 +187,12 @@ export interface MembershipChange {
   userId: string;
   join: string[];
   leave: string[];
+  /**
+   * The user may now share fewer people than before (removed from or left a workspace, made a guest):
+   * every node drops the presence subscriptions, both ways, that policy no longer allows. Implied when
+   * `leave` is not empty (a guest sees the members of their channels).
+   */
+  narrowed?: boolean;
 }
 
 export const CHANNEL_EVENTS = 'channel:events';

@@ -110,7 +110,7 @@ export async function removeWorkspaceMember(
     authorize(actor, 'workspace.members.remove', { workspaceId, target: await memberTarget(workspaceId, userId, trx) });
     return dropMembership(trx, workspaceId, userId);
   });
-  if (leftChannels.length > 0) await deps.subscriptions.apply({ userId, join: [], leave: leftChannels });
+  await deps.subscriptions.apply({ userId, join: [], leave: leftChannels, narrowed: true });
 }
 
 /** The caller leaves the workspace and its channels, like a removal; the last owner cannot. */
@@ -121,28 +121,33 @@ export async function leaveWorkspace(deps: { subscriptions: Subscriptions }, cal
     const actor = { userId: callerId, role: target?.role ?? null };
     if (!target) {
       authorize(actor, 'workspace.view', { workspaceId });
-      return [];
+      return null;
     }
     authorize(actor, 'workspace.leave', { workspaceId, target });
     return dropMembership(trx, workspaceId, callerId);
   });
-  if (leftChannels.length > 0) await deps.subscriptions.apply({ userId: callerId, join: [], leave: leftChannels });
+  if (leftChannels !== null) await deps.subscriptions.apply({ userId: callerId, join: [], leave: leftChannels, narrowed: true });
 }
 
 /** Changes a member's role: owners any role, admins members and guests (to member or guest). */
 export async function setMemberRole(
+  deps: { subscriptions: Subscriptions },
   callerId: string,
   workspaceId: string,
   userId: string,
   role: WorkspaceRole,
 ): Promise<MemberDto> {
-  return WorkspaceMember.transaction(async (trx) => {
+  const { member, demotedToGuest } = await WorkspaceMember.transaction(async (trx) => {
     await lockWorkspace(workspaceId, trx);
     const actor = await workspaceActor(workspaceId, callerId, trx);
-    authorize(actor, 'workspace.members.setRole', { workspaceId, role, target: await memberTarget(workspaceId, userId, trx) });
+    const target = await memberTarget(workspaceId, userId, trx);
+    authorize(actor, 'workspace.members.setRole', { workspaceId, role, target });
     await WorkspaceMember.query(trx).findById([workspaceId, userId]).patch({ role });
     const user = await User.query(trx).findById(userId);
     if (!user) throw new NotFoundError('Member');
-    return { userId, displayName: user.displayName, role };
+    return { member: { userId, displayName: user.displayName, role }, demotedToGuest: role === 'guest' && target?.role !== 'guest' };
   });
+  // A guest sees only the members of their channels, no longer everyone in the workspace.
+  if (demotedToGuest) await deps.subscriptions.apply({ userId, join: [], leave: [], narrowed: true });
+  return member;
 }

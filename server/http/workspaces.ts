@@ -171,7 +171,7 @@ export function workspaceRoutes(deps: { subscriptions: Subscriptions }): Router 
     const workspaceId = idParam(req.params.workspaceId, 'Workspace');
     const userId = idParam(req.params.userId, 'Member');
     const { role } = parse(setRoleSchema, req.body);
-    res.json({ member: await setMemberRole(currentUser(req).id, workspaceId, userId, role) });
+    res.json({ member: await setMemberRole(deps, currentUser(req).id, workspaceId, userId, role) });
   });
 
   router.post('/workspaces/:workspaceId/leave', async (req, res) => {

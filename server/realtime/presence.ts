@@ -1,6 +1,6 @@
 import { randomUUID } from 'node:crypto';
 import type { Redis } from 'ioredis';
-import type { PresenceEvent, PresenceStatus } from '../../shared/events.js';
+import { userRoom, type PresenceEvent, type PresenceStatus } from '../../shared/events.js';
 import { ChannelMember, WorkspaceMember } from '../../shared/models/index.js';
 import type { Logger } from '../../shared/logger.js';
 import Joi, { UUID_PATTERN } from '../../shared/validation.js';
@@ -282,6 +282,8 @@ export function createPresence(deps: { io: IoServer; redis: Redis; subscriber: R
   const watches = new Map<string, SocketWatch>();
   /** Sockets of this node counted in presence. */
   const tracked = new Set<string>();
+  /** Counts recheck() calls: a subscription whose check overlapped one checks again (see subscribe). */
+  let narrowings = 0;
 
   const engine = (socket: IoSocket) => socket.conn as unknown as EngineConnection;
 
@@ -389,7 +391,14 @@ export function createPresence(deps: { io: IoServer; redis: Redis; subscriber: R
 
     async subscribe(socket: IoSocket, value: { userIds: string[] }): Promise<PresenceAck> {
       const requested = [...new Set(value.userIds.filter((u) => UUID_PATTERN.test(u)).map((u) => u.toLowerCase()))];
-      const users = await visibleUsers(socket.data.userId, requested);
+      let users: string[];
+      let seen: number;
+      // A membership narrowed while the check ran may have been read before it committed, and its recheck
+      // found nothing of this subscription yet to drop: check again.
+      do {
+        seen = narrowings;
+        users = await visibleUsers(socket.data.userId, requested);
+      } while (seen !== narrowings);
       if (!socket.connected) return { ok: true, presence: {} };
       const watch = watchOf(socket);
       const added = users.filter((u) => !watch.users.has(u));
@@ -418,6 +427,31 @@ export function createPresence(deps: { io: IoServer; redis: Redis; subscriber: R
         if (!last.has(u) && watchers.has(u)) last.set(u, status);
       }
       return { ok: true, presence };
+    },
+
+    /**
+     * After `userId` may share fewer people (MembershipChange.narrowed): drops this node's subscriptions
+     * that policy no longer allows, theirs to others and others' to them. Resolves when they are dropped.
+     */
+    async recheck(userId: string): Promise<void> {
+      narrowings++;
+      const theirs = [...(io.of('/').adapter.rooms.get(userRoom(userId)) ?? [])].flatMap((id) => {
+        const socket = io.of('/').sockets.get(id);
+        const watch = watches.get(id);
+        return socket && watch && watch.users.size > 0 ? [{ socket, followed: [...watch.users] }] : [];
+      });
+      for (const { socket, followed } of theirs) {
+        const allowed = new Set(await visibleUsers(userId, followed));
+        unwatch(socket, followed.filter((u) => !allowed.has(u)));
+      }
+      const followers = new Map<string, IoSocket[]>();
+      for (const socket of watchers.get(userId) ?? []) {
+        const owner = socket.data.userId;
+        if (owner !== userId) followers.set(owner, [...(followers.get(owner) ?? []), socket]);
+      }
+      for (const [owner, sockets] of followers) {
+        if ((await visibleUsers(owner, [userId])).length === 0) for (const socket of sockets) unwatch(socket, [userId]);
+      }
     },
 
     async unsubscribe(socket: IoSocket, value: { userIds: string[] }): Promise<{ ok: true }> {

@@ -4,6 +4,9 @@ import type { Logger } from '../../shared/logger.js';
 import type { Subscriptions } from '../domain/subscriptions.js';
 import type { IoServer, IoSocket } from './types.js';
 
+/** Told, on each node, that a user may share fewer people than before (MembershipChange.narrowed). */
+export type NarrowedListener = (userId: string) => Promise<void>;
+
 /**
  * Keeps each socket in the rooms of exactly its user's channels, on every front node.
  *
@@ -11,9 +14,13 @@ import type { IoServer, IoSocket } from './types.js';
  * every channel room. Its user room is joined first and membership changes that arrive while its channels
  * are being read are held and applied after, so a change racing a connect is never lost.
  */
-export function createSubscriptions(io: IoServer, logger: Logger): Subscriptions & { subscribe(socket: IoSocket): Promise<void> } {
+export function createSubscriptions(
+  io: IoServer,
+  logger: Logger,
+): Subscriptions & { subscribe(socket: IoSocket): Promise<void>; onNarrowed(listener: NarrowedListener): void } {
   const adapter = () => io.of('/').adapter;
   const subscribing = new Map<string, MembershipChange[]>();
+  const narrowedListeners: NarrowedListener[] = [];
 
   function applyTo(socketId: string, change: MembershipChange): void {
     const held = subscribing.get(socketId);
@@ -26,18 +33,28 @@ export function createSubscriptions(io: IoServer, logger: Logger): Subscriptions
     for (const channelId of change.leave) void adapter().del(socketId, channelRoom(channelId));
   }
 
-  function applyLocally(change: MembershipChange): void {
+  /** Rooms at once; then, when the user may share fewer people, what follows from that on this node. */
+  async function applyLocally(change: MembershipChange): Promise<void> {
     for (const socketId of [...(adapter().rooms.get(userRoom(change.userId)) ?? [])]) applyTo(socketId, change);
+    if (!change.narrowed && change.leave.length === 0) return;
+    try {
+      await Promise.all(narrowedListeners.map((listener) => listener(change.userId)));
+    } catch (err) {
+      logger.warn({ err, userId: change.userId }, 'could not apply a narrowed membership on this node');
+    }
   }
 
   io.on('membership:change', (change, ack) => {
-    applyLocally(change);
-    ack(true);
+    void applyLocally(change).then(() => ack(true));
   });
 
   return {
+    onNarrowed(listener) {
+      narrowedListeners.push(listener);
+    },
+
     async apply(change) {
-      applyLocally(change);
+      await applyLocally(change);
       try {
         await io.serverSideEmitWithAck('membership:change', change);
       } catch (err) {

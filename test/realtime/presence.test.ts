@@ -1,7 +1,7 @@
 import { expect } from 'chai';
 import { randomUUID } from 'node:crypto';
 import type { Cluster, Proc } from '../../scripts/cluster.js';
-import { addWorkspaceMember, registerUser, type RegisteredUser } from '../support/api.js';
+import { addWorkspaceMember, registerUser, request, type RegisteredUser } from '../support/api.js';
 import { connect, disconnectAll, sleep, waitFor, type ClientSocket, type Transport } from '../support/sockets.js';
 import { closeDb, seedChannel, seedTeam, startPipelineCluster, type Team } from '../pipeline/fixtures.js';
 
@@ -249,4 +249,44 @@ describe('realtime: presence across nodes', function () {
     await sleep(300);
     expect(w.events).to.deep.equal([{ userId: second.user.id, status: 'online' }]);
   });
+
+  for (const how of ['is removed from the workspace', 'leaves the workspace', 'is made a guest'] as const) {
+    it(`When a member ${how}, then by the answer every node has dropped the presence subscriptions policy no longer allows, both ways`, async () => {
+      const team = await seedTeam(A, 3);
+      const [colleague, ticker, member] = team.members;
+      // The member follows the ticker from node B; a colleague follows the member from node A.
+      const memberWatch = new PresenceLog(await open(B, member));
+      expect((await memberWatch.subscribe([ticker])).presence).to.deep.equal({ [ticker.user.id]: 'offline' });
+      const colleagueWatch = new PresenceLog(await open(A, colleague));
+      expect((await colleagueWatch.subscribe([member])).presence).to.deep.equal({ [member.user.id]: 'online' });
+      const owners = await watcher(A, team);
+      await owners.subscribe([ticker]);
+
+      const path = `/workspaces/${team.workspace.id}`;
+      const res =
+        how === 'is removed from the workspace'
+          ? await request(A, 'DELETE', `${path}/members/${member.user.id}`, { token: team.owner.token })
+          : how === 'leaves the workspace'
+            ? await request(B, 'POST', `${path}/leave`, { token: member.token })
+            : await request(B, 'PATCH', `${path}/members/${member.user.id}`, { token: team.owner.token, body: { role: 'guest' } });
+      expect(res.status, res.text).to.be.oneOf([200, 204]);
+
+      // Theirs: the ticker comes online; the owner hears it, the member (sharing no workspace with the
+      // ticker, or as a guest no channel) does not.
+      await open(A, ticker);
+      await waitFor(() => owners.of(ticker).length === 1);
+      await sleep(300);
+      expect(memberWatch.events).to.deep.equal([]);
+
+      // Others' to them: the member goes offline. A colleague still sees a guest of their workspace.
+      await closed(memberWatch.socket);
+      if (how === 'is made a guest') {
+        await waitFor(() => colleagueWatch.of(member).length === 1);
+        expect(colleagueWatch.events).to.deep.equal([{ userId: member.user.id, status: 'offline' }]);
+      } else {
+        await sleep(1000);
+        expect(colleagueWatch.events).to.deep.equal([]);
+      }
+    });
+  }
 });
