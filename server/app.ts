@@ -90,19 +90,21 @@ export function createFrontNode(config: Config, options: { logger?: Logger } = {
     maxBodyLength: config.messages.maxBodyLength,
     onOutcome: (outcome: string) => metrics.messages.inc({ outcome }),
   };
-  const loginFailures = counted(createRateLimit(
-    redis, `${config.redis.prefix}:rl:login`, config.rateLimits.loginFailuresPerAccount, 15 * 60, 'login-failures-per-account',
-  ));
   // The abuse budgets (README, "Rate limits"): each in Redis, shared by every front node. Those of reads
   // (REST calls, socket connections and events) fall back to a count per node while Redis is down.
   const rl = config.rateLimits;
   const limit = (name: string, points: number, seconds: number, options?: { perNodeWhenRedisDown: boolean }) =>
     counted(createRateLimit(redis, `${config.redis.prefix}:rl:${name}`, points, seconds, name, options));
   const httpLimits = {
-    perUser: limit('rest-per-user', rl.restPerSecond * 10, 10, { perNodeWhenRedisDown: true }),
+    perToken: limit('rest-per-token', rl.restPerSecond * 10, 10, { perNodeWhenRedisDown: true }),
     register: limit('register-per-ip', rl.registerPerMinute, 60),
     login: limit('login-per-ip', rl.loginPerMinute, 60),
     loginFailuresPerIp: limit('login-failures-per-ip', rl.loginFailuresPerIp, 15 * 60),
+    loginFailuresPerAccount: limit('login-failures-per-account', rl.loginFailuresPerAccount, 15 * 60),
+    // Its Redis keys keep the prefix of the budget it was before the per-account one came.
+    loginFailuresPerAccountAndIp: counted(
+      createRateLimit(redis, `${config.redis.prefix}:rl:login`, rl.loginFailuresPerAccountAndIp, 15 * 60, 'login-failures-per-account-ip'),
+    ),
   };
   const socketLimits = {
     events: limit('socket-events-per-user', rl.socketEventPerSecond * 10, 10, { perNodeWhenRedisDown: true }),
@@ -158,7 +160,6 @@ export function createFrontNode(config: Config, options: { logger?: Logger } = {
     logger,
     tokens,
     bcryptRounds: config.bcryptRounds,
-    loginFailures,
     limits: httpLimits,
     corsOrigins: config.cors.origins,
     subscriptions,

@@ -84,7 +84,7 @@ export interface Config {
   };
   /** Abuse budgets, each shared by every front node (Redis); 0 disables one. */
   readonly rateLimits: {
-    /** REST requests per authenticated user per second (a burst of 10× per 10 s). */
+    /** REST requests per token per second (a burst of 10× per 10 s). */
     readonly restPerSecond: number;
     /** Socket events other than sends (`sync`, `channel:read`) per user per second (a burst of 10× per 10 s). */
     readonly socketEventPerSecond: number;
@@ -94,8 +94,10 @@ export interface Config {
     readonly loginPerMinute: number;
     /** Failed logins per client address per 15 minutes, whatever the email. */
     readonly loginFailuresPerIp: number;
-    /** Failed logins per email and client address per 15 minutes. */
+    /** Failed logins per account (email) per 15 minutes, from any address. */
     readonly loginFailuresPerAccount: number;
+    /** Failed logins per account (email) and client address per 15 minutes. */
+    readonly loginFailuresPerAccountAndIp: number;
     /** Socket connections per user per minute. */
     readonly connectionsPerUserPerMinute: number;
     /** Socket connections per client address per minute. */
@@ -160,7 +162,8 @@ const schema = Joi.object({
   REGISTER_RATE_PER_MINUTE: Joi.number().integer().min(0).default(300),
   LOGIN_RATE_PER_MINUTE: Joi.number().integer().min(0).default(600),
   LOGIN_FAILURES_PER_IP: Joi.number().integer().min(0).default(200),
-  LOGIN_FAILURES_PER_ACCOUNT: Joi.number().integer().min(0).default(10),
+  LOGIN_FAILURES_PER_ACCOUNT: Joi.number().integer().min(0).default(100),
+  LOGIN_FAILURES_PER_ACCOUNT_AND_IP: Joi.number().integer().min(0).default(10),
   SOCKET_CONNECT_PER_USER_PER_MINUTE: Joi.number().integer().min(0).default(300),
   SOCKET_CONNECT_PER_IP_PER_MINUTE: Joi.number().integer().min(0).default(3000),
 }).unknown(true);
@@ -297,6 +300,7 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
       loginPerMinute: v.LOGIN_RATE_PER_MINUTE,
       loginFailuresPerIp: v.LOGIN_FAILURES_PER_IP,
       loginFailuresPerAccount: v.LOGIN_FAILURES_PER_ACCOUNT,
+      loginFailuresPerAccountAndIp: v.LOGIN_FAILURES_PER_ACCOUNT_AND_IP,
       connectionsPerUserPerMinute: v.SOCKET_CONNECT_PER_USER_PER_MINUTE,
       connectionsPerIpPerMinute: v.SOCKET_CONNECT_PER_IP_PER_MINUTE,
     },

@@ -35,8 +35,6 @@ export interface HttpDeps {
   logger: Logger;
   tokens: TokenService;
   bcryptRounds: number;
-  /** Failed logins per email and address. */
-  loginFailures: RateLimit;
   limits: HttpLimits;
   /** Browser origins allowed by CORS; empty: same-origin only. */
   corsOrigins: readonly string[];
@@ -54,14 +52,18 @@ export interface HttpDeps {
 
 /** The REST abuse budgets (server/app.ts builds them from config.rateLimits). */
 export interface HttpLimits {
-  /** Requests per authenticated user. */
-  perUser: RateLimit;
+  /** Requests per token (issue #10: "REST per token"): each session of a user, each device, has its own. */
+  perToken: RateLimit;
   /** Registrations per client address. */
   register: RateLimit;
   /** Login attempts per client address. */
   login: RateLimit;
   /** Failed logins per client address, whatever the email. */
   loginFailuresPerIp: RateLimit;
+  /** Failed logins per account (email), from any address. */
+  loginFailuresPerAccount: RateLimit;
+  /** Failed logins per account (email) and client address. */
+  loginFailuresPerAccountAndIp: RateLimit;
 }
 
 /** Headers a browser on an allowed origin may read: how long to wait after a 429, and a list's next page. */
@@ -100,7 +102,7 @@ export function createHttpApp(deps: HttpDeps): Express {
   api.use(markRouteBase);
   api.use(authRoutes(deps));
   // Only under known prefixes: an unknown route is a 404 whether or not a token came with it.
-  api.use(['/workspaces', '/channels'], requireAuth(deps.tokens, deps.limits.perUser));
+  api.use(['/workspaces', '/channels'], requireAuth(deps.tokens, deps.limits.perToken));
   api.use(workspaceRoutes(deps));
   api.use(channelRoutes(deps));
   api.use(dmRoutes(deps));

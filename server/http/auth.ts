@@ -6,6 +6,7 @@ import type { Session, TokenService } from '../auth.js';
 import { listUnread } from '../domain/readState.js';
 import { changePassword, registerUser, verifyCredentials } from '../domain/users.js';
 import type { RateLimit } from '../domain/rateLimit.js';
+import type { HttpLimits } from './app.js';
 import { TOKEN, arrayOf, object, ref, type RouteDoc } from './openapi.js';
 import { parse } from './validation.js';
 
@@ -80,15 +81,15 @@ export const authApi: RouteDoc[] = [
   },
 ];
 
-/** Authenticates the request; with `perUser`, also takes one point of the user's REST budget. */
-export function requireAuth(tokens: TokenService, perUser?: RateLimit): RequestHandler {
+/** Authenticates the request; with `perToken`, also takes one point of the token's REST budget. */
+export function requireAuth(tokens: TokenService, perToken?: RateLimit): RequestHandler {
   return (req, res, next) => {
     tokens
       .authenticateRequest(req)
       .then(async (session) => {
         req.user = session.user;
         res.locals.session = session;
-        await perUser?.consume(session.user.id);
+        await perToken?.consume(session.jti);
       })
       .then(() => next(), next);
   };
@@ -109,8 +110,7 @@ export function currentSession(res: Response): Session {
 export function authRoutes(deps: {
   tokens: TokenService;
   bcryptRounds: number;
-  loginFailures: RateLimit;
-  limits: { perUser: RateLimit; register: RateLimit; login: RateLimit; loginFailuresPerIp: RateLimit };
+  limits: Pick<HttpLimits, 'perToken' | 'register' | 'login' | 'loginFailuresPerIp' | 'loginFailuresPerAccount' | 'loginFailuresPerAccountAndIp'>;
 }): Router {
   const router = Router();
 
@@ -125,40 +125,48 @@ export function authRoutes(deps: {
     const ip = clientAddress(req);
     await deps.limits.login.consume(ip);
     const { email, password } = parse(loginSchema, req.body);
-    // Failures count per email and address, and per address whatever the email (one password tried on
-    // many accounts); once either is used up, no password is tried at all.
-    const key = `${email.toLowerCase()}|${ip}`;
-    await deps.limits.loginFailuresPerIp.check(ip);
-    await deps.loginFailures.check(key);
+    // Failures count per address whatever the email (one password tried on many accounts), per account
+    // from any address (one account guessed from many), and per account and address (a person's typos,
+    // a smaller budget); once any is used up, no password is tried at all. Unknown emails count alike.
+    const account = email.toLowerCase();
+    const accountAtIp = `${account}|${ip}`;
+    const { loginFailuresPerIp, loginFailuresPerAccount, loginFailuresPerAccountAndIp } = deps.limits;
+    await loginFailuresPerIp.check(ip);
+    await loginFailuresPerAccountAndIp.check(accountAtIp);
+    await loginFailuresPerAccount.check(account);
     try {
       const user = await verifyCredentials(email, password, deps.bcryptRounds);
       res.json({ user: user.toDto(), token: deps.tokens.sign(user) });
     } catch (err) {
-      await Promise.all([deps.loginFailures.consume(key), deps.limits.loginFailuresPerIp.consume(ip)]);
+      await Promise.all([
+        loginFailuresPerIp.consume(ip),
+        loginFailuresPerAccount.consume(account),
+        loginFailuresPerAccountAndIp.consume(accountAtIp),
+      ]);
       throw err;
     }
   });
 
   // The presented token is refused from now on, on every front node, and its sockets are disconnected.
-  router.post('/auth/logout', requireAuth(deps.tokens, deps.limits.perUser), async (_req, res) => {
+  router.post('/auth/logout', requireAuth(deps.tokens, deps.limits.perToken), async (_req, res) => {
     await deps.tokens.revoke(currentSession(res));
     res.status(204).end();
   });
 
   // Every token of the user issued so far is refused from now on and all the user's sockets are
   // disconnected; the caller's session continues with the token answered.
-  router.post('/auth/password', requireAuth(deps.tokens, deps.limits.perUser), async (req, res) => {
+  router.post('/auth/password', requireAuth(deps.tokens, deps.limits.perToken), async (req, res) => {
     const input = parse(passwordSchema, req.body);
     const user = await changePassword(currentUser(req).id, input, deps.bcryptRounds);
     await deps.tokens.revokeIssuedBefore(user.id, user.tokensValidAfter!);
     res.json({ token: deps.tokens.sign(user) });
   });
 
-  router.get('/me', requireAuth(deps.tokens, deps.limits.perUser), (req, res) => {
+  router.get('/me', requireAuth(deps.tokens, deps.limits.perToken), (req, res) => {
     res.json({ user: currentUser(req).toDto() });
   });
 
-  router.get('/me/unread', requireAuth(deps.tokens, deps.limits.perUser), async (req, res) => {
+  router.get('/me/unread', requireAuth(deps.tokens, deps.limits.perToken), async (req, res) => {
     res.json({ channels: await listUnread(currentUser(req).id) });
   });
 

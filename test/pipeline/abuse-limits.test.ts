@@ -23,11 +23,12 @@ import { closeDb, deadProcesses, startPipelineCluster, storedCount } from './fix
 const BUDGETS = {
   MESSAGE_RATE_PER_SECOND: '1', // 10 sends per user per 10 s
   SOCKET_EVENT_RATE_PER_SECOND: '1', // 10 events per user per 10 s
-  REST_RATE_PER_SECOND: '3', // 30 requests per user per 10 s
+  REST_RATE_PER_SECOND: '3', // 30 requests per token per 10 s
   REGISTER_RATE_PER_MINUTE: '5',
   LOGIN_RATE_PER_MINUTE: '8',
   LOGIN_FAILURES_PER_IP: '4',
-  LOGIN_FAILURES_PER_ACCOUNT: '3',
+  LOGIN_FAILURES_PER_ACCOUNT: '5',
+  LOGIN_FAILURES_PER_ACCOUNT_AND_IP: '3',
   SOCKET_CONNECT_PER_USER_PER_MINUTE: '3',
   SOCKET_CONNECT_PER_IP_PER_MINUTE: '6',
 };
@@ -132,14 +133,17 @@ describe('pipeline: abuse limits shared by the front nodes', function () {
   });
 
   describe('REST', function () {
-    it('When one user makes more REST requests than REST_RATE_PER_SECOND × 10 on both nodes, then the rest are 429 with Retry-After and RateLimit headers, on either node', async () => {
+    it('When one token makes more REST requests than REST_RATE_PER_SECOND × 10 on both nodes, then the rest are 429 with Retry-After and RateLimit headers, on either node; another token of the same user has a budget of its own', async () => {
       const user = await newUser();
       for (const i of range(30, 0)) {
         const res = await request(urls[i % 2], 'GET', '/me', { token: user.token });
         expect(res.status, `request #${i}: ${res.text}`).to.equal(200);
       }
-      for (const url of urls) expectLimited(await request(url, 'GET', '/workspaces', { token: user.token }), 'rest-per-user', 30, 10);
-      // Another user has a budget of their own.
+      for (const url of urls) expectLimited(await request(url, 'GET', '/workspaces', { token: user.token }), 'rest-per-token', 30, 10);
+      // The user's session on another device, and another user, each have a budget of their own.
+      const login = await request(urls[1], 'POST', '/auth/login', { body: { email: user.email, password: user.password }, headers: { 'x-forwarded-for': freshIp() } });
+      expect(login.status, login.text).to.equal(200);
+      expect((await request(urls[0], 'GET', '/workspaces', { token: login.body.token })).status).to.equal(200);
       const other = await newUser();
       expect((await request(urls[1], 'GET', '/me', { token: other.token })).status).to.equal(200);
     });
@@ -186,7 +190,7 @@ describe('pipeline: abuse limits shared by the front nodes', function () {
       expect(elsewhere.status, elsewhere.text).to.equal(200);
     });
 
-    it('When one account fails LOGIN_FAILURES_PER_ACCOUNT logins from one address, then its next login from there is 429', async () => {
+    it('When one account fails LOGIN_FAILURES_PER_ACCOUNT_AND_IP logins from one address, then its next login from there is 429; from another address it logs in', async () => {
       const ip = '203.0.113.25';
       const user = await newUser();
       for (const i of range(3, 0)) {
@@ -200,7 +204,37 @@ describe('pipeline: abuse limits shared by the front nodes', function () {
         body: { email: user.email, password: user.password },
         headers: { 'x-forwarded-for': ip },
       });
-      expectLimited(res, 'login-failures-per-account', 3, 15 * 60);
+      expectLimited(res, 'login-failures-per-account-ip', 3, 15 * 60);
+      const elsewhere = await request(urls[0], 'POST', '/auth/login', {
+        body: { email: user.email, password: user.password },
+        headers: { 'x-forwarded-for': freshIp() },
+      });
+      expect(elsewhere.status, elsewhere.text).to.equal(200);
+    });
+
+    it('When one account fails LOGIN_FAILURES_PER_ACCOUNT logins, each from another address, then its next login from any address is 429 even with the right password, on either node; other accounts log in from those addresses', async () => {
+      const user = await newUser();
+      const ips = range(5, 0).map(() => freshIp());
+      for (const [i, ip] of ips.entries()) {
+        const res = await request(urls[i % 2], 'POST', '/auth/login', {
+          body: { email: user.email.toUpperCase(), password: 'wrong password' },
+          headers: { 'x-forwarded-for': ip },
+        });
+        expect(res.status, res.text).to.equal(401);
+      }
+      for (const [i, ip] of [freshIp(), ips[0]].entries()) {
+        const res = await request(urls[i % 2], 'POST', '/auth/login', {
+          body: { email: user.email, password: user.password },
+          headers: { 'x-forwarded-for': ip },
+        });
+        expectLimited(res, 'login-failures-per-account', 5, 15 * 60);
+      }
+      const other = await newUser();
+      const res = await request(urls[1], 'POST', '/auth/login', {
+        body: { email: other.email, password: other.password },
+        headers: { 'x-forwarded-for': ips[1] },
+      });
+      expect(res.status, res.text).to.equal(200);
     });
 
     it('When one address logs in more than LOGIN_RATE_PER_MINUTE times, even successfully, then 429 on either node', async () => {
