@@ -8,7 +8,7 @@ import { changePassword, registerUser, verifyCredentials } from '../domain/users
 import type { RateLimit } from '../domain/rateLimit.js';
 import type { HttpLimits } from './app.js';
 import { TOKEN, arrayOf, object, ref, type RouteDoc } from './openapi.js';
-import { parse } from './validation.js';
+import { noBody, parse } from './validation.js';
 
 const registerSchema = Joi.object({
   email: Joi.string().trim().email({ tlds: false }).max(254).required(),
@@ -148,7 +148,8 @@ export function authRoutes(deps: {
   });
 
   // The presented token is refused from now on, on every front node, and its sockets are disconnected.
-  router.post('/auth/logout', requireAuth(deps.tokens, deps.limits.perToken), async (_req, res) => {
+  router.post('/auth/logout', requireAuth(deps.tokens, deps.limits.perToken), async (req, res) => {
+    noBody(req);
     await deps.tokens.revoke(currentSession(res));
     res.status(204).end();
   });

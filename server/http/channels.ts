@@ -20,7 +20,7 @@ import { markRead, type ReadNotifier } from '../domain/readState.js';
 import type { Subscriptions } from '../domain/subscriptions.js';
 import { currentUser } from './auth.js';
 import { EXAMPLE_USER_ID, arrayOf, object, ref, type RouteDoc } from './openapi.js';
-import { CHANNEL_NAME, CHANNEL_TOPIC, idParam, parse } from './validation.js';
+import { CHANNEL_NAME, CHANNEL_TOPIC, idParam, noBody, parse } from './validation.js';
 import { memberCursor, pageDoc, pageHeaders, pageOf, pageSchema, sendPage } from './pages.js';
 
 const addMemberSchema = Joi.object({ userId: Joi.string().required() });
@@ -209,21 +209,25 @@ export function channelRoutes(deps: {
   });
 
   router.post('/channels/:channelId/archive', async (req, res) => {
+    noBody(req);
     const channel = await setChannelArchived(deps.notifyChannel, currentUser(req).id, channelId(req.params.channelId), true);
     res.json({ channel: channel.toDto() });
   });
 
   router.post('/channels/:channelId/unarchive', async (req, res) => {
+    noBody(req);
     const channel = await setChannelArchived(deps.notifyChannel, currentUser(req).id, channelId(req.params.channelId), false);
     res.json({ channel: channel.toDto() });
   });
 
   router.post('/channels/:channelId/join', async (req, res) => {
+    noBody(req);
     const channel = await joinChannel(deps, currentUser(req).id, channelId(req.params.channelId));
     res.json({ channel: channel.toDto() });
   });
 
   router.post('/channels/:channelId/leave', async (req, res) => {
+    noBody(req);
     const channel = await leaveChannel(deps, currentUser(req).id, channelId(req.params.channelId));
     res.json({ channel: channel.toDto() });
   });
@@ -242,6 +246,7 @@ export function channelRoutes(deps: {
   });
 
   router.delete('/channels/:channelId/members/:userId', async (req, res) => {
+    noBody(req);
     await removeChannelMember(deps, currentUser(req).id, channelId(req.params.channelId), idParam(req.params.userId, 'Member'));
     res.status(204).end();
   });

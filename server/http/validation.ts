@@ -14,6 +14,13 @@ export function parse<T>(schema: Joi.Schema<T>, value: unknown): T {
   return out as T;
 }
 
+const NO_BODY = Joi.object({});
+
+/** For a route that takes no body: any field sent is unknown, 400 VALIDATION_FAILED as on every other route. */
+export function noBody(req: { body?: unknown }): void {
+  parse(NO_BODY, req.body);
+}
+
 /** Ids are opaque: one that cannot exist is just another id that is not found. */
 export function idParam(value: unknown, what: string): string {
   if (typeof value !== 'string' || !UUID_PATTERN.test(value)) throw new NotFoundError(what);

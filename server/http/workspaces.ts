@@ -14,7 +14,7 @@ import {
 import { createChannel, listChannels } from '../domain/channels.js';
 import { currentUser } from './auth.js';
 import { arrayOf, object, ref, type RouteDoc } from './openapi.js';
-import { CHANNEL_NAME, CHANNEL_TOPIC, idParam, parse } from './validation.js';
+import { CHANNEL_NAME, CHANNEL_TOPIC, idParam, noBody, parse } from './validation.js';
 import { channelCursor, memberCursor, pageDoc, pageHeaders, pageOf, pageSchema, sendPage } from './pages.js';
 
 const workspaceSchema = Joi.object({ name: Joi.string().trim().min(1).max(80).required() });
@@ -158,6 +158,7 @@ export function workspaceRoutes(deps: { subscriptions: Subscriptions }): Router 
   });
 
   router.delete('/workspaces/:workspaceId/members/:userId', async (req, res) => {
+    noBody(req);
     await removeWorkspaceMember(
       deps,
       currentUser(req).id,
@@ -175,6 +176,7 @@ export function workspaceRoutes(deps: { subscriptions: Subscriptions }): Router 
   });
 
   router.post('/workspaces/:workspaceId/leave', async (req, res) => {
+    noBody(req);
     await leaveWorkspace(deps, currentUser(req).id, idParam(req.params.workspaceId, 'Workspace'));
     res.status(204).end();
   });

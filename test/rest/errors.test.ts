@@ -1,7 +1,10 @@
 import { expect } from 'chai';
 import { createServer } from 'node:net';
 import { randomUUID } from 'node:crypto';
+import { routeGroups } from '../../server/http/docs.js';
 import {
+  addChannelMember,
+  addWorkspaceMember,
   createChannel,
   createWorkspace,
   registerUser,
@@ -128,6 +131,29 @@ describe('REST errors and health', function () {
         headers: { 'content-type': 'text/plain' },
       });
       expectErrorShape(res, 400, 'VALIDATION_FAILED');
+    });
+
+    it('When a write route that takes no body gets one, then 400 VALIDATION_FAILED naming the field, and nothing happened (every such route of the API reference)', async function () {
+      const ws = await createWorkspace(base, user.token);
+      const ch = await createChannel(base, user.token, ws.id);
+      const other = await registerUser(base);
+      await addWorkspaceMember(base, user.token, ws.id, other.email);
+      await addChannelMember(base, user.token, ch.id, other.user.id);
+      const params: Record<string, string> = { workspaceId: ws.id, channelId: ch.id, userId: other.user.id };
+      const bodyless = routeGroups('').flatMap((g) => g.routes).filter((r) => r.method !== 'get' && !r.body);
+      expect(bodyless.length, 'the API reference lists the routes that take no body').to.be.at.least(8);
+      for (const route of bodyless) {
+        const path = route.path.replace(/:(\w+)/g, (_, name: string) => params[name] ?? `unknown-${name}`);
+        const res = await request(base, route.method.toUpperCase() as 'POST' | 'DELETE', path, { token: user.token, body: { bogus: true } });
+        expectErrorShape(res, 400, 'VALIDATION_FAILED');
+        expect(JSON.stringify(res.body.error), `${route.method} ${route.path}`).to.include('bogus');
+      }
+      // Still signed in, still both members of both, the channel not archived.
+      const members = await request(base, 'GET', `/workspaces/${ws.id}/members`, { token: user.token });
+      expect(members.body.members.map((m: { userId: string }) => m.userId)).to.have.members([user.user.id, other.user.id]);
+      const channelMembers = await request(base, 'GET', `/channels/${ch.id}/members`, { token: user.token });
+      expect(channelMembers.body.members.map((m: { userId: string }) => m.userId)).to.have.members([user.user.id, other.user.id]);
+      expect((await request(base, 'GET', `/channels/${ch.id}`, { token: user.token })).body.channel.archived).to.equal(false);
     });
 
     it('When any write route gets an unknown body field, then 400 VALIDATION_FAILED naming the field', async function () {
