@@ -5,6 +5,10 @@
  * instead). Refusing both at validation answers the sender VALIDATION_FAILED, instead of failing a write
  * later, and, for a message, the batch it shares with other users' sends.
  *
+ * Strings also have `minChars(n)` and `maxChars(n)`, which count characters as the contract does:
+ * Unicode code points, as PostgreSQL's `char_length` and JSON Schema's `maxLength` do, where joi's own
+ * `min`/`max` count UTF-16 code units (an emoji is one character, and two units).
+ *
  * A drop-in for `import Joi from 'joi'`, types included: `import Joi from '../shared/validation.js'`.
  */
 import BaseJoi from 'joi';
@@ -87,6 +91,15 @@ export function assertNoForbiddenKeys(value: unknown): void {
  */
 export const UUID_PATTERN = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i;
 
+/** The characters of `value`, as the contract counts them: Unicode code points. */
+export function charCount(value: string): number {
+  let count = 0;
+  for (const _ of value) count++;
+  return count;
+}
+
+const CHAR_LIMIT = [{ name: 'limit', assert: (v: unknown) => Number.isInteger(v) && (v as number) >= 0, message: 'must be a non-negative integer' }];
+
 /** The error type of a string that cannot be stored, in Joi's error details. */
 export const UNSTORABLE_TEXT = 'string.unstorable';
 
@@ -99,7 +112,35 @@ const Joi: BaseJoi.Root = BaseJoi.extend((joi: BaseJoi.Root) => ({
     if (!isStorableText(value)) return { value, errors: helpers.error(UNSTORABLE_TEXT) };
     return undefined;
   },
+  // joi's `string.min`/`string.max` errors and messages, with the limit counted in characters.
+  rules: {
+    minChars: {
+      method(this: BaseJoi.Schema, limit: number) {
+        return this.$_addRule({ name: 'minChars', args: { limit } });
+      },
+      args: CHAR_LIMIT,
+      validate: (value: string, helpers: BaseJoi.CustomHelpers, { limit }: { limit: number }) =>
+        charCount(value) >= limit ? value : helpers.error('string.min', { limit, value }),
+    },
+    maxChars: {
+      method(this: BaseJoi.Schema, limit: number) {
+        return this.$_addRule({ name: 'maxChars', args: { limit } });
+      },
+      args: CHAR_LIMIT,
+      validate: (value: string, helpers: BaseJoi.CustomHelpers, { limit }: { limit: number }) =>
+        charCount(value) <= limit ? value : helpers.error('string.max', { limit, value }),
+    },
+  },
 }));
+
+declare module 'joi' {
+  interface StringSchema {
+    /** At least `limit` characters (Unicode code points). */
+    minChars(limit: number): this;
+    /** At most `limit` characters (Unicode code points). */
+    maxChars(limit: number): this;
+  }
+}
 
 export default Joi;
 

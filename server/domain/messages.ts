@@ -1,5 +1,5 @@
 import { randomUUID } from 'node:crypto';
-import Joi, { UUID_PATTERN } from '../../shared/validation.js';
+import Joi, { UUID_PATTERN, charCount } from '../../shared/validation.js';
 import { AppError, NotFoundError, RateLimitedError, ValidationError, invalidParentError } from '../../shared/errors.js';
 import { Channel, Message, toMessageDto, type MessageDto, type WorkspaceRole } from '../../shared/models/index.js';
 import type { ChangeRequest, SendOutcome } from '../../shared/queues.js';
@@ -32,7 +32,7 @@ export interface MessagingDeps {
 export function normaliseBody(body: string, maxBodyLength: number): string {
   const trimmed = body.trim();
   if (trimmed.length === 0) throw new ValidationError('"body" must not be empty', [{ field: 'body' }]);
-  if (trimmed.length > maxBodyLength) {
+  if (charCount(trimmed) > maxBodyLength) {
     throw new ValidationError(`"body" must be at most ${maxBodyLength} characters`, [{ field: 'body' }]);
   }
   return trimmed;

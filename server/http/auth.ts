@@ -12,18 +12,18 @@ import { noBody, parse } from './validation.js';
 
 const registerSchema = Joi.object({
   email: Joi.string().trim().email({ tlds: false }).max(254).required(),
-  password: Joi.string().min(8).max(128).required(),
-  displayName: Joi.string().trim().min(1).max(80).required(),
+  password: Joi.string().minChars(8).maxChars(128).required(),
+  displayName: Joi.string().trim().minChars(1).maxChars(80).required(),
 });
 
 const loginSchema = Joi.object({
   email: Joi.string().trim().max(254).required(),
-  password: Joi.string().max(128).required(),
+  password: Joi.string().maxChars(128).required(),
 });
 
 const passwordSchema = Joi.object({
-  currentPassword: Joi.string().max(128).required(),
-  newPassword: Joi.string().min(8).max(128).required(),
+  currentPassword: Joi.string().maxChars(128).required(),
+  newPassword: Joi.string().minChars(8).maxChars(128).required(),
 });
 
 const session = object({ user: ref('User'), token: TOKEN });

@@ -199,6 +199,12 @@ function repair(description: Described, out: JsonSchema, mode: Mode): void {
       if (rule.name === 'min' || rule.name === 'length') out.minProperties = limit;
       if (rule.name === 'max' || rule.name === 'length') out.maxProperties = limit;
     }
+  } else if (description.type === 'string') {
+    // Our own rules (shared/validation.ts), which joi-to-json does not know: characters, as JSON Schema counts them.
+    for (const rule of description.rules ?? []) {
+      if (rule.name === 'minChars' && rule.args?.limit) out.minLength = rule.args.limit;
+      if (rule.name === 'maxChars' && rule.args?.limit !== undefined) out.maxLength = rule.args.limit;
+    }
   } else if (description.type === 'array' && description.items?.length === 1 && out.items && typeof out.items === 'object') {
     repair(description.items[0], out.items as JsonSchema, mode);
   }

@@ -6,7 +6,7 @@ import { ref, type RouteDoc } from './openapi.js';
 import { idParam, parse } from './validation.js';
 
 const searchSchema = Joi.object({
-  q: Joi.string().trim().min(1).max(SEARCH_QUERY_MAX_LENGTH).required(),
+  q: Joi.string().trim().minChars(1).maxChars(SEARCH_QUERY_MAX_LENGTH).required(),
   limit: Joi.number().integer().min(1).max(SEARCH_LIMIT_MAX).default(SEARCH_LIMIT_DEFAULT),
   before: Joi.string().max(100),
 });

@@ -32,4 +32,4 @@ export const CHANNEL_NAME_PATTERN = /^[a-z0-9][a-z0-9_-]{0,79}$/;
 export const CHANNEL_NAME = Joi.string()
   .pattern(CHANNEL_NAME_PATTERN)
   .messages({ 'string.pattern.base': '"name" must be 1-80 characters of a-z, 0-9, _ and -, starting with a letter or digit' });
-export const CHANNEL_TOPIC = Joi.string().allow('').max(250);
+export const CHANNEL_TOPIC = Joi.string().allow('').maxChars(250);

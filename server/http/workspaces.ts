@@ -17,7 +17,7 @@ import { arrayOf, object, ref, type RouteDoc } from './openapi.js';
 import { CHANNEL_NAME, CHANNEL_TOPIC, idParam, noBody, parse } from './validation.js';
 import { channelCursor, memberCursor, pageDoc, pageHeaders, pageOf, pageSchema, sendPage } from './pages.js';
 
-const workspaceSchema = Joi.object({ name: Joi.string().trim().min(1).max(80).required() });
+const workspaceSchema = Joi.object({ name: Joi.string().trim().minChars(1).maxChars(80).required() });
 const addMemberSchema = Joi.object({
   email: Joi.string().trim().max(254).required(),
   role: Joi.string().valid('member', 'admin', 'guest').default('member'),

@@ -230,6 +230,36 @@ describe('REST: text that cannot be stored', function () {
     expect(rows).to.deep.equal([{ body: text, seq: 1 }]);
   });
 
+  it('When text is as long as its limit in characters outside the BMP (two UTF-16 units each), then it is accepted and stored whole; one character more is VALIDATION_FAILED', async function () {
+    const emoji = (n: number) => '😀'.repeat(n);
+    const user = await registerUser(base, { displayName: emoji(80), password: emoji(128) });
+    expect(user.user.displayName).to.equal(emoji(80));
+    const login = await request(base, 'POST', '/auth/login', { body: { email: user.email, password: emoji(128) } });
+    expect(login.status, login.text).to.equal(200);
+    const tooLong = await request(base, 'POST', '/auth/register', {
+      body: { email: `${unique('long-')}@example.test`, password: emoji(129), displayName: emoji(81) },
+    });
+    expectRefused(tooLong, 'displayName', true);
+    expectRefused(tooLong, 'password', true);
+
+    const workspace = await createWorkspace(base, user.token, emoji(80));
+    expect(workspace.name).to.equal(emoji(80));
+    expectRefused(await request(base, 'POST', '/workspaces', { token: user.token, body: { name: emoji(81) } }), 'name', true);
+    const ch = await createChannel(base, user.token, workspace.id, { topic: emoji(250) });
+    expect(ch.topic).to.equal(emoji(250));
+    expectRefused(await request(base, 'PATCH', `/channels/${ch.id}`, { token: user.token, body: { topic: emoji(251) } }), 'topic', true);
+
+    const messages = `/channels/${ch.id}/messages`;
+    const sent = await request(base, 'POST', messages, { token: user.token, body: { body: emoji(4000), clientMsgId: 'long-1' } });
+    expect(sent.status, sent.text).to.equal(201);
+    expectRefused(await request(base, 'POST', messages, { token: user.token, body: { body: emoji(4001), clientMsgId: 'long-2' } }), 'body', true);
+    const edit = await request(base, 'PATCH', `${messages}/${sent.body.message.id}`, { token: user.token, body: { body: `${emoji(3999)}!` } });
+    expect(edit.status, edit.text).to.equal(200);
+    expectRefused(await request(base, 'PATCH', `${messages}/${sent.body.message.id}`, { token: user.token, body: { body: emoji(4001) } }), 'body', true);
+    const { rows } = await db.query('SELECT char_length(body)::int AS chars FROM messages WHERE channel_id = $1', [ch.id]);
+    expect(rows).to.deep.equal([{ chars: 4000 }]);
+  });
+
   it('When sends were refused, then the next valid send of the channel is stored with the next seq, as if they had never been', async function () {
     await addChannelMember(base, owner.token, channel.id, member.user.id);
     for (const [, bad] of UNSTORABLE) {
