@@ -1,5 +1,5 @@
 import type { Redis } from 'ioredis';
-import { channelRoom, userRoom } from '../../shared/events.js';
+import { channelRoom } from '../../shared/events.js';
 import Joi, { UUID_PATTERN } from '../../shared/validation.js';
 import { authorize } from '../../shared/policy.js';
 import type { IoServer, IoSocket } from './types.js';
@@ -34,9 +34,12 @@ export function createTyping(deps: { io: IoServer; redis: Redis; redisPrefix: st
     return id;
   }
 
-  /** Every socket of the channel but the sender's user's, on every node, dropped where the transport is busy. */
+  /**
+   * The channel's other sockets (issue #12), on every node: all but the one that signalled, the user's own
+   * other devices included (a client leaves out its own user); dropped where the transport is busy.
+   */
   function toOthers(socket: IoSocket, channelId: string) {
-    return io.to(channelRoom(channelId)).except(userRoom(socket.data.userId)).volatile;
+    return io.to(channelRoom(channelId)).except(socket.id).volatile;
   }
 
   return {
