@@ -172,9 +172,10 @@ const RULES: { [A in Action]: (actor: Actor, resource: Rules[A]) => Decision } =
       if (target.role === 'owner' && role !== 'owner' && target.owners <= 1) return forbidden(LAST_OWNER);
       return ALLOW;
     }
-    // Admins manage members and guests, and make nothing above member.
-    const lower = (r: WorkspaceRole) => r === 'member' || r === 'guest';
-    if (!lower(target.role) || !lower(role)) return forbidden('Admins may only change members and guests, to member or guest');
+    // Admins change members and guests (issue #10), to any role but owner: what an admin may add someone
+    // as (POST …/members, issue #2), an admin may make a member or a guest.
+    if (target.role !== 'member' && target.role !== 'guest') return forbidden('Admins may only change members and guests');
+    if (role === 'owner') return forbidden('Only owners may make owners');
     return ALLOW;
   }),
 

@@ -129,7 +129,7 @@ export async function leaveWorkspace(deps: { subscriptions: Subscriptions }, cal
   if (leftChannels !== null) await deps.subscriptions.apply({ userId: callerId, join: [], leave: leftChannels, narrowed: true });
 }
 
-/** Changes a member's role: owners any role, admins members and guests (to member or guest). */
+/** Changes a member's role: owners any role, admins members and guests (to anything but owner). */
 export async function setMemberRole(
   deps: { subscriptions: Subscriptions },
   callerId: string,

@@ -89,7 +89,7 @@ export const workspaceApi: RouteDoc[] = [
     method: 'patch',
     path: '/workspaces/:workspaceId/members/:userId',
     summary: "Change a member's role",
-    description: 'Owners change any role; admins change members and guests only, to member or guest. The last owner cannot be demoted.',
+    description: 'Owners change any role; admins change members and guests only, to member, guest or admin. The last owner cannot be demoted.',
     body: setRoleSchema,
     responses: { 200: member },
     errors: ['FORBIDDEN', 'NOT_FOUND'],

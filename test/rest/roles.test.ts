@@ -200,7 +200,7 @@ describe('REST roles', function () {
       expect((await roles(t))[t.owner.user.id]).to.equal('admin');
     });
 
-    it('When an admin changes a member or a guest to member or guest, then 200', async function () {
+    it('When an admin changes a member or a guest to member, guest or admin (what an admin may add someone as), then 200', async function () {
       const t = await team();
       let res = await patchRole(t.admin.token, t.ws.id, t.member.user.id, 'guest');
       expect(res.status, res.text).to.equal(200);
@@ -208,15 +208,18 @@ describe('REST roles', function () {
       res = await patchRole(t.admin.token, t.ws.id, t.guest.user.id, 'member');
       expect(res.status, res.text).to.equal(200);
       expect(await roles(t)).to.include({ [t.member.user.id]: 'guest', [t.guest.user.id]: 'member' });
+      res = await patchRole(t.admin.token, t.ws.id, t.guest.user.id, 'admin');
+      expect(res.status, res.text).to.equal(200);
+      expect(await roles(t)).to.include({ [t.guest.user.id]: 'admin' });
     });
 
-    it('When an admin promotes to admin or owner, or changes an admin or an owner, then 403 FORBIDDEN and nothing changes', async function () {
+    it('When an admin promotes to owner, or changes an admin or an owner, then 403 FORBIDDEN and nothing changes', async function () {
       const t = await team();
       const admin2 = await registerUser(base);
       await addWorkspaceMember(base, t.owner.token, t.ws.id, admin2.email, 'admin');
       const before = await roles(t);
       const attempts: Array<[RegisteredUser, string]> = [
-        [t.member, 'admin'],
+        [t.member, 'owner'],
         [t.guest, 'owner'],
         [admin2, 'member'],
         [t.admin, 'guest'],

@@ -69,14 +69,15 @@ describe('policy', function () {
     expect(verdict(guest, 'channel.update', { channel: channel({ createdBy: 'me' }), isMember: true })).to.equal('FORBIDDEN');
   });
 
-  it('When roles are changed, then owners change any, admins members and guests to member or guest, the last owner stays', function () {
+  it('When roles are changed, then owners change any, admins members and guests to anything but owner, the last owner stays', function () {
     const t = (role: WorkspaceRole, owners = 1) => ({ userId: 'x', role, owners });
     expect(verdict(actor('owner'), 'workspace.members.setRole', { ...W, role: 'owner', target: t('guest') })).to.equal('allow');
     expect(verdict(actor('owner'), 'workspace.members.setRole', { ...W, role: 'admin', target: t('owner', 1) })).to.equal('FORBIDDEN');
     expect(verdict(actor('owner'), 'workspace.members.setRole', { ...W, role: 'admin', target: t('owner', 2) })).to.equal('allow');
     expect(verdict(actor('admin'), 'workspace.members.setRole', { ...W, role: 'guest', target: t('member') })).to.equal('allow');
     expect(verdict(actor('admin'), 'workspace.members.setRole', { ...W, role: 'member', target: t('guest') })).to.equal('allow');
-    expect(verdict(actor('admin'), 'workspace.members.setRole', { ...W, role: 'admin', target: t('member') })).to.equal('FORBIDDEN');
+    expect(verdict(actor('admin'), 'workspace.members.setRole', { ...W, role: 'admin', target: t('member') })).to.equal('allow');
+    expect(verdict(actor('admin'), 'workspace.members.setRole', { ...W, role: 'owner', target: t('member') })).to.equal('FORBIDDEN');
     expect(verdict(actor('admin'), 'workspace.members.setRole', { ...W, role: 'member', target: t('admin') })).to.equal('FORBIDDEN');
     expect(verdict(actor('member'), 'workspace.members.setRole', { ...W, role: 'guest', target: t('guest') })).to.equal('FORBIDDEN');
     expect(verdict(actor('owner'), 'workspace.members.setRole', { ...W, role: 'guest', target: null })).to.equal('NOT_FOUND');
