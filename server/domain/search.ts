@@ -1,5 +1,5 @@
-import { ValidationError } from '../../shared/errors.js';
-import { Channel, Message, toMessageDto, type ChannelDto, type MessageDto } from '../../shared/models/index.js';
+import { NotFoundError, ValidationError } from '../../shared/errors.js';
+import { Channel, ChannelMember, Message, toMessageDto, type ChannelDto, type MessageDto } from '../../shared/models/index.js';
 import { authorizeInWorkspace } from './access.js';
 import { messageColumns, UUID_PATTERN } from './messages.js';
 
@@ -255,16 +255,32 @@ async function searchOlder(params: SearchParams, channels: string[], below: numb
 
 /**
  * One page of hits. The caller's workspace decides NOT_FOUND (policy 'workspace.view'); inside it, the
- * scope is channel membership, as for history ('channel.history'): a channel the caller is not in, named
- * by `in:` or not, only ever yields no hits.
+ * scope is channel membership, as for history ('channel.history'): a channel the caller is not in yields
+ * no hits, and naming one with `in:` is NOT_FOUND.
  *
  * The newest messages of the caller's channels first, which hold the page unless the words are rare, then
  * the older ones of the channels that may still hold some of it (searchNewest). The costliest are rare words,
  * which take both statements (docs/PERFORMANCE.md, "Search").
  */
+/**
+ * Searching in a channel one cannot read is NOT_FOUND (issue #12), as typing in it is: not a member (a
+ * public channel too), a private one, another workspace's, or none at all, alike.
+ */
+async function assertReadable(userId: string, workspaceId: string, channelIds: string[]): Promise<void> {
+  if (channelIds.length === 0) return;
+  const readable = await ChannelMember.query()
+    .join('channels as c', 'c.id', 'channel_members.channel_id')
+    .where('channel_members.user_id', userId)
+    .where('c.workspace_id', workspaceId)
+    .whereIn('channel_members.channel_id', channelIds)
+    .select('channel_members.channel_id');
+  if (new Set(readable.map((r) => r.channelId)).size < new Set(channelIds).size) throw new NotFoundError('Channel');
+}
+
 export async function searchMessages(userId: string, workspaceId: string, query: SearchQuery): Promise<SearchPage> {
   await authorizeInWorkspace(userId, 'workspace.view', { workspaceId });
   const parsed = parseSearchQuery(query.q);
+  await assertReadable(userId, workspaceId, parsed.in);
   const cursor = query.before === undefined ? null : decodeCursor(query.before);
   const params: SearchParams = {
     text: parsed.text,
