@@ -21,7 +21,7 @@ import {
   type StartedApi,
 } from '../support/api.js';
 import { metricsOf, sample } from '../support/metrics.js';
-import { connect, disconnectAll, send, sendOk, waitFor } from '../support/sockets.js';
+import { connect, connectError, disconnectAll, send, sendOk, waitFor } from '../support/sockets.js';
 
 const METRICS_TOKEN = 'metrics-token-0123456789abcdef';
 
@@ -110,6 +110,32 @@ describe('Observability: request logs, metrics and worker health', function () {
       expect(all).not.to.include(secret);
     }
     expect(all.toLowerCase()).not.to.include('authorization');
+  });
+
+  it('When requests that carry secrets fail (a wrong password, invalid or malformed bodies, bad or revoked tokens, a refused socket handshake), then no log line holds a secret', async function () {
+    const from = () => ({ 'x-forwarded-for': `198.51.100.${10 + Math.floor(Math.random() * 200)}` });
+    const user = await registerUser(base);
+    const wrong = unique('wrong-password-');
+    const fresh = unique('new-password-');
+    const failures = [
+      await request(base, 'POST', '/auth/login', { body: { email: user.email, password: wrong }, headers: from() }),
+      await request(base, 'POST', '/auth/login', { body: { email: `${unique('nobody-')}@example.test`, password: wrong }, headers: from() }),
+      await request(base, 'POST', '/auth/register', { body: { email: user.email, password: wrong, displayName: 'Again' }, headers: from() }),
+      await request(base, 'POST', '/auth/register', { body: { email: 'not-an-email', password: wrong, displayName: 'X', extra: wrong }, headers: from() }),
+      await request(base, 'POST', '/auth/login', { rawBody: `{"email": "${user.email}", "password": "${wrong}"`, headers: from() }),
+      await request(base, 'POST', '/auth/password', { token: user.token, body: { currentPassword: wrong, newPassword: fresh } }),
+      await request(base, 'GET', '/me', { token: `${user.token}x` }),
+    ];
+    expect(failures.map((r) => r.status)).to.deep.equal([401, 401, 409, 400, 400, 401, 401]);
+    const changed = await request(base, 'POST', '/auth/password', { token: user.token, body: { currentPassword: user.password, newPassword: fresh } });
+    expect(changed.status, changed.text).to.equal(200);
+    // The token the change revoked, over REST and over a socket handshake.
+    expect((await request(base, 'GET', '/me', { token: user.token })).status).to.equal(401);
+    expect((await connectError(base, { token: user.token })).message).to.equal('UNAUTHORIZED');
+    await waitFor(() => lines.some((l) => l.req?.path === '/api/v1/me' && l.res?.statusCode === 401));
+
+    const all = JSON.stringify(lines);
+    for (const secret of [user.password, wrong, fresh, user.token, changed.body.token]) expect(all).not.to.include(secret);
   });
 
   it('When health is probed, then its request is logged at debug, not info', async function () {
