@@ -118,6 +118,25 @@ describe('Sessions and tokens (REST, one front node)', function () {
     });
   });
 
+  describe('a user locked out in the database (docs/OPERATIONS.md, "Locking a user out")', function () {
+    it("When an operator runs the runbook's UPDATE, then the user's tokens answer 401 at once over REST and handshakes, and no password logs them in", async function () {
+      const reg = await registerUser(base);
+      expect((await request(base, 'GET', '/me', { token: reg.token })).status).to.equal(200);
+      const locked = await User.knex().raw(
+        "UPDATE users SET password_hash = '!', tokens_valid_after = now() + interval '1 second' WHERE lower(email) = lower(?)",
+        [reg.email.toUpperCase()],
+      );
+      expect(locked.rowCount).to.equal(1);
+      await expectUnauthorized(reg.token, 'locked-out user');
+      expect((await connectError(base, { token: reg.token })).message).to.equal('UNAUTHORIZED');
+      for (const password of [reg.password, '!']) {
+        const login = await request(base, 'POST', '/auth/login', { body: { email: reg.email, password } });
+        expect(login.status, login.text).to.equal(401);
+        expect(login.body.error.code).to.equal('INVALID_CREDENTIALS');
+      }
+    });
+  });
+
   describe('POST /auth/logout', function () {
     it('When a user logs out, then 204 with no body, that token answers 401 at once, and another token of the user still works', async function () {
       const reg = await registerUser(base);
