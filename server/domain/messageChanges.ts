@@ -46,8 +46,10 @@ type DistributiveOmit<T, K extends PropertyKey> = T extends unknown ? Omit<T, K>
  * ordered admission, rate limit and partition queue as sends, so a user's send and later edit are
  * applied in that order. Resolves with the definitive outcome, like sendMessage.
  */
-function changeMessage(deps: MessagingDeps, userId: string, change: Change) {
+function changeMessage(deps: MessagingDeps, userId: string, build: () => Change) {
+  // Built inside the admission, as a send is: a refused body or emoji is counted like a send's.
   return submitToQueue(deps, userId, () => {
+    const change = build();
     // Opaque ids that cannot exist never reach the database, and look like any other unknown one.
     if (!UUID_PATTERN.test(change.channelId)) throw new NotFoundError('Channel');
     if (!UUID_PATTERN.test(change.messageId)) throw new NotFoundError('Message');
@@ -58,17 +60,17 @@ function changeMessage(deps: MessagingDeps, userId: string, change: Change) {
 }
 
 export function editMessage(deps: MessagingDeps, userId: string, input: EditInput): Promise<SendOutcome> {
-  return changeMessage(deps, userId, {
+  return changeMessage(deps, userId, () => ({
     kind: 'edit',
     channelId: input.channelId,
     messageId: input.messageId,
     clientChangeId: input.clientChangeId,
     body: normaliseBody(input.body, deps.maxBodyLength),
-  } satisfies Omit<EditRequest, 'id' | 'userId'>);
+  }) satisfies Omit<EditRequest, 'id' | 'userId'>);
 }
 
 export function deleteMessage(deps: MessagingDeps, userId: string, input: TargetInput): Promise<SendOutcome> {
-  return changeMessage(deps, userId, { kind: 'delete', ...input });
+  return changeMessage(deps, userId, () => ({ kind: 'delete', ...input }));
 }
 
 export function reactToMessage(
@@ -77,11 +79,11 @@ export function reactToMessage(
   kind: ReactionRequest['kind'],
   input: ReactionInput,
 ): Promise<SendOutcome> {
-  return changeMessage(deps, userId, {
+  return changeMessage(deps, userId, () => ({
     kind,
     channelId: input.channelId,
     messageId: input.messageId,
     clientChangeId: input.clientChangeId,
     emoji: parseEmoji(input.emoji),
-  });
+  }));
 }

@@ -2,6 +2,7 @@ import { expect } from 'chai';
 import { randomUUID } from 'node:crypto';
 import { registerUser, request, startApi, unique, type StartedApi } from '../support/api.js';
 import { signToken } from '../support/tokens.js';
+import { User } from '../../shared/models/index.js';
 
 const ISO = /^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(\.\d+)?Z$/;
 
@@ -45,6 +46,22 @@ describe('REST auth', function () {
       expect(res.body.token.split('.')).to.have.length(3);
       expect(res.headers.get('content-type')).to.match(/^application\/json/);
       expectNoSecrets(res.text, password);
+    });
+
+    it('When a node runs the default BCRYPT_ROUNDS (the suite runs 4), then a password is stored at cost 10, and it alone logs in', async function () {
+      const defaults = await startApi({ BCRYPT_ROUNDS: undefined });
+      try {
+        expect(defaults.config.bcryptRounds).to.equal(10);
+        const user = await registerUser(defaults.baseUrl);
+        const stored = await User.query().findById(user.user.id);
+        expect(stored?.passwordHash).to.match(/^\$2b\$10\$/);
+        const right = await request(defaults.baseUrl, 'POST', '/auth/login', { body: { email: user.email, password: user.password } });
+        expect(right.status, right.text).to.equal(200);
+        const wrong = await request(defaults.baseUrl, 'POST', '/auth/login', { body: { email: user.email, password: `${user.password}x` } });
+        expect(wrong.status).to.equal(401);
+      } finally {
+        await defaults.stop();
+      }
     });
 
     it('When the token returned by register is used, then GET /me returns the same user', async function () {

@@ -187,6 +187,15 @@ describe('Observability: request logs, metrics and worker health', function () {
     expect(sample(text, 'messages_sends_total', { outcome: 'accepted' })).to.be.at.least(1);
     expect(sample(text, 'messages_sends_total', { outcome: 'VALIDATION_FAILED' })).to.be.at.least(1);
     expect(sample(text, 'rate_limit_refusals_total', { policy: 'login-per-ip' })).to.be.at.least(1);
+
+    // Changes are counted with sends, their refusals at the front node too: an empty edit, a bad emoji.
+    const stored = await sendOk(socket, { channelId: channel.id, body: 'to be changed', clientMsgId: unique() });
+    const before = sample(text, 'messages_sends_total', { outcome: 'VALIDATION_FAILED' })!;
+    const target = { channelId: channel.id, messageId: stored.id };
+    expect((await socket.timeout(10_000).emitWithAck('message:edit', { ...target, body: '  ' })).error.code).to.equal('VALIDATION_FAILED');
+    expect((await socket.timeout(10_000).emitWithAck('reaction:add', { ...target, emoji: 'NOT AN EMOJI' })).error.code).to.equal('VALIDATION_FAILED');
+    const after = (await metricsOf(`${base}/metrics`, METRICS_TOKEN)).text;
+    expect(sample(after, 'messages_sends_total', { outcome: 'VALIDATION_FAILED' })).to.equal(before + 2);
   });
 
   it('When a front node is scraped, then it shows its pool use, its Redis errors and every partition queue', async function () {

@@ -60,6 +60,8 @@ export async function mochaGlobalSetup(): Promise<void> {
     Object.assign(process.env, {
       ...services.env,
       REDIS_PREFIX: attempt.redisPrefix,
+      // The suites register thousands of users: at the default cost (10) hashing alone would add minutes to
+      // every run, and the cost is not what they test. test/rest/auth.test.ts runs a node at the default.
       BCRYPT_ROUNDS: '4',
       // Workers in the tests (in-process and spawned) take any free port for health and metrics.
       WORKER_HTTP_PORT: '0',
