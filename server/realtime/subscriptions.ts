@@ -54,13 +54,16 @@ export function createSubscriptions(
     },
 
     async apply(change) {
-      await applyLocally(change);
+      // This node's rooms change at once (before applyLocally's first await); the rest here and on the
+      // other nodes proceeds side by side.
+      const local = applyLocally(change);
       try {
         await io.serverSideEmitWithAck('membership:change', change);
       } catch (err) {
         // A node that does not answer in time is gone or cut off from Redis; its sockets are too.
         logger.warn({ err, userId: change.userId }, 'not every front node confirmed a membership change');
       }
+      await local;
     },
 
     async subscribe(socket) {
