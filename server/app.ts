@@ -122,6 +122,23 @@ export function createFrontNode(config: Config, options: { logger?: Logger } = {
   const sessionSockets = createSessionSockets(io);
   const tokens = createTokenService(config, { redis, listener: sessionSockets });
   const subscriptions = createSubscriptions(io, logger);
+  // When the adapter's subscriber connection was lost and is back, membership changes published meanwhile
+  // never reached this node: its sockets' rooms are read again. ioredis re-sends the SUBSCRIBEs right after
+  // 'ready'; a PING sent after them is answered once they are in force.
+  let adapterSubLost = false;
+  adapterSub.on('close', () => {
+    adapterSubLost = true;
+  });
+  adapterSub.on('ready', () => {
+    if (!adapterSubLost) return;
+    adapterSubLost = false;
+    setImmediate(() => {
+      adapterSub
+        .ping()
+        .then(() => subscriptions.resync())
+        .catch((err: unknown) => logger.warn({ err }, 'could not rebuild channel rooms after the adapter subscription came back'));
+    });
+  });
   const notifyRead: ReadNotifier = (userId, read) => {
     io.to(userRoom(userId)).emit('channel:read', read);
   };

@@ -17,7 +17,7 @@ export type NarrowedListener = (userId: string) => Promise<void>;
 export function createSubscriptions(
   io: IoServer,
   logger: Logger,
-): Subscriptions & { subscribe(socket: IoSocket): Promise<void>; onNarrowed(listener: NarrowedListener): void } {
+): Subscriptions & { subscribe(socket: IoSocket): Promise<void>; resync(): Promise<void>; onNarrowed(listener: NarrowedListener): void } {
   const adapter = () => io.of('/').adapter;
   const subscribing = new Map<string, MembershipChange[]>();
   const narrowedListeners: NarrowedListener[] = [];
@@ -64,6 +64,37 @@ export function createSubscriptions(
         logger.warn({ err, userId: change.userId }, 'not every front node confirmed a membership change');
       }
       await local;
+    },
+
+    /**
+     * Rebuilds every local socket's channel rooms from PostgreSQL. For when this node's adapter subscription
+     * was lost and is back: the membership changes published meanwhile never reached it (the adapter does
+     * not even wait for a node that is not subscribed), and without this its sockets would stay out of a
+     * channel they joined, or in one they left, until they reconnect. Changes heard during the read are
+     * held and applied after it, as during a handshake.
+     */
+    async resync() {
+      const sockets = [...io.of('/').sockets.values()].filter((s) => !subscribing.has(s.id));
+      if (sockets.length === 0) return;
+      for (const socket of sockets) subscribing.set(socket.id, []);
+      try {
+        const users = [...new Set(sockets.map((s) => s.data.userId))];
+        const rows = await ChannelMember.query().whereIn('user_id', users).select('user_id', 'channel_id');
+        const roomsOf = new Map<string, Set<string>>(users.map((u) => [u, new Set()]));
+        for (const row of rows) roomsOf.get(row.userId)!.add(channelRoom(row.channelId));
+        for (const socket of sockets) {
+          const want = roomsOf.get(socket.data.userId)!;
+          for (const room of socket.rooms) if (room.startsWith(channelRoom('')) && !want.has(room)) void adapter().del(socket.id, room);
+          if (want.size > 0) void adapter().addAll(socket.id, want);
+        }
+        logger.info({ sockets: sockets.length }, 'channel rooms rebuilt after the adapter subscription came back');
+      } finally {
+        for (const socket of sockets) {
+          const held = subscribing.get(socket.id) ?? [];
+          subscribing.delete(socket.id);
+          for (const change of held) applyTo(socket.id, change);
+        }
+      }
     },
 
     async subscribe(socket) {

@@ -4,7 +4,8 @@ import type { MessageDto } from '../../shared/models/Message.js';
 import { addWorkspaceMember, registerUser, request, type ChannelDto, type RegisteredUser } from '../support/api.js';
 import { Collector, connect, disconnectAll, send, sendOk, sleep, waitFor, type ClientSocket } from '../support/sockets.js';
 import { acked, edit, EventLog, react } from './changes-harness.js';
-import { closeDb, seedChannel, seedTeam, startPipelineCluster, storedByClientMsgId, type Team } from './fixtures.js';
+import { Redis } from 'ioredis';
+import { closeDb, clusterRedisPrefix, dbQuery, seedChannel, seedTeam, startPipelineCluster, storedByClientMsgId, type Team } from './fixtures.js';
 
 /**
  * Membership changes made through REST on node A must be in force on node B's sockets by the time the
@@ -181,5 +182,43 @@ describe('pipeline: live membership changes across nodes', function () {
     await sleep(200);
     expect(ids(s.onB.of(channel.id))).to.deep.equal(ids(expected));
     expect(ids(s.onA.of(channel.id))).to.deep.equal(ids(expected));
+  });
+
+  it("When a node's adapter subscription to Redis drops and comes back, then memberships changed meanwhile that never reached it are in force for its sockets", async () => {
+    const s = await subject();
+    const joined = await seedChannel(A, team, [speaker]);
+    const left = await seedChannel(A, team, [speaker, s.user]);
+    // Changed where no node hears of it, as a change published while a node's subscriber is away is lost.
+    await dbQuery('INSERT INTO channel_members (channel_id, user_id) VALUES ($1, $2)', [joined.id, s.user.user.id]);
+    await dbQuery('DELETE FROM channel_members WHERE channel_id = $1 AND user_id = $2', [left.id, s.user.user.id]);
+    const redis = new Redis(process.env.REDIS_URL!);
+    try {
+      const name = `${clusterRedisPrefix('membership')}:front-adapter-sub`;
+      const clients = String(await redis.client('LIST'))
+        .split('\n')
+        .filter((line) => line.includes(` name=${name} `))
+        .map((line) => /\bid=(\d+)/.exec(line)![1]);
+      expect(clients, 'one adapter subscriber per front node').to.have.length(2);
+      for (const id of clients) await redis.client('KILL', 'ID', id);
+    } finally {
+      redis.disconnect();
+    }
+    // Once both nodes have read the rooms again, a message of the channel joined reaches both sockets.
+    // (Not speak(): a message published while a subscriber is away is one that node's sockets get only with
+    // the next one, when it fills the gap from PostgreSQL.)
+    await waitFor(
+      async () => {
+        const id = `after-drop-${next++}`;
+        await sendOk(speakerA, { channelId: joined.id, body: id, clientMsgId: id });
+        await sleep(100);
+        return s.onB.count(joined.id) > 0 && s.onA.count(joined.id) > 0;
+      },
+      20_000,
+      () => `joined: ${s.onB.count(joined.id)} on B, ${s.onA.count(joined.id)} on A`,
+    );
+    const before = [s.onB.count(left.id), s.onA.count(left.id)];
+    await speak(left, 2);
+    await sleep(300);
+    expect([s.onB.count(left.id), s.onA.count(left.id)], 'messages of the channel left').to.deep.equal(before);
   });
 });
