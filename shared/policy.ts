@@ -73,6 +73,8 @@ export interface Rules {
   /** Every member of the workspace (denied: only those sharing a channel with the actor). */
   'workspace.members.listAll': WorkspaceResource;
   'workspace.members.add': WorkspaceResource & { role: WorkspaceRole };
+  /** Searching in the channels a query names (`in:`): `readable` when the actor is a member of each, in this workspace. */
+  'workspace.search.in': WorkspaceResource & { readable: boolean };
   'workspace.members.remove': WorkspaceResource & { target: MemberTarget | null };
   'workspace.members.setRole': WorkspaceResource & { target: MemberTarget | null; role: WorkspaceRole };
   /** The actor leaving: `target` is their own membership. */
@@ -154,6 +156,11 @@ const RULES: { [A in Action]: (actor: Actor, resource: Rules[A]) => Decision } =
     if (role === 'owner' && actor.role !== 'owner') return forbidden('Only owners may make owners');
     return ALLOW;
   }),
+
+  // As typing in it: NOT_FOUND for a channel one is not in, public ones too (issue #12), whatever the reason.
+  'workspace.search.in': workspaceRule((_actor, { readable }: Rules['workspace.search.in']) =>
+    readable ? ALLOW : deny(new NotFoundError('Channel')),
+  ),
 
   'workspace.members.remove': workspaceRule((actor, { target }: Rules['workspace.members.remove']) => {
     if (!isManager(actor.role)) return forbidden(MANAGERS_ONLY);

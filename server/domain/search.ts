@@ -1,4 +1,5 @@
-import { NotFoundError, ValidationError } from '../../shared/errors.js';
+import { ValidationError } from '../../shared/errors.js';
+import { authorize } from '../../shared/policy.js';
 import { Channel, ChannelMember, Message, toMessageDto, type ChannelDto, type MessageDto } from '../../shared/models/index.js';
 import { authorizeInWorkspace } from './access.js';
 import { messageColumns, UUID_PATTERN } from './messages.js';
@@ -262,25 +263,22 @@ async function searchOlder(params: SearchParams, channels: string[], below: numb
  * the older ones of the channels that may still hold some of it (searchNewest). The costliest are rare words,
  * which take both statements (docs/PERFORMANCE.md, "Search").
  */
-/**
- * Searching in a channel one cannot read is NOT_FOUND (issue #12), as typing in it is: not a member (a
- * public channel too), a private one, another workspace's, or none at all, alike.
- */
-async function assertReadable(userId: string, workspaceId: string, channelIds: string[]): Promise<void> {
-  if (channelIds.length === 0) return;
+/** Whether the user is a member of each of `channelIds` in the workspace (policy 'workspace.search.in' decides). */
+async function readsAll(userId: string, workspaceId: string, channelIds: string[]): Promise<boolean> {
+  if (channelIds.length === 0) return true;
   const readable = await ChannelMember.query()
     .join('channels as c', 'c.id', 'channel_members.channel_id')
     .where('channel_members.user_id', userId)
     .where('c.workspace_id', workspaceId)
     .whereIn('channel_members.channel_id', channelIds)
     .select('channel_members.channel_id');
-  if (new Set(readable.map((r) => r.channelId)).size < new Set(channelIds).size) throw new NotFoundError('Channel');
+  return new Set(readable.map((r) => r.channelId)).size === new Set(channelIds).size;
 }
 
 export async function searchMessages(userId: string, workspaceId: string, query: SearchQuery): Promise<SearchPage> {
-  await authorizeInWorkspace(userId, 'workspace.view', { workspaceId });
+  const actor = await authorizeInWorkspace(userId, 'workspace.view', { workspaceId });
   const parsed = parseSearchQuery(query.q);
-  await assertReadable(userId, workspaceId, parsed.in);
+  authorize(actor, 'workspace.search.in', { workspaceId, readable: await readsAll(userId, workspaceId, parsed.in) });
   const cursor = query.before === undefined ? null : decodeCursor(query.before);
   const params: SearchParams = {
     text: parsed.text,

@@ -90,6 +90,12 @@ describe('policy', function () {
     expect(verdict(actor('owner'), 'workspace.members.remove', { ...W, target: t('owner', 1) })).to.equal('FORBIDDEN');
   });
 
+  it('When a search names channels with in:, then any role may when it is a member of each, and NOT_FOUND otherwise, the owner too', function () {
+    expect(verdict(actor('guest'), 'workspace.search.in', { ...W, readable: true })).to.equal('allow');
+    expect(verdict(actor('owner'), 'workspace.search.in', { ...W, readable: false })).to.equal('NOT_FOUND');
+    expect(verdict(actor(null), 'workspace.search.in', { ...W, readable: true })).to.equal('NOT_FOUND');
+  });
+
   it('When a channel is changed, then its creator and managers may, and an archived one refuses joins and additions', function () {
     const mine = channel({ createdBy: 'me' });
     expect(verdict(actor('member'), 'channel.update', { channel: mine, isMember: true })).to.equal('allow');
