@@ -101,10 +101,7 @@ export function createFrontNode(config: Config, options: { logger?: Logger } = {
     login: limit('login-per-ip', rl.loginPerMinute, 60),
     loginFailuresPerIp: limit('login-failures-per-ip', rl.loginFailuresPerIp, 15 * 60),
     loginFailuresPerAccount: limit('login-failures-per-account', rl.loginFailuresPerAccount, 15 * 60),
-    // Its Redis keys keep the prefix of the budget it was before the per-account one came.
-    loginFailuresPerAccountAndIp: counted(
-      createRateLimit(redis, `${config.redis.prefix}:rl:login`, rl.loginFailuresPerAccountAndIp, 15 * 60, 'login-failures-per-account-ip'),
-    ),
+    loginFailuresPerAccountAndIp: limit('login-failures-per-account-ip', rl.loginFailuresPerAccountAndIp, 15 * 60),
   };
   const socketLimits = {
     events: limit('socket-events-per-user', rl.socketEventPerSecond * 10, 10, { perNodeWhenRedisDown: true }),
