@@ -6,7 +6,7 @@ import type { Config } from '../shared/config.js';
 import { createDb } from '../shared/db.js';
 import { createLogger, type Logger } from '../shared/logger.js';
 import { createRedis } from '../shared/redis.js';
-import { CHANNEL_EVENTS, channelRoom, userRoom } from '../shared/events.js';
+import { CHANNEL_EVENTS, channelRoom, roomChannel, userRoom } from '../shared/events.js';
 import { createTokenService } from './auth.js';
 import { eventsBetween, messagesAfter } from './domain/messages.js';
 import { createRateLimit, type RateLimit } from './domain/rateLimit.js';
@@ -150,6 +150,11 @@ export function createFrontNode(config: Config, options: { logger?: Logger } = {
     },
     replayLimit: config.sync.replayLimit,
     logger,
+  });
+  // A socket out of a channel's room (a leave, a removal, a disconnect) starts afresh if it comes back.
+  io.of('/').adapter.on('leave-room', (room: string, socketId: string) => {
+    const channelId = roomChannel(room);
+    if (channelId) delivery.leave(socketId, channelId);
   });
   const sequencer = new ChannelSequencer({
     source: { between: (channelId, afterRev, beforeRev) => eventsBetween(channelId, afterRev, beforeRev, 10_000) },

@@ -5,6 +5,8 @@ import type { SendOutcome } from './queues.js';
 
 /** Socket.IO rooms: every socket of a user is in its user room, and in one room per channel it belongs to. */
 export const channelRoom = (channelId: string) => `channel:${channelId}`;
+/** The channel whose room this is, or null for any other room. */
+export const roomChannel = (room: string): string | null => (room.startsWith('channel:') ? room.slice('channel:'.length) : null);
 export const userRoom = (userId: string) => `user:${userId}`;
 /** Every socket authenticated with the token whose `jti` this is (logout disconnects them, on every node). */
 export const tokenRoom = (jti: string) => `token:${jti}`;

@@ -62,7 +62,8 @@ const CLIENT_EVENTS: Record<keyof ClientToServerEvents | 'typing:start' | 'typin
   'reaction:remove': { summary: "Remove one's reaction", description: CHANGE_NOTE, schema: reactionSchema, ack: outcome },
   sync: {
     summary: 'Replay what was missed since a mark per channel',
-    description: 'A number replays the messages with seq > lastSeq; `{rev}` the events with rev > lastRev; at most SYNC_REPLAY_LIMIT per channel (`hasMore`).',
+    description:
+      'A number replays the messages with seq > lastSeq; `{rev}` the events with rev > lastRev; at most SYNC_REPLAY_LIMIT per channel (`hasMore`). SERVICE_UNAVAILABLE when a replay failed: the channels it had not replayed get no live events until a sync of them succeeds.',
     schema: syncSchema,
     ack: ackOf({ channels: { type: 'object', additionalProperties: ref('SyncChannelAck') } }),
   },
@@ -96,6 +97,7 @@ const SERVER_EVENTS: Record<keyof ServerToClientEvents, ServerEvent> = {
   'channel:read': { summary: "The user's read mark moved (to every socket of the user)", payload: ref('ReadState') },
   'sync:done': {
     summary: 'After a handshake with `resume`: every resumed channel was replayed',
+    description: 'Per channel as the `sync` ack; `{error}` NOT_FOUND for a channel the user may not follow, SERVICE_UNAVAILABLE for one whose replay failed (no live events of it until a `sync` of it succeeds).',
     payload: object({ channels: { type: 'object', additionalProperties: ref('SyncChannelAck') } }),
   },
   'channel:updated': { summary: 'A channel was renamed, re-topicked, archived or unarchived', payload: dto<ChannelUpdated>({ channel: ref('Channel') }) },

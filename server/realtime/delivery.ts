@@ -16,6 +16,12 @@ import type { IoServer, IoSocket } from './types.js';
  * that channel only, while its replay runs: live events wait behind the replay, then those it did not
  * cover follow. Every rev sent to a socket is remembered per channel, so nothing is sent to it twice,
  * whichever of live delivery and replay got there first.
+ *
+ * Each socket also has, per channel, the rev up to which it has everything it is owed (`at`). An event
+ * beyond the next one never reaches it: whatever the node missed (a publish lost on its way, a node that
+ * starts without a baseline, a fill that failed), the socket is held out of the fast path while what it
+ * lacks is read from PostgreSQL, as for a resume. A client takes the highest rev it received as its mark
+ * (docs/API.md), so a rev sent past a hole would lose the hole for good.
  */
 export interface ReplaySource {
   /**
@@ -38,9 +44,9 @@ export type SyncChannelResult =
 
 /**
  * How one socket's live events of one channel are handled around a replay:
- *  - buffer: the replay runs; live events wait behind it;
- *  - paused: the replay was cut at its limit; live events are dropped until the next sync, which
- *    replays them from PostgreSQL without a gap;
+ *  - buffer: a replay runs, or is due (a hole); live events wait behind it;
+ *  - paused: the replay was cut at its limit, or failed; live events are dropped until the next sync,
+ *    which replays them from PostgreSQL without a gap;
  *  - floor: the replay is done; a live event up to rev `floor` is sent to the socket alone unless it
  *    was sent already or the replay covered it (`covered`), and the first one beyond `floor` returns
  *    the socket to the shared fast path.
@@ -52,6 +58,17 @@ type Gate =
 
 /** Whether a replay already gave the client what an event says (so it must not be sent). */
 type Covered = (event: ChannelEvent) => boolean;
+
+/** What one socket was given of one channel. */
+interface Track {
+  /** The revs it was sent. */
+  sent: SeqSet;
+  /** It has every event it is owed up to this rev; undefined until its first live event or replay. */
+  at: number | undefined;
+}
+
+/** Pauses between attempts to fill a socket's hole while PostgreSQL does not answer. */
+const REFILL_RETRY_MS = [250, 500, 1000, 2000, 5000];
 
 /** The message an event is about. */
 function messageIdOf(event: ChannelEvent): string {
@@ -65,31 +82,54 @@ function messageIdOf(event: ChannelEvent): string {
   }
 }
 
+const byRev = (a: ChannelEvent, b: ChannelEvent) => eventRev(a) - eventRev(b);
+
 export class Delivery {
-  /** Per connected socket, per channel, the revs it has been sent. */
-  private readonly sent = new Map<string, Map<string, SeqSet>>();
+  /** Per connected socket, per channel, what it was given. */
+  private readonly tracks = new Map<string, Map<string, Track>>();
   private readonly gates = new Map<string, Map<string, Gate>>();
   /** The registered sockets, for the late events sent to one of them alone. */
   private readonly sockets = new Map<string, IoSocket>();
+  /** Per socket, its replays one after another: each continues from where the one before left the gates. */
+  private readonly queues = new Map<string, Promise<unknown>>();
+  /** Reads of the same events for many sockets at once (a hole every socket of a room has) are one read. */
+  private readonly reads = new Map<string, Promise<ChannelEvent[]>>();
 
   constructor(
     private readonly io: IoServer,
-    private readonly deps: { replay: ReplaySource; replayLimit: number; logger: Logger },
+    private readonly deps: {
+      replay: ReplaySource;
+      replayLimit: number;
+      logger: Logger;
+      /** Pauses between attempts to fill a hole (tests shorten them). */
+      refillRetryMs?: readonly number[];
+    },
   ) {}
 
   /** A socket that just connected: from now on its live messages are counted. */
   register(socket: IoSocket): void {
     this.sockets.set(socket.id, socket);
-    this.sent.set(socket.id, new Map());
+    this.tracks.set(socket.id, new Map());
   }
 
   forget(socket: IoSocket): void {
     this.sockets.delete(socket.id);
-    this.sent.delete(socket.id);
+    this.tracks.delete(socket.id);
+    this.queues.delete(socket.id);
     for (const [channelId, gates] of this.gates) {
       gates.delete(socket.id);
       if (gates.size === 0) this.gates.delete(channelId);
     }
+  }
+
+  /**
+   * The socket left the channel's room (a leave or a removal): what it was given there no longer says
+   * what it is owed. Back in the room, it starts afresh, as a socket that just connected; events of the
+   * time between are not its to get from this node.
+   */
+  leave(socketId: string, channelId: string): void {
+    this.tracks.get(socketId)?.delete(channelId);
+    this.dropGate(channelId, socketId);
   }
 
   /** Events of one committed batch, each channel's in rev order. */
@@ -103,30 +143,42 @@ export class Delivery {
       if (!members) continue;
       let except: Set<string> | undefined;
       let alone: string[] | undefined;
+      let holes: string[] | undefined;
+      const reached: Track[] = [];
       const gates = this.gates.get(channelId);
-      if (gates) {
-        for (const [socketId, gate] of gates) {
-          if (gate.mode === 'floor' && rev > gate.floor) {
-            this.dropGate(channelId, socketId);
-            continue;
-          }
+      for (const socketId of members) {
+        const gate = gates?.get(socketId);
+        if (gate && !(gate.mode === 'floor' && rev > gate.floor)) {
           (except ??= new Set()).add(socketId);
-          // Only what the socket would have got live: a gate never lets a channel's events reach a
-          // socket that is not in its room.
-          if (!members.has(socketId)) continue;
           if (gate.mode === 'buffer') gate.buffer.push(event);
           else if (gate.mode === 'floor' && !gate.covered(event)) (alone ??= []).push(socketId);
+          continue;
+        }
+        if (gate) this.dropGate(channelId, socketId);
+        const track = this.trackOf(socketId, channelId);
+        // Not registered yet (still in its handshake): the room's emit does not reach it either.
+        if (!track) continue;
+        if (track.at === undefined || rev === track.at + 1) {
+          reached.push(track);
+        } else {
+          (except ??= new Set()).add(socketId);
+          if (rev > track.at) (holes ??= []).push(socketId);
         }
       }
       const target = this.io.local.to(room);
-      (except ? target.except([...except]) : target).emit(event.name, event.payload as never);
+      if (reached.length > 0) (except ? target.except([...except]) : target).emit(event.name, event.payload as never);
+      for (const track of reached) {
+        track.sent.add(rev);
+        track.at = rev;
+      }
       // A late event the replay did not cover (a change to an older message, after a resume by seq).
       for (const socketId of alone ?? []) {
         const socket = this.sockets.get(socketId);
         if (socket) this.send(socket, event);
       }
-      for (const socketId of members) {
-        if (!except?.has(socketId)) this.revsOf(socketId, channelId)?.add(rev);
+      for (const socketId of holes ?? []) {
+        this.gatesOf(channelId).set(socketId, { mode: 'buffer', buffer: [event] });
+        void this.enqueue(socketId, () => this.refill(socketId, channelId, 0));
       }
     }
   }
@@ -135,15 +187,27 @@ export class Delivery {
    * Replays, for each channel, what the client is missing from its resume point that this socket has
    * not been sent yet, then lets live delivery resume exactly where the replay ended. `isMember` says
    * which channels the user may follow; the others are left untouched and reported as not found by the
-   * caller.
+   * caller. A socket's syncs run one after another. When one fails, the channels it had not replayed
+   * are paused (nothing live is sent past what the client has) until a later sync of them succeeds.
    */
-  async sync(
+  sync(
+    socket: IoSocket,
+    points: Map<string, ResumePoint>,
+    isMember: (channelIds: string[]) => Promise<Set<string>>,
+  ): Promise<Map<string, SyncChannelResult>> {
+    // Gates first, in the caller's tick: every live event from here on is caught for the seam, even while
+    // an earlier replay of this socket still runs.
+    for (const channelId of points.keys()) this.openGate(channelId, socket.id);
+    return this.enqueue(socket.id, () => this.runSync(socket, points, isMember));
+  }
+
+  private async runSync(
     socket: IoSocket,
     points: Map<string, ResumePoint>,
     isMember: (channelIds: string[]) => Promise<Set<string>>,
   ): Promise<Map<string, SyncChannelResult>> {
     const channelIds = [...points.keys()];
-    // Gates first, synchronously: every live event from here on is caught for the seam.
+    // Again: a replay that ran before this one closed the gates it shared with it.
     for (const channelId of channelIds) this.openGate(channelId, socket.id);
 
     const results = new Map<string, SyncChannelResult>();
@@ -151,7 +215,7 @@ export class Delivery {
     try {
       members = await isMember(channelIds);
     } catch (err) {
-      for (const channelId of channelIds) this.closeGate(channelId, socket, null);
+      for (const channelId of channelIds) this.replaceGate(channelId, socket.id, { mode: 'paused' });
       throw err;
     }
     for (const channelId of channelIds) {
@@ -168,7 +232,7 @@ export class Delivery {
             : await this.replayEvents(socket, channelId, point.rev),
         );
       } catch (err) {
-        for (const id of channelIds.slice(channelIds.indexOf(channelId))) this.closeGate(id, socket, null);
+        for (const id of channelIds.slice(channelIds.indexOf(channelId))) this.replaceGate(id, socket.id, { mode: 'paused' });
         throw err;
       }
     }
@@ -186,10 +250,10 @@ export class Delivery {
     const { messages: rows, latestRev } = await this.deps.replay.messagesAfter(channelId, lastSeq, limit + 1);
     const hasMore = rows.length > limit;
     const page = rows.slice(0, limit);
-    const revs = this.revsOf(socket.id, channelId);
+    const sent = this.trackOf(socket.id, channelId)?.sent;
     let replayed = 0;
     for (const { message, createdRev } of page) {
-      const event: ChannelEvent = revs?.has(createdRev)
+      const event: ChannelEvent = sent?.has(createdRev)
         ? { name: 'message:updated', payload: { channelId, rev: message.rev, message } }
         : { name: 'message:new', payload: message };
       if (this.send(socket, event)) replayed++;
@@ -212,7 +276,7 @@ export class Delivery {
   /** Resume by rev: every event after lastRev, as it was emitted live. */
   private async replayEvents(socket: IoSocket, channelId: string, lastRev: number): Promise<SyncChannelResult> {
     const limit = this.deps.replayLimit;
-    const rows = await this.deps.replay.eventsAfter(channelId, lastRev, limit + 1);
+    const rows = await this.eventsAfter(channelId, lastRev, limit + 1);
     const hasMore = rows.length > limit;
     const page = rows.slice(0, limit);
     let replayed = 0;
@@ -227,31 +291,95 @@ export class Delivery {
     return { replayed, latestRev: this.closeGate(channelId, socket, replayedUpTo, covered).lastRev, hasMore };
   }
 
+  /**
+   * Fills a hole in what a live socket was given (its gate holds what came after the hole): what it
+   * lacks is read from PostgreSQL and sent, then the held events, as for a resume by rev from its `at`.
+   * While PostgreSQL does not answer, the socket waits and the read is tried again. A hole larger than a
+   * replay, or more held than one, closes the connection instead: the client's reconnect resumes from
+   * its own marks, which never passed the hole.
+   */
+  private async refill(socketId: string, channelId: string, attempt: number): Promise<void> {
+    const socket = this.sockets.get(socketId);
+    const gate = this.gates.get(channelId)?.get(socketId);
+    const at = this.trackOf(socketId, channelId)?.at;
+    // A sync since, or the socket gone or out of the room: nothing left to fill.
+    if (!socket || gate?.mode !== 'buffer' || at === undefined) return;
+    try {
+      const { hasMore } = await this.replayEvents(socket, channelId, at);
+      if (!hasMore) return;
+      this.deps.logger.warn({ channelId, socketId, after: at }, 'a live hole larger than a replay: the connection is closed for the client to resume');
+    } catch (err) {
+      const held = this.gates.get(channelId)?.get(socketId);
+      if (held?.mode === 'buffer' && held.buffer.length <= this.deps.replayLimit) {
+        this.deps.logger.warn({ err, channelId, socketId, after: at }, 'could not fill a live hole yet');
+        const pauses = this.deps.refillRetryMs ?? REFILL_RETRY_MS;
+        const delay = pauses[Math.min(attempt, pauses.length - 1)];
+        setTimeout(() => void this.enqueue(socketId, () => this.refill(socketId, channelId, attempt + 1)), delay).unref();
+        return;
+      }
+      this.deps.logger.warn({ err, channelId, socketId, after: at }, 'could not fill a live hole: the connection is closed for the client to resume');
+    }
+    this.replaceGate(channelId, socketId, { mode: 'paused' });
+    socket.conn.close();
+  }
+
+  /** eventsAfter, one read for every socket that asks the same at once. */
+  private eventsAfter(channelId: string, afterRev: number, limit: number): Promise<ChannelEvent[]> {
+    const key = `${channelId}:${afterRev}:${limit}`;
+    let read = this.reads.get(key);
+    if (!read) {
+      read = this.deps.replay.eventsAfter(channelId, afterRev, limit);
+      this.reads.set(key, read);
+      const done = () => this.reads.delete(key);
+      read.then(done, done);
+    }
+    return read;
+  }
+
+  private enqueue<T>(socketId: string, job: () => Promise<T>): Promise<T> {
+    const done = (this.queues.get(socketId) ?? Promise.resolve()).then(job);
+    const tail = done.then(
+      () => {},
+      () => {},
+    );
+    if (this.sockets.has(socketId)) this.queues.set(socketId, tail);
+    void tail.then(() => {
+      if (this.queues.get(socketId) === tail) this.queues.delete(socketId);
+    });
+    return done;
+  }
+
   /** Sends one event to one socket unless it was sent it already; says whether it did. */
   private send(socket: IoSocket, event: ChannelEvent): boolean {
-    const revs = this.revsOf(socket.id, eventChannel(event));
+    const sent = this.trackOf(socket.id, eventChannel(event))?.sent;
     const rev = eventRev(event);
-    if (!revs || revs.has(rev)) return false;
-    revs.add(rev);
+    if (!sent || sent.has(rev)) return false;
+    sent.add(rev);
     socket.emit(event.name, event.payload as never);
     return true;
   }
 
-  private revsOf(socketId: string, channelId: string): SeqSet | undefined {
-    const channels = this.sent.get(socketId);
+  private trackOf(socketId: string, channelId: string): Track | undefined {
+    const channels = this.tracks.get(socketId);
     if (!channels) return undefined;
-    let revs = channels.get(channelId);
-    if (!revs) channels.set(channelId, (revs = new SeqSet()));
-    return revs;
+    let track = channels.get(channelId);
+    if (!track) channels.set(channelId, (track = { sent: new SeqSet(), at: undefined }));
+    return track;
+  }
+
+  private gatesOf(channelId: string): Map<string, Gate> {
+    let gates = this.gates.get(channelId);
+    if (!gates) this.gates.set(channelId, (gates = new Map()));
+    return gates;
   }
 
   private openGate(channelId: string, socketId: string): void {
     // A sync queued behind another may start after its socket disconnected: nothing to gate then.
-    if (!this.sent.has(socketId)) return;
-    let gates = this.gates.get(channelId);
-    if (!gates) this.gates.set(channelId, (gates = new Map()));
-    // A paused gate (partial replay) starts buffering again: this sync continues from its lastSeq.
-    gates.set(socketId, { mode: 'buffer', buffer: [] });
+    if (!this.tracks.has(socketId)) return;
+    const gates = this.gatesOf(channelId);
+    // A hole's gate keeps what it holds: this replay covers the hole and sends the rest after it. A paused
+    // gate (partial replay) starts buffering again: this sync continues from its lastSeq.
+    if (gates.get(socketId)?.mode !== 'buffer') gates.set(socketId, { mode: 'buffer', buffer: [] });
   }
 
   /** Only a gate still there: a socket that disconnected mid-sync must not be given a new one. */
@@ -267,29 +395,34 @@ export class Delivery {
   }
 
   /**
-   * Sends what the gate caught that the replay did not cover and the socket was not sent, and leaves a
-   * floor at `afterRev` (or the last rev sent beyond it): until a live event beyond it comes, late ones
-   * are checked the same way. Returns that rev (and the last seq of a new message sent). With `afterRev`
-   * null (the replay failed), sends everything caught and removes the gate: the socket is back on live
-   * delivery and the client may sync again.
+   * After a replay that reached `afterRev`: sends, in rev order, what the gate caught that the replay
+   * did not cover and the socket was not sent, as long as each follows on from the one before; leaves a
+   * floor at the last rev so reached. Until a live event beyond it comes, late ones are checked the same
+   * way. A held event beyond a hole stays held, and the hole is filled next (refill). Returns that rev
+   * (and the last seq of a new message sent).
    */
-  private closeGate(
-    channelId: string,
-    socket: IoSocket,
-    afterRev: number | null,
-    covered: Covered = () => false,
-  ): { lastRev: number; lastSeq: number } {
+  private closeGate(channelId: string, socket: IoSocket, afterRev: number, covered: Covered): { lastRev: number; lastSeq: number } {
     const gate = this.gates.get(channelId)?.get(socket.id);
-    let lastRev = afterRev ?? 0;
+    const track = this.trackOf(socket.id, channelId);
+    let at = Math.max(afterRev, track?.at ?? 0);
     let lastSeq = 0;
-    for (const event of gate?.mode === 'buffer' ? gate.buffer : []) {
-      if (afterRev !== null && covered(event)) continue;
-      this.send(socket, event);
-      lastRev = Math.max(lastRev, eventRev(event));
-      if (event.name === 'message:new') lastSeq = Math.max(lastSeq, event.payload.seq);
+    const held = gate?.mode === 'buffer' ? [...gate.buffer].sort(byRev) : [];
+    const beyond: ChannelEvent[] = [];
+    for (const event of held) {
+      const rev = eventRev(event);
+      if (rev <= at) {
+        if (!covered(event)) this.send(socket, event);
+      } else if (beyond.length === 0 && rev === at + 1) {
+        this.send(socket, event);
+        at = rev;
+        if (event.name === 'message:new') lastSeq = Math.max(lastSeq, event.payload.seq);
+      } else beyond.push(event);
     }
-    if (afterRev === null) this.dropGate(channelId, socket.id);
-    else this.replaceGate(channelId, socket.id, { mode: 'floor', floor: lastRev, covered });
-    return { lastRev, lastSeq };
+    if (track) track.at = at;
+    if (beyond.length > 0) {
+      this.replaceGate(channelId, socket.id, { mode: 'buffer', buffer: beyond });
+      void this.enqueue(socket.id, () => this.refill(socket.id, channelId, 0));
+    } else this.replaceGate(channelId, socket.id, { mode: 'floor', floor: at, covered });
+    return { lastRev: at, lastSeq };
   }
 }

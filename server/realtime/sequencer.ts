@@ -21,7 +21,9 @@ const MAX_FILL = 10_000;
  * Hands each channel's events on in rev order, each once, whatever the way they reached this node:
  * a batch published again by a worker that re-ran it after a crash is dropped, and a gap (a publish lost
  * with a worker or by Redis pub/sub) is filled from PostgreSQL's change log, the source of truth, before
- * later events go out.
+ * later events go out. One read fills the gap for every socket of the node. What it cannot see (a gap
+ * before the first event it gets for a channel) or cannot fill (the source fails, or the gap is too
+ * large) it passes on, and Delivery holds each socket that lacks something until it is filled for it.
  */
 export class ChannelSequencer {
   private readonly channels = new Map<string, ChannelState>();
@@ -80,7 +82,7 @@ export class ChannelSequencer {
         this.deps.logger.warn({ channelId, after: state.last, before: first }, 'delivery gap too large to fill live');
       }
     } catch (err) {
-      // Clients recover what they missed with `sync`; live delivery must not stall on it.
+      // Delivery holds each socket that lacks it and fills it for that socket, trying again; here it moves on.
       this.deps.logger.warn({ err, channelId }, 'could not fill a delivery gap');
     }
     // A late copy of an older event may have arrived after the one that started the fill.

@@ -221,13 +221,7 @@ export function registerSocketHandlers(io: IoServer, deps: SocketHandlerDeps): v
     socket.on('disconnect', () => delivery.forget(socket));
     deps.watchExpiry(socket);
 
-    // One replay at a time per socket: a later one continues from where the earlier left the gates.
-    let syncs: Promise<unknown> = Promise.resolve();
-    const replay = (requested: Record<string, ResumePoint>) => {
-      const done = syncs.then(() => runSync(socket, requested));
-      syncs = done.catch(() => {});
-      return done;
-    };
+    const replay = (requested: Record<string, ResumePoint>) => runSync(socket, requested);
 
     const resume = socket.data.resume;
     if (resume) {

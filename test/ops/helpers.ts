@@ -306,27 +306,38 @@ export class ResendingClient {
     return Object.fromEntries(Object.entries(this.lastRev).map(([id, rev]) => [id, { rev }]));
   }
 
-  /** While a channel's replay says `hasMore`, `sync` it again from where that replay stopped. */
+  /**
+   * While a channel's replay says `hasMore`, `sync` it again from where that replay stopped; a replay
+   * that failed (its channel's live events are held back meanwhile) is tried again from the marks after a
+   * pause.
+   */
   private async continueSync(channels: SyncDone['channels']): Promise<void> {
     let more = channels;
     for (;;) {
       const pending: Record<string, ResumePoint> = {};
+      let failed = false;
       for (const [id, r] of Object.entries(more)) {
-        if (!('hasMore' in r)) continue;
+        if (!('hasMore' in r)) {
+          if (r.error.code !== 'NOT_FOUND') {
+            failed = true;
+            pending[id] = this.resumePoints()[id];
+          }
+          continue;
+        }
         this.replayed.push(r.replayed);
         if (!r.hasMore) {
           if (!('latestSeq' in r)) this.lastRev[id] = Math.max(this.lastRev[id] ?? 0, r.latestRev);
         } else pending[id] = 'latestSeq' in r ? r.latestSeq : { rev: r.latestRev };
       }
-      if (Object.keys(pending).length === 0) return;
+      if (Object.keys(pending).length === 0 || this.stopped) return;
+      if (failed) await sleep(this.options.retryDelayMs ?? 250);
       let ack: SyncAck;
       try {
         ack = (await this.socket.timeout(10_000).emitWithAck('sync', { channels: pending })) as SyncAck;
       } catch {
-        return; // The connection went: the next handshake resumes from lastSeq.
+        return; // The connection went: the next handshake resumes from the marks.
       }
-      if (!ack.ok) return;
-      more = ack.channels;
+      more = ack.ok ? ack.channels : Object.fromEntries(Object.keys(pending).map((id) => [id, { error: ack.error }]));
     }
   }
 

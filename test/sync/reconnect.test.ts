@@ -1,6 +1,7 @@
 import { randomUUID } from 'node:crypto';
 import { expect } from 'chai';
 import fc from 'fast-check';
+import Knex from 'knex';
 import { startCluster, type Cluster } from '../../scripts/cluster.js';
 import type { MessageDto } from '../../shared/models/Message.js';
 import {
@@ -13,6 +14,7 @@ import {
 } from '../support/api.js';
 import { closeDb, fullHistory, seedChannel, seedTeam, type Team } from '../pipeline/fixtures.js';
 import { connectError, type Transport } from '../support/sockets.js';
+import { persistMessages } from '../../worker/actions/persistMessages.js';
 import {
   PipelinedSender,
   SyncClient,
@@ -23,6 +25,7 @@ import {
   expectTail,
   liveUrls,
   openSocket,
+  whenConnected,
   record,
   sendMany,
   sleep,
@@ -316,6 +319,37 @@ describe('sync: reconnecting to any front node loses and doubles nothing', funct
     }
     const [m] = await sendMany(senders[0].socket, A, 1, 'after-bad-sync');
     await waitFor(() => seen.some((x) => x.id === m.id), 5000, () => 'live message after a refused sync');
+    socket.close();
+  });
+
+  it("When a message's publish never reaches the node (its worker died between commit and publish) and the node had seen no event of the channel yet, then a client that resumed there by rev gets it before the next one, each once, in rev order", async () => {
+    const url = liveUrls(cluster)[1];
+    // The owner (its creator, with no other socket) resumes it; alice sends.
+    const channel = await seedChannel(url, team, [alice]);
+    const { token } = team.owner;
+    const socket = openSocket(url, token, { auth: (cb) => cb({ token, resume: { [channel.id]: { rev: 0 } } }) });
+    const news = record<MessageDto>(socket, 'message:new');
+    const done = new Promise<SyncDone>((resolve) => socket.once('sync:done', resolve));
+    await whenConnected(socket);
+    expect((await done).channels[channel.id]).to.deep.equal({ replayed: 0, latestRev: 0, hasMore: false });
+    // Stored as a worker stores it, and never published: no node hears of it.
+    const knex = Knex({ client: 'pg', connection: process.env.DATABASE_URL, pool: { min: 0, max: 1 } });
+    try {
+      const stored = await persistMessages(knex, [
+        { kind: 'send', id: randomUUID(), channelId: channel.id, userId: alice.user.id, body: 'never published', clientMsgId: 'unheard-1' },
+      ]);
+      expect(Object.values(stored.outcomes)[0]).to.include({ ok: true });
+    } finally {
+      await knex.destroy();
+    }
+    const published = await request(url, 'POST', `/channels/${channel.id}/messages`, { body: { body: 'published', clientMsgId: 'heard-1' }, token: alice.token });
+    expect(published.status).to.equal(201);
+    await waitFor(() => news.length >= 2, 10_000, () => `received ${JSON.stringify(news.map((m) => m.rev))}`);
+    await sleep(200);
+    expect(news.map((m) => [m.rev, m.body])).to.deep.equal([
+      [1, 'never published'],
+      [2, 'published'],
+    ]);
     socket.close();
   });
 
