@@ -85,7 +85,8 @@ export function createWorkerNode(config: Config, options: { logger?: Logger } = 
     worker.on('failed', (job, err) => {
       if (!job) return;
       logger.error({ err, jobId: job.id, queue: worker.name }, 'batch failed');
-      // Its senders get a definitive answer: nothing of the batch was stored.
+      // Its senders get an answer. A part of it may have been stored (one send at a time, before a retry
+      // in place that failed): a retry with the same clientMsgId or clientChangeId answers what was.
       const error = closing ? new ServiceUnavailableError().toBody() : new InternalError().toBody();
       const reply: BatchReply = {
         jobId: job.id!,
