@@ -212,4 +212,9 @@ export interface SocketData {
   exp: number;
   /** The handshake's `auth.resume`: channelId → where the client resumes it from. */
   resume?: Record<string, ResumePoint>;
+  /**
+   * channelId → the channel's latest rev, read with the socket's memberships in its handshake: its live
+   * events start after it, and one the node misses after it is filled in (server/realtime/delivery.ts).
+   */
+  channelRevs?: Record<string, number>;
 }

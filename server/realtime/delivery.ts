@@ -63,7 +63,10 @@ type Covered = (event: ChannelEvent) => boolean;
 interface Track {
   /** The revs it was sent. */
   sent: SeqSet;
-  /** It has every event it is owed up to this rev; undefined until its first live event or replay. */
+  /**
+   * It has every event it is owed up to this rev: from its handshake's read, or its first live event in a
+   * channel it joined since; then its replays and live events.
+   */
   at: number | undefined;
 }
 
@@ -106,10 +109,15 @@ export class Delivery {
     },
   ) {}
 
-  /** A socket that just connected: from now on its live messages are counted. */
+  /**
+   * A socket that just connected: from now on its live messages are counted, each channel's from the rev
+   * its handshake read (`channelRevs`), so that an event this node misses after it is filled in.
+   */
   register(socket: IoSocket): void {
     this.sockets.set(socket.id, socket);
-    this.tracks.set(socket.id, new Map());
+    const tracks = new Map<string, Track>();
+    for (const [channelId, rev] of Object.entries(socket.data?.channelRevs ?? {})) tracks.set(channelId, { sent: new SeqSet(), at: rev });
+    this.tracks.set(socket.id, tracks);
   }
 
   forget(socket: IoSocket): void {

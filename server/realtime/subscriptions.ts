@@ -102,7 +102,12 @@ export function createSubscriptions(
       subscribing.set(socket.id, []);
       try {
         await adapter().addAll(socket.id, new Set([userRoom(userId), tokenRoom(socket.data.jti)]));
-        const rows = await ChannelMember.query().where('user_id', userId).select('channel_id');
+        // Each channel's rev with the membership: what the socket's live events follow on from.
+        const rows = await ChannelMember.query()
+          .join('channels', 'channels.id', 'channel_members.channel_id')
+          .where('channel_members.user_id', userId)
+          .select('channel_members.channel_id', 'channels.last_rev');
+        socket.data.channelRevs = Object.fromEntries(rows.map((r) => [r.channelId, (r as unknown as { lastRev: number }).lastRev]));
         await adapter().addAll(socket.id, new Set(rows.map((r) => channelRoom(r.channelId))));
       } catch (err) {
         subscribing.delete(socket.id);

@@ -48,6 +48,8 @@ class FakeSocket {
   /** Whether the server closed its connection (the client would reconnect and resume). */
   closed = false;
   readonly conn = { close: () => void (this.closed = true) };
+  /** As the handshake leaves it: each channel's rev read with the memberships. */
+  readonly data: { channelRevs?: Record<string, number> } = {};
   constructor(readonly id: string) {}
   emit(event: string, payload: Received['payload']): boolean {
     expect(['message:new', 'message:updated', 'message:deleted', 'reaction:added', 'reaction:removed']).to.include(event);
@@ -185,8 +187,9 @@ function setup(replayLimit = 1000) {
   const internals = delivery as unknown as { gates: Map<string, Map<string, { mode: string }>>; tracks: Map<string, unknown> };
   /** The socket's gate mode for the channel, if it has one. */
   const gate = (socket: FakeSocket, channelId = 'c1') => internals.gates.get(channelId)?.get(socket.id)?.mode;
-  const connect = (id: string, channelIds?: string[]) => {
+  const connect = (id: string, channelIds?: string[], channelRevs?: Record<string, number>) => {
     const socket = io.connect(id, channelIds);
+    if (channelRevs) socket.data.channelRevs = channelRevs;
     delivery.register(socket as unknown as IoSocket);
     return socket;
   };
@@ -608,6 +611,20 @@ describe('unit: Delivery', () => {
       await flush();
       expect(run.results!.get('c1')).to.deep.equal({ replayed: 0, latestRev: 3, hasMore: false });
       expect(s.revs()).to.deep.equal([1, 2, 3]);
+    });
+
+    it("When a socket's handshake read a channel at a rev and the node then misses the next event, then the socket gets that event from PostgreSQL before the later one; events up to that rev (before its connect) are not sent to it", async () => {
+      const { delivery, replay, connect } = setup();
+      const s = connect('s', ['c1'], { c1: 2 });
+      delivery.deliver(msgs([2]));
+      delivery.deliver(msgs([4]));
+      expect(s.revs()).to.deep.equal([]);
+      await flush();
+      expect(replay.only()).to.include({ kind: 'events', after: 2 });
+      replay.only().resolve([msg(3), msg(4)]);
+      await flush();
+      delivery.deliver(msgs([5]));
+      expect(s.revs()).to.deep.equal([3, 4, 5]);
     });
 
     it('When a socket leaves a channel and is added back, then it starts afresh there: what was sent while it was out is not filled in', async () => {
