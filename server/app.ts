@@ -133,7 +133,9 @@ export function createFrontNode(config: Config, options: { logger?: Logger } = {
       adapterSub
         .ping()
         .then(() => subscriptions.resync())
-        .catch((err: unknown) => logger.warn({ err }, 'could not rebuild channel rooms after the adapter subscription came back'));
+        // Narrowed memberships were missed too: presence subscriptions are checked again.
+        .then(() => presence.recheckAll())
+        .catch((err: unknown) => logger.warn({ err }, 'could not rebuild channel rooms and presence subscriptions after the adapter subscription came back'));
     });
   });
   const notifyRead: ReadNotifier = (userId, read) => {

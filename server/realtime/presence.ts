@@ -454,6 +454,22 @@ export function createPresence(deps: { io: IoServer; redis: Redis; subscriber: R
       }
     },
 
+    /**
+     * Every subscription of this node checked against policy again, for when membership changes may have
+     * been missed (the adapter's subscription to Redis was lost and is back): what it no longer allows is
+     * dropped. One read per subscribed socket.
+     */
+    async recheckAll(): Promise<void> {
+      narrowings++;
+      for (const [socketId, watch] of [...watches]) {
+        const socket = io.of('/').sockets.get(socketId);
+        const followed = [...watch.users];
+        if (!socket || followed.length === 0) continue;
+        const allowed = new Set(await visibleUsers(socket.data.userId, followed));
+        unwatch(socket, followed.filter((u) => !allowed.has(u)));
+      }
+    },
+
     async unsubscribe(socket: IoSocket, value: { userIds: string[] }): Promise<{ ok: true }> {
       unwatch(socket, value.userIds.map((u) => u.toLowerCase()));
       return { ok: true };

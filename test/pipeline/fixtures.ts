@@ -2,6 +2,7 @@
  * Shared set-up of the pipeline tests: a real cluster (2 front nodes, 2 workers), seeding through REST,
  * and direct reads of the messages table to check what was really stored.
  */
+import { Redis } from 'ioredis';
 import { expect } from 'chai';
 import pg from 'pg';
 import { startCluster, type Cluster } from '../../scripts/cluster.js';
@@ -25,6 +26,26 @@ import { connect, disconnectAll, range, send, type Transport } from '../support/
  */
 export function clusterRedisPrefix(name: string): string {
   return `${process.env.REDIS_PREFIX}.${name}`;
+}
+
+/**
+ * Cuts every front node's adapter subscriber connection of a test file's cluster (CLIENT KILL): what is
+ * published before ioredis reconnects it never reaches those nodes, as in a network blip. Resolves with
+ * how many it cut.
+ */
+export async function killAdapterSubscribers(name: string): Promise<number> {
+  const redis = new Redis(process.env.REDIS_URL!);
+  try {
+    const client = `${clusterRedisPrefix(name)}:front-adapter-sub`;
+    const ids = String(await redis.client('LIST'))
+      .split('\n')
+      .filter((line) => line.includes(` name=${client} `))
+      .map((line) => /\bid=(\d+)/.exec(line)![1]);
+    for (const id of ids) await redis.client('KILL', 'ID', id);
+    return ids.length;
+  } finally {
+    redis.disconnect();
+  }
 }
 
 /**

@@ -4,8 +4,7 @@ import type { MessageDto } from '../../shared/models/Message.js';
 import { addWorkspaceMember, registerUser, request, type ChannelDto, type RegisteredUser } from '../support/api.js';
 import { Collector, connect, disconnectAll, send, sendOk, sleep, waitFor, type ClientSocket } from '../support/sockets.js';
 import { acked, edit, EventLog, react } from './changes-harness.js';
-import { Redis } from 'ioredis';
-import { closeDb, clusterRedisPrefix, dbQuery, seedChannel, seedTeam, startPipelineCluster, storedByClientMsgId, type Team } from './fixtures.js';
+import { closeDb, dbQuery, killAdapterSubscribers, seedChannel, seedTeam, startPipelineCluster, storedByClientMsgId, type Team } from './fixtures.js';
 
 /**
  * Membership changes made through REST on node A must be in force on node B's sockets by the time the
@@ -191,18 +190,7 @@ describe('pipeline: live membership changes across nodes', function () {
     // Changed where no node hears of it, as a change published while a node's subscriber is away is lost.
     await dbQuery('INSERT INTO channel_members (channel_id, user_id) VALUES ($1, $2)', [joined.id, s.user.user.id]);
     await dbQuery('DELETE FROM channel_members WHERE channel_id = $1 AND user_id = $2', [left.id, s.user.user.id]);
-    const redis = new Redis(process.env.REDIS_URL!);
-    try {
-      const name = `${clusterRedisPrefix('membership')}:front-adapter-sub`;
-      const clients = String(await redis.client('LIST'))
-        .split('\n')
-        .filter((line) => line.includes(` name=${name} `))
-        .map((line) => /\bid=(\d+)/.exec(line)![1]);
-      expect(clients, 'one adapter subscriber per front node').to.have.length(2);
-      for (const id of clients) await redis.client('KILL', 'ID', id);
-    } finally {
-      redis.disconnect();
-    }
+    expect(await killAdapterSubscribers('membership'), 'one adapter subscriber per front node').to.equal(2);
     // Once both nodes have read the rooms again, a message of the channel joined reaches both sockets.
     // (Not speak(): a message published while a subscriber is away is one that node's sockets get only with
     // the next one, when it fills the gap from PostgreSQL.)

@@ -2,8 +2,8 @@ import { expect } from 'chai';
 import { randomUUID } from 'node:crypto';
 import type { Cluster, Proc } from '../../scripts/cluster.js';
 import { addWorkspaceMember, registerUser, request, type RegisteredUser } from '../support/api.js';
-import { connect, disconnectAll, sleep, waitFor, type ClientSocket, type Transport } from '../support/sockets.js';
-import { closeDb, seedChannel, seedTeam, startPipelineCluster, type Team } from '../pipeline/fixtures.js';
+import { connect, disconnectAll, sendOk, sleep, waitFor, type ClientSocket, type Transport } from '../support/sockets.js';
+import { closeDb, dbQuery, killAdapterSubscribers, seedChannel, seedTeam, startPipelineCluster, type Team } from '../pipeline/fixtures.js';
 
 type Status = 'online' | 'offline';
 
@@ -248,6 +248,46 @@ describe('realtime: presence across nodes', function () {
     await waitFor(() => w.of(second).length === 1);
     await sleep(300);
     expect(w.events).to.deep.equal([{ userId: second.user.id, status: 'online' }]);
+  });
+
+  it("When a member is removed from the workspace where no node hears of it and the nodes' adapter subscriptions drop and come back, then their presence subscriptions are dropped", async () => {
+    const team = await seedTeam(A, 3);
+    const [ticker, member, witness] = team.members;
+    const memberWatch = new PresenceLog(await open(B, member));
+    expect((await memberWatch.subscribe([ticker])).presence).to.deep.equal({ [ticker.user.id]: 'offline' });
+    const owners = await watcher(A, team);
+    await owners.subscribe([ticker]);
+    // Removed in SQL, as a removal published while a node's subscriber is away is never heard of there.
+    await dbQuery('DELETE FROM channel_members cm USING channels c WHERE c.id = cm.channel_id AND c.workspace_id = $1 AND cm.user_id = $2', [
+      team.workspace.id,
+      member.user.id,
+    ]);
+    await dbQuery('DELETE FROM workspace_members WHERE workspace_id = $1 AND user_id = $2', [team.workspace.id, member.user.id]);
+    // The witness is added to a channel in SQL too: once its socket on B gets the channel's messages, B has
+    // read its sockets' memberships again, and checked its presence subscriptions right after.
+    const channel = await seedChannel(A, team, []);
+    const witnessSocket = await open(B, witness);
+    const heard: string[] = [];
+    witnessSocket.on('message:new', (m: { body: string }) => heard.push(m.body));
+    await dbQuery('INSERT INTO channel_members (channel_id, user_id) VALUES ($1, $2)', [channel.id, witness.user.id]);
+    expect(await killAdapterSubscribers('presence'), 'one adapter subscriber per front node').to.equal(2);
+    const speaker = await open(A, team.owner);
+    let n = 0;
+    await waitFor(
+      async () => {
+        await sendOk(speaker, { channelId: channel.id, body: `after-drop-${n}`, clientMsgId: `after-drop-${n++}` });
+        await sleep(100);
+        return heard.length > 0;
+      },
+      20_000,
+      () => 'the witness never got the channel',
+    );
+    await sleep(500);
+
+    await open(A, ticker);
+    await waitFor(() => owners.of(ticker).length === 1);
+    await sleep(300);
+    expect(memberWatch.events, 'a removed member hears nothing of the workspace').to.deep.equal([]);
   });
 
   for (const how of ['is removed from the workspace', 'leaves the workspace', 'is made a guest'] as const) {
