@@ -4,6 +4,7 @@ import { Channel, ChannelMember, WorkspaceMember, type ChannelDto } from '../../
 import { authorizeInWorkspace, workspaceActor } from './access.js';
 import type { ChannelMemberDto } from './channels.js';
 import { authorize, type DmPerson } from '../../shared/policy.js';
+import { microsIso, pageFrom, type DmPageKey, type Page, type PageRead } from './pages.js';
 import { mentionCountSql } from './readState.js';
 import type { Subscriptions } from './subscriptions.js';
 
@@ -110,24 +111,32 @@ async function membersOf(channelIds: string[]): Promise<ChannelMemberDto[][]> {
 }
 
 /** The caller's DMs in the workspace with their members, the most recently active first. */
-export async function listDms(userId: string, workspaceId: string): Promise<DmListItem[]> {
+export async function listDms(userId: string, workspaceId: string, page: Page<DmPageKey>): Promise<PageRead<DmListItem, DmPageKey>> {
   await authorizeInWorkspace(userId, 'workspace.view', { workspaceId });
   // A message's seq is its channel's last_seq when it is the latest: one index lookup per DM.
-  const rows = await Channel.query()
+  const activity = `coalesce(
+        (SELECT m.created_at FROM messages m WHERE m.channel_id = channels.id AND m.seq = channels.last_seq),
+        channels.created_at)`;
+  const query = Channel.query()
     .join('channel_members as cm', 'cm.channel_id', 'channels.id')
     .where('cm.user_id', userId)
     .where('channels.workspace_id', workspaceId)
-    .where('channels.kind', 'dm')
-    .select('channels.*', 'cm.last_read_seq as memberLastReadSeq')
-    .select(Channel.raw(`${mentionCountSql()} AS "memberMentionCount"`, [userId]))
-    .select(
-      Channel.raw(`coalesce(
-        (SELECT m.created_at FROM messages m WHERE m.channel_id = channels.id AND m.seq = channels.last_seq),
-        channels.created_at) AS "lastActivityAt"`),
-    )
-    .orderByRaw('"lastActivityAt" DESC, channels.id');
+    .where('channels.kind', 'dm');
+  if (page.after) query.whereRaw(`(${activity}, channels.id) < (?::timestamptz, ?::uuid)`, [page.after.activeAt, page.after.channelId]);
+  // PostgreSQL computes the counts of the page's rows only, after the sort and the limit.
+  const read = pageFrom(
+    await query
+      .select('channels.*', 'cm.last_read_seq as memberLastReadSeq')
+      .select(Channel.raw(`${mentionCountSql()} AS "memberMentionCount"`, [userId]))
+      .select(Channel.raw(`${activity} AS "lastActivityAt"`), Channel.raw(`${microsIso(activity)} AS "pageActiveAt"`))
+      .orderByRaw(`${activity} DESC, channels.id DESC`)
+      .limit(page.limit + 1),
+    page.limit,
+    (last) => ({ activeAt: (last as unknown as { pageActiveAt: string }).pageActiveAt, channelId: last.id }),
+  );
+  const rows = read.items;
   const members = await membersOf(rows.map((c) => c.id));
-  return rows.map((c, i) => {
+  const items = rows.map((c, i) => {
     const { memberLastReadSeq, memberMentionCount, lastActivityAt } = c as unknown as {
       memberLastReadSeq: number;
       memberMentionCount: number;
@@ -143,4 +152,5 @@ export async function listDms(userId: string, workspaceId: string): Promise<DmLi
       mentionCount: memberMentionCount,
     };
   });
+  return { items, next: read.next };
 }

@@ -31,6 +31,15 @@ export interface MemberPageKey {
   userId: string;
 }
 
+/** Where a page of the DM list ends: the last DM's latest activity (as PostgreSQL has it, to the microsecond) and id. */
+export interface DmPageKey {
+  activeAt: string;
+  channelId: string;
+}
+
+/** A timestamptz SQL expression as a page key's time: ISO 8601 in UTC with microseconds. */
+export const microsIso = (expression: string) => `to_char(${expression} AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"')`;
+
 /**
  * Reads one page of a member list ordered by (join time, user id) from `query` (which joins `users`).
  */
@@ -46,7 +55,7 @@ export async function readMemberPage<T>(
     .orderBy(joinedAtColumn)
     .orderBy('users.id')
     .limit(page.limit + 1)
-    .select(query.modelClass().raw(`to_char(${joinedAtColumn} AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"') AS "pageJoinedAt"`))
+    .select(query.modelClass().raw(`${microsIso(joinedAtColumn)} AS "pageJoinedAt"`))
     .castTo<Array<T & { userId: string; pageJoinedAt?: string }>>();
   const read = pageFrom(rows, page.limit, (last) => ({ joinedAt: last.pageJoinedAt!, userId: last.userId }));
   for (const member of read.items) delete member.pageJoinedAt;

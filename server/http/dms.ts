@@ -4,6 +4,7 @@ import { DM_MAX_PEOPLE, listDms, openDm } from '../domain/dms.js';
 import type { Subscriptions } from '../domain/subscriptions.js';
 import { currentUser } from './auth.js';
 import { EXAMPLE_USER_ID, arrayOf, object, ref, type RouteDoc } from './openapi.js';
+import { dmCursor, pageDoc, pageHeaders, pageOf, pageSchema, sendPage } from './pages.js';
 import { idParam, parse } from './validation.js';
 
 // The caller may or may not be among them; a longer list cannot make a valid set (duplicates aside).
@@ -31,8 +32,10 @@ export const dmApi: RouteDoc[] = [
     method: 'get',
     path: '/workspaces/:workspaceId/dms',
     summary: "The caller's DMs",
-    description: "In the workspace, the most recently active first, with the caller's read state.",
-    responses: { 200: { description: 'the DMs', schema: object({ channels: arrayOf(ref('DmListItem')) }) } },
+    description: `In the workspace, the most recently active first, with the caller's read state. ${pageDoc('channels')} A DM active between two requests moves to the top of the list: read it again from the first page to see it there.`,
+    query: pageSchema,
+    example: { query: { limit: 100 } },
+    responses: { 200: { description: 'the DMs', schema: object({ channels: arrayOf(ref('DmListItem')) }), headers: pageHeaders('channels') } },
     errors: ['NOT_FOUND'],
   },
 ];
@@ -50,7 +53,9 @@ export function dmRoutes(deps: { subscriptions: Subscriptions }): Router {
   });
 
   router.get('/workspaces/:workspaceId/dms', async (req, res) => {
-    res.json({ channels: await listDms(currentUser(req).id, idParam(req.params.workspaceId, 'Workspace')) });
+    const workspaceId = idParam(req.params.workspaceId, 'Workspace');
+    const page = pageOf(req, dmCursor);
+    sendPage(req, res, 'channels', dmCursor, page, await listDms(currentUser(req).id, workspaceId, page));
   });
 
   return router;

@@ -1,7 +1,7 @@
 /**
- * Lists a page at a time: members (GET /workspaces/:workspaceId/members, GET /channels/:channelId/members)
- * and channels (GET /workspaces/:workspaceId/channels). `limit` and `cursor`, the next page in a
- * `Link: <…>; rel="next"` header, the body `{members}` or `{channels}` as ever.
+ * Lists a page at a time: members (GET /workspaces/:workspaceId/members, GET /channels/:channelId/members),
+ * channels (GET /workspaces/:workspaceId/channels) and DMs (GET /workspaces/:workspaceId/dms). `limit` and
+ * `cursor`, the next page in a `Link: <…>; rel="next"` header, the body `{members}` or `{channels}` as ever.
  */
 import { expect } from 'chai';
 import {
@@ -10,6 +10,7 @@ import {
   createChannel,
   createWorkspace,
   expectError,
+  openDm,
   registerUser,
   request,
   startApi,
@@ -264,5 +265,68 @@ describe('Channel lists, a page at a time (REST)', function () {
     const rest = await request(base, 'GET', link!.replace(/^\/api\/v1/, ''), { token: founder.token });
     expect(names(rest.body.channels)).to.deep.equal(all.slice(DEFAULT_LIMIT));
     expect(nextLink(rest)).to.equal(null);
+  });
+});
+
+describe('The DM list, a page at a time (REST)', function () {
+  let api: StartedApi;
+  let base: string;
+  let owner: RegisteredUser;
+  let workspaceId: string;
+  let others: RegisteredUser[];
+  const path = () => `/workspaces/${workspaceId}/dms`;
+  const ids = (list: Array<{ id: string }>) => list.map((c) => c.id);
+
+  before(async function () {
+    api = await startApi();
+    base = api.baseUrl;
+    owner = await registerUser(base);
+    workspaceId = (await createWorkspace(base, owner.token)).id;
+    others = [await registerUser(base), await registerUser(base), await registerUser(base)];
+    for (const other of others) await addWorkspaceMember(base, owner.token, workspaceId, other.email);
+    // Seven DMs of the owner (every set of the three others), none with a message: the newest opened first.
+    for (const set of [[0], [1], [2], [0, 1], [0, 2], [1, 2], [0, 1, 2]]) {
+      await openDm(base, owner.token, workspaceId, set.map((i) => others[i].user.id));
+    }
+  });
+
+  after(async function () {
+    await api?.stop();
+  });
+
+  it('When the DMs are read 3 at a time, then the Link headers lead through every DM once, the most recently active first, each as in the whole list, and the last page has none', async function () {
+    const whole = await request(base, 'GET', path(), { token: owner.token });
+    expect(whole.status).to.equal(200);
+    expect(nextLink(whole), 'all fit the default page').to.equal(null);
+    const channels = whole.body.channels as Array<{ id: string; lastActivityAt: string }>;
+    expect(channels).to.have.length(7);
+    const times = channels.map((c) => c.lastActivityAt);
+    expect(times, 'the most recent first').to.deep.equal([...times].sort().reverse());
+
+    const { pages, items } = await allPages(base, owner.token, `/api/v1${path()}?limit=3`, 'channels');
+    expect(pages.map((p) => p.length)).to.deep.equal([3, 3, 1]);
+    expect(items).to.deep.equal(whole.body.channels);
+  });
+
+  it('When a DM is opened between two pages, then it heads the list, and the next page still starts after the last DM read', async function () {
+    const whole = ids((await request(base, 'GET', path(), { token: owner.token })).body.channels);
+    const first = await request(base, 'GET', `${path()}?limit=2`, { token: owner.token });
+    expect(ids(first.body.channels)).to.deep.equal(whole.slice(0, 2));
+    const newcomer = await registerUser(base);
+    await addWorkspaceMember(base, owner.token, workspaceId, newcomer.email);
+    const fresh = await openDm(base, newcomer.token, workspaceId, [owner.user.id]);
+    const next = await request(base, 'GET', nextLink(first)!.replace(/^\/api\/v1/, ''), { token: owner.token });
+    expect(next.status).to.equal(200);
+    expect(ids(next.body.channels)).to.deep.equal(whole.slice(2, 4));
+    const again = ids((await request(base, 'GET', path(), { token: owner.token })).body.channels);
+    expect(again[0]).to.equal(fresh.id);
+  });
+
+  it('When the DM list is asked with a bad limit, a cursor it did not give or an unknown parameter, then 400 VALIDATION_FAILED', async function () {
+    const channelCursor = Buffer.from('alpha').toString('base64url');
+    for (const query of ['limit=0', `limit=${DEFAULT_LIMIT + 1}`, 'limit=abc', `cursor=${channelCursor}`, `cursor=${'x'.repeat(201)}`, 'before=1']) {
+      const res = await request(base, 'GET', `${path()}?${query}`, { token: owner.token });
+      expectError(res, 400, 'VALIDATION_FAILED');
+    }
   });
 });
