@@ -64,9 +64,7 @@ export async function up(knex: Knex): Promise<void> {
       v_prior_ids uuid[];
       v_prior_outcomes text[];
       v_prior_refusals text[];
-      v_refused_ids uuid[] := '{}';
-      v_refused_outcomes text[] := '{}';
-      v_refused_refusals text[] := '{}';
+      v_refused change_refusals[] := '{}';
     BEGIN
       -- The channel rows stay locked to the end: an archive (UPDATE channels) waits for this batch, and a
       -- batch after the archive sees it.
@@ -159,9 +157,7 @@ export async function up(knex: Knex): Promise<void> {
           IF v_code IS DISTINCT FROM 'a' THEN
             outcome := 'refused';
             refusal := coalesce(v_code, '?');
-            v_refused_ids := v_refused_ids || p_ids[i];
-            v_refused_outcomes := v_refused_outcomes || outcome;
-            v_refused_refusals := v_refused_refusals || refusal;
+            v_refused := v_refused || (p_ids[i], outcome, refusal, now())::change_refusals;
             RETURN NEXT;
             CONTINUE;
           END IF;
@@ -169,17 +165,13 @@ export async function up(knex: Knex): Promise<void> {
 
         IF k IS NULL OR NOT v_member THEN
           outcome := 'not_found';
-          v_refused_ids := v_refused_ids || p_ids[i];
-          v_refused_outcomes := v_refused_outcomes || outcome;
-          v_refused_refusals := v_refused_refusals || refusal;
+          v_refused := v_refused || (p_ids[i], outcome, refusal, now())::change_refusals;
           RETURN NEXT;
           CONTINUE;
         END IF;
         IF v_archived[k] THEN
           outcome := 'forbidden';
-          v_refused_ids := v_refused_ids || p_ids[i];
-          v_refused_outcomes := v_refused_outcomes || outcome;
-          v_refused_refusals := v_refused_refusals || refusal;
+          v_refused := v_refused || (p_ids[i], outcome, refusal, now())::change_refusals;
           RETURN NEXT;
           CONTINUE;
         END IF;
@@ -200,9 +192,7 @@ export async function up(knex: Knex): Promise<void> {
               SELECT 1 FROM channel_members cm WHERE cm.channel_id = v_row.channel_id AND cm.user_id = p_user_ids[i]
             ) THEN
               outcome := 'not_found';
-              v_refused_ids := v_refused_ids || p_ids[i];
-              v_refused_outcomes := v_refused_outcomes || outcome;
-              v_refused_refusals := v_refused_refusals || refusal;
+              v_refused := v_refused || (p_ids[i], outcome, refusal, now())::change_refusals;
             ELSE
               outcome := 'duplicate';
               message := message_snapshot(v_row);
@@ -223,9 +213,7 @@ export async function up(knex: Knex): Promise<void> {
             END IF;
             IF NOT v_found THEN
               outcome := 'invalid_parent';
-              v_refused_ids := v_refused_ids || p_ids[i];
-              v_refused_outcomes := v_refused_outcomes || outcome;
-              v_refused_refusals := v_refused_refusals || refusal;
+              v_refused := v_refused || (p_ids[i], outcome, refusal, now())::change_refusals;
               RETURN NEXT;
               CONTINUE;
             END IF;
@@ -264,9 +252,7 @@ export async function up(knex: Knex): Promise<void> {
         -- Every change is to a message of this channel that is not deleted (by an earlier change of the batch).
         IF NOT v_has_target OR v_target.deleted_at IS NOT NULL THEN
           outcome := 'not_found';
-          v_refused_ids := v_refused_ids || p_ids[i];
-          v_refused_outcomes := v_refused_outcomes || outcome;
-          v_refused_refusals := v_refused_refusals || refusal;
+          v_refused := v_refused || (p_ids[i], outcome, refusal, now())::change_refusals;
           RETURN NEXT;
           CONTINUE;
         END IF;
@@ -351,9 +337,8 @@ export async function up(knex: Knex): Promise<void> {
           FROM unnest(v_channels, v_last_seqs, v_last_revs) AS v(id, last_seq, last_rev)
          WHERE c.id = v.id AND c.last_rev < v.last_rev;
       END IF;
-      IF cardinality(v_refused_ids) > 0 THEN
-        INSERT INTO change_refusals (change_id, outcome, refusal)
-        SELECT * FROM unnest(v_refused_ids, v_refused_outcomes, v_refused_refusals) ON CONFLICT DO NOTHING;
+      IF cardinality(v_refused) > 0 THEN
+        INSERT INTO change_refusals SELECT * FROM unnest(v_refused) ON CONFLICT DO NOTHING;
       END IF;
       IF cardinality(v_read_seqs) > 0 THEN
         -- A sender has read what it wrote.
