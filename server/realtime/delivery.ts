@@ -116,7 +116,11 @@ export class Delivery {
   register(socket: IoSocket): void {
     this.sockets.set(socket.id, socket);
     const tracks = new Map<string, Track>();
-    for (const [channelId, rev] of Object.entries(socket.data?.channelRevs ?? {})) tracks.set(channelId, { sent: new SeqSet(), at: rev });
+    const rooms = this.io.of('/').adapter.rooms;
+    for (const [channelId, rev] of Object.entries(socket.data?.channelRevs ?? {})) {
+      // Not a channel it left during its handshake: back in it later, it starts afresh there.
+      if (rooms.get(channelRoom(channelId))?.has(socket.id)) tracks.set(channelId, { sent: new SeqSet(), at: rev });
+    }
     this.tracks.set(socket.id, tracks);
   }
 

@@ -221,11 +221,9 @@ export function registerSocketHandlers(io: IoServer, deps: SocketHandlerDeps): v
     socket.on('disconnect', () => delivery.forget(socket));
     deps.watchExpiry(socket);
 
-    const replay = (requested: Record<string, ResumePoint>) => runSync(socket, requested);
-
     const resume = socket.data.resume;
     if (resume) {
-      void replay(resume).then(
+      void runSync(socket, resume).then(
         (channels) => socket.emit('sync:done', { channels } satisfies SyncDone),
         (err: unknown) => {
           const error = toClientError(err, logger, { event: 'handshake resume', userId }).toBody();
@@ -246,7 +244,7 @@ export function registerSocketHandlers(io: IoServer, deps: SocketHandlerDeps): v
       limited: false,
     });
 
-    handle(socket, 'sync', syncSchema, async (value): Promise<SyncAck> => ({ ok: true, channels: await replay(value.channels) }));
+    handle(socket, 'sync', syncSchema, async (value): Promise<SyncAck> => ({ ok: true, channels: await runSync(socket, value.channels) }));
 
     handle(
       socket,

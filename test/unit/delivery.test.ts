@@ -627,6 +627,22 @@ describe('unit: Delivery', () => {
       expect(s.revs()).to.deep.equal([3, 4, 5]);
     });
 
+    it('When a socket left a channel during its handshake, after its memberships were read, and is added back later, then it starts afresh there', async () => {
+      const { io, delivery, replay } = setup();
+      io.rooms.set('channel:c1', new Set());
+      const s = new FakeSocket('s');
+      io.sockets.set('s', s);
+      io.join('s', 's');
+      s.data.channelRevs = { c1: 2 }; // read with the memberships; the leave came before the connect
+      delivery.register(s as unknown as IoSocket);
+      delivery.deliver(msgs([3, 4]));
+      io.join('s', 'channel:c1');
+      delivery.deliver(msgs([5]));
+      await flush();
+      expect(s.revs()).to.deep.equal([5]);
+      expect(replay.calls).to.deep.equal([]);
+    });
+
     it('When a socket leaves a channel and is added back, then it starts afresh there: what was sent while it was out is not filled in', async () => {
       const { io, delivery, replay, connect } = setup();
       const s = connect('s');
