@@ -254,15 +254,6 @@ async function searchOlder(params: SearchParams, channels: string[], below: numb
   return rows;
 }
 
-/**
- * One page of hits. The caller's workspace decides NOT_FOUND (policy 'workspace.view'); inside it, the
- * scope is channel membership, as for history ('channel.history'): a channel the caller is not in yields
- * no hits, and naming one with `in:` is NOT_FOUND.
- *
- * The newest messages of the caller's channels first, which hold the page unless the words are rare, then
- * the older ones of the channels that may still hold some of it (searchNewest). The costliest are rare words,
- * which take both statements (docs/PERFORMANCE.md, "Search").
- */
 /** Whether the user is a member of each of `channelIds` in the workspace (policy 'workspace.search.in' decides). */
 async function readsAll(userId: string, workspaceId: string, channelIds: string[]): Promise<boolean> {
   if (channelIds.length === 0) return true;
@@ -275,6 +266,15 @@ async function readsAll(userId: string, workspaceId: string, channelIds: string[
   return new Set(readable.map((r) => r.channelId)).size === new Set(channelIds).size;
 }
 
+/**
+ * One page of hits. The caller's workspace decides NOT_FOUND (policy 'workspace.view'); inside it, the
+ * scope is channel membership, as for history ('channel.history'): a channel the caller is not in yields
+ * no hits, and naming one with `in:` is NOT_FOUND.
+ *
+ * The newest messages of the caller's channels first, which hold the page unless the words are rare, then
+ * the older ones of the channels that may still hold some of it (searchNewest). The costliest are rare words,
+ * which take both statements (docs/PERFORMANCE.md, "Search").
+ */
 export async function searchMessages(userId: string, workspaceId: string, query: SearchQuery): Promise<SearchPage> {
   const actor = await authorizeInWorkspace(userId, 'workspace.view', { workspaceId });
   const parsed = parseSearchQuery(query.q);
