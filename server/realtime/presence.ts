@@ -343,6 +343,12 @@ export function createPresence(deps: { io: IoServer; redis: Redis; subscriber: R
     }
   }
 
+  /** Drops the subscriptions of `socket` among `followed` that policy no longer allows its user. */
+  async function dropDisallowed(socket: IoSocket, followed: string[]): Promise<void> {
+    const allowed = new Set(await visibleUsers(socket.data.userId, followed));
+    unwatch(socket, followed.filter((u) => !allowed.has(u)));
+  }
+
   /** After the subscriber connection was lost (pub/sub drops what it missed meanwhile): every change since. */
   async function catchUp(): Promise<void> {
     const users = [...watchers.keys()];
@@ -440,10 +446,7 @@ export function createPresence(deps: { io: IoServer; redis: Redis; subscriber: R
         const watch = watches.get(id);
         return socket && watch && watch.users.size > 0 ? [{ socket, followed: [...watch.users] }] : [];
       });
-      for (const { socket, followed } of theirs) {
-        const allowed = new Set(await visibleUsers(userId, followed));
-        unwatch(socket, followed.filter((u) => !allowed.has(u)));
-      }
+      for (const { socket, followed } of theirs) await dropDisallowed(socket, followed);
       const followers = new Map<string, IoSocket[]>();
       for (const socket of watchers.get(userId) ?? []) {
         const owner = socket.data.userId;
@@ -464,9 +467,7 @@ export function createPresence(deps: { io: IoServer; redis: Redis; subscriber: R
       for (const [socketId, watch] of [...watches]) {
         const socket = io.of('/').sockets.get(socketId);
         const followed = [...watch.users];
-        if (!socket || followed.length === 0) continue;
-        const allowed = new Set(await visibleUsers(socket.data.userId, followed));
-        unwatch(socket, followed.filter((u) => !allowed.has(u)));
+        if (socket && followed.length > 0) await dropDisallowed(socket, followed);
       }
     },
 
