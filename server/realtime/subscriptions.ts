@@ -33,6 +33,13 @@ export function createSubscriptions(
     for (const channelId of change.leave) void adapter().del(socketId, channelRoom(channelId));
   }
 
+  /** The socket's rooms are read: the changes held meanwhile are applied, in order, and no more are held. */
+  function release(socketId: string): void {
+    const held = subscribing.get(socketId) ?? [];
+    subscribing.delete(socketId);
+    for (const change of held) applyTo(socketId, change);
+  }
+
   /** Rooms at once; then, when the user may share fewer people, what follows from that on this node. */
   async function applyLocally(change: MembershipChange): Promise<void> {
     for (const socketId of [...(adapter().rooms.get(userRoom(change.userId)) ?? [])]) applyTo(socketId, change);
@@ -89,11 +96,7 @@ export function createSubscriptions(
         }
         logger.info({ sockets: sockets.length }, 'channel rooms rebuilt after the adapter subscription came back');
       } finally {
-        for (const socket of sockets) {
-          const held = subscribing.get(socket.id) ?? [];
-          subscribing.delete(socket.id);
-          for (const change of held) applyTo(socket.id, change);
-        }
+        for (const socket of sockets) release(socket.id);
       }
     },
 
@@ -114,9 +117,7 @@ export function createSubscriptions(
         await adapter().delAll(socket.id);
         throw err;
       }
-      const held = subscribing.get(socket.id) ?? [];
-      subscribing.delete(socket.id);
-      for (const change of held) applyTo(socket.id, change);
+      release(socket.id);
     },
   };
 }
