@@ -68,7 +68,7 @@ export const channelCursor: PageCursor<string> = {
 };
 
 /** The page a list request asks for. */
-export function pageOf<K>(req: Request, keys: PageCursor<K>): Page<K> {
+function pageOf<K>(req: Request, keys: PageCursor<K>): Page<K> {
   const { limit, cursor } = parse(pageSchema, { ...req.query });
   if (cursor === undefined) return { limit };
   const after = keys.decode(cursor);
@@ -78,11 +78,22 @@ export function pageOf<K>(req: Request, keys: PageCursor<K>): Page<K> {
   return { limit, after };
 }
 
-/** Sends a page as `{[items]: [...]}`, with the next page's link when there is one. */
-export function sendPage<K>(req: Request, res: Response, items: string, keys: PageCursor<K>, page: Page<K>, read: PageRead<unknown, K>): void {
-  if (read.next !== null) {
-    const next = new URLSearchParams({ limit: String(page.limit), cursor: keys.encode(read.next) });
+/**
+ * Answers a list request with the page it asks for (`limit`, `cursor`), read by `read`, as
+ * `{[items]: [...]}`, with the next page's link when there is one.
+ */
+export async function sendPage<K>(
+  req: Request,
+  res: Response,
+  items: string,
+  keys: PageCursor<K>,
+  read: (page: Page<K>) => Promise<PageRead<unknown, K>>,
+): Promise<void> {
+  const page = pageOf(req, keys);
+  const found = await read(page);
+  if (found.next !== null) {
+    const next = new URLSearchParams({ limit: String(page.limit), cursor: keys.encode(found.next) });
     res.set('Link', `<${req.baseUrl}${req.path}?${next}>; rel="next"`);
   }
-  res.json({ [items]: read.items });
+  res.json({ [items]: found.items });
 }

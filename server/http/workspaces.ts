@@ -15,7 +15,7 @@ import { createChannel, listChannels } from '../domain/channels.js';
 import { currentUser } from './auth.js';
 import { arrayOf, object, ref, type RouteDoc } from './openapi.js';
 import { CHANNEL_NAME, CHANNEL_TOPIC, idParam, noBody, parse } from './validation.js';
-import { channelCursor, memberCursor, pageDoc, pageHeaders, pageOf, pageSchema, sendPage } from './pages.js';
+import { channelCursor, memberCursor, pageDoc, pageHeaders, pageSchema, sendPage } from './pages.js';
 
 const workspaceSchema = Joi.object({ name: Joi.string().trim().minChars(1).maxChars(80).required() });
 const addMemberSchema = Joi.object({
@@ -153,8 +153,7 @@ export function workspaceRoutes(deps: { subscriptions: Subscriptions }): Router 
 
   router.get('/workspaces/:workspaceId/members', async (req, res) => {
     const id = idParam(req.params.workspaceId, 'Workspace');
-    const page = pageOf(req, memberCursor);
-    sendPage(req, res, 'members', memberCursor, page, await listWorkspaceMembers(currentUser(req).id, id, page));
+    await sendPage(req, res, 'members', memberCursor, (page) => listWorkspaceMembers(currentUser(req).id, id, page));
   });
 
   router.delete('/workspaces/:workspaceId/members/:userId', async (req, res) => {
@@ -190,8 +189,7 @@ export function workspaceRoutes(deps: { subscriptions: Subscriptions }): Router 
 
   router.get('/workspaces/:workspaceId/channels', async (req, res) => {
     const id = idParam(req.params.workspaceId, 'Workspace');
-    const page = pageOf(req, channelCursor);
-    sendPage(req, res, 'channels', channelCursor, page, await listChannels(currentUser(req).id, id, page));
+    await sendPage(req, res, 'channels', channelCursor, (page) => listChannels(currentUser(req).id, id, page));
   });
 
   return router;
