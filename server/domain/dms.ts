@@ -124,7 +124,7 @@ export async function listDms(userId: string, workspaceId: string, page: Page<Dm
     .where('channels.kind', 'dm');
   if (page.after) query.whereRaw(`(${activity}, channels.id) < (?::timestamptz, ?::uuid)`, [page.after.activeAt, page.after.channelId]);
   // PostgreSQL computes the counts of the page's rows only, after the sort and the limit.
-  const read = pageFrom(
+  const { items: rows, next } = pageFrom(
     await query
       .select('channels.*', 'cm.last_read_seq as memberLastReadSeq')
       .select(Channel.raw(`${mentionCountSql()} AS "memberMentionCount"`, [userId]))
@@ -134,7 +134,6 @@ export async function listDms(userId: string, workspaceId: string, page: Page<Dm
     page.limit,
     (last) => ({ activeAt: (last as unknown as { pageActiveAt: string }).pageActiveAt, channelId: last.id }),
   );
-  const rows = read.items;
   const members = await membersOf(rows.map((c) => c.id));
   const items = rows.map((c, i) => {
     const { memberLastReadSeq, memberMentionCount, lastActivityAt } = c as unknown as {
@@ -152,5 +151,5 @@ export async function listDms(userId: string, workspaceId: string, page: Page<Dm
       mentionCount: memberMentionCount,
     };
   });
-  return { items, next: read.next };
+  return { items, next };
 }
