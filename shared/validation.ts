@@ -100,6 +100,18 @@ export function charCount(value: string): number {
 
 const CHAR_LIMIT = [{ name: 'limit', assert: (v: unknown) => Number.isInteger(v) && (v as number) >= 0, message: 'must be a non-negative integer' }];
 
+/** A string rule on its character count, failing with joi's own `string.min`/`string.max` error and message. */
+function charRule(name: string, within: (count: number, limit: number) => boolean, error: 'string.min' | 'string.max') {
+  return {
+    method(this: BaseJoi.Schema, limit: number) {
+      return this.$_addRule({ name, args: { limit } });
+    },
+    args: CHAR_LIMIT,
+    validate: (value: string, helpers: BaseJoi.CustomHelpers, { limit }: { limit: number }) =>
+      within(charCount(value), limit) ? value : helpers.error(error, { limit, value }),
+  };
+}
+
 /** The error type of a string that cannot be stored, in Joi's error details. */
 export const UNSTORABLE_TEXT = 'string.unstorable';
 
@@ -114,22 +126,8 @@ const Joi: BaseJoi.Root = BaseJoi.extend((joi: BaseJoi.Root) => ({
   },
   // joi's `string.min`/`string.max` errors and messages, with the limit counted in characters.
   rules: {
-    minChars: {
-      method(this: BaseJoi.Schema, limit: number) {
-        return this.$_addRule({ name: 'minChars', args: { limit } });
-      },
-      args: CHAR_LIMIT,
-      validate: (value: string, helpers: BaseJoi.CustomHelpers, { limit }: { limit: number }) =>
-        charCount(value) >= limit ? value : helpers.error('string.min', { limit, value }),
-    },
-    maxChars: {
-      method(this: BaseJoi.Schema, limit: number) {
-        return this.$_addRule({ name: 'maxChars', args: { limit } });
-      },
-      args: CHAR_LIMIT,
-      validate: (value: string, helpers: BaseJoi.CustomHelpers, { limit }: { limit: number }) =>
-        charCount(value) <= limit ? value : helpers.error('string.max', { limit, value }),
-    },
+    minChars: charRule('minChars', (count, limit) => count >= limit, 'string.min'),
+    maxChars: charRule('maxChars', (count, limit) => count <= limit, 'string.max'),
   },
 }));
 
