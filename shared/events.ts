@@ -4,9 +4,10 @@ import { toMessageDto, type MessageDto } from './models/Message.js';
 import type { SendOutcome } from './queues.js';
 
 /** Socket.IO rooms: every socket of a user is in its user room, and in one room per channel it belongs to. */
-export const channelRoom = (channelId: string) => `channel:${channelId}`;
+const CHANNEL_ROOM = 'channel:';
+export const channelRoom = (channelId: string) => `${CHANNEL_ROOM}${channelId}`;
 /** The channel whose room this is, or null for any other room. */
-export const roomChannel = (room: string): string | null => (room.startsWith('channel:') ? room.slice('channel:'.length) : null);
+export const roomChannel = (room: string): string | null => (room.startsWith(CHANNEL_ROOM) ? room.slice(CHANNEL_ROOM.length) : null);
 export const userRoom = (userId: string) => `user:${userId}`;
 /** Every socket authenticated with the token whose `jti` this is (logout disconnects them, on every node). */
 export const tokenRoom = (jti: string) => `token:${jti}`;

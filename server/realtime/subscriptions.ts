@@ -1,5 +1,5 @@
 import { ChannelMember } from '../../shared/models/index.js';
-import { channelRoom, tokenRoom, userRoom, type MembershipChange } from '../../shared/events.js';
+import { channelRoom, roomChannel, tokenRoom, userRoom, type MembershipChange } from '../../shared/events.js';
 import type { Logger } from '../../shared/logger.js';
 import type { Subscriptions } from '../domain/subscriptions.js';
 import type { IoServer, IoSocket } from './types.js';
@@ -91,7 +91,7 @@ export function createSubscriptions(
         for (const row of rows) roomsOf.get(row.userId)!.add(channelRoom(row.channelId));
         for (const socket of sockets) {
           const want = roomsOf.get(socket.data.userId)!;
-          for (const room of socket.rooms) if (room.startsWith(channelRoom('')) && !want.has(room)) void adapter().del(socket.id, room);
+          for (const room of socket.rooms) if (roomChannel(room) !== null && !want.has(room)) void adapter().del(socket.id, room);
           if (want.size > 0) void adapter().addAll(socket.id, want);
         }
         logger.info({ sockets: sockets.length }, 'channel rooms rebuilt after the adapter subscription came back');
