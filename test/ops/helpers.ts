@@ -491,6 +491,18 @@ export async function seedOutageWorld(urls: string[], phase: () => string, ackTi
   return { team, channels, senders, returning, returningByRev, watcher, clients };
 }
 
+/**
+ * Resolves once the watcher, connected throughout, holds an event of some channel past the marks the
+ * world's returning-by-rev client left with: from then on its resume has something to replay, however
+ * long the workers took to store again (they retry in place with a back-off of up to 2 s, and the
+ * partitions' later sends wait behind them).
+ */
+export function storedSinceAway(world: OutageWorld, timeoutMs = 20_000): Promise<void> {
+  const { watcher, returningByRev: away } = world;
+  const past = () => away.channelIds.some((id) => (watcher.events.get(id) ?? []).some((e) => e.rev > away.lastRev[id]));
+  return waitFor(past, timeoutMs, () => `no event past ${JSON.stringify(away.lastRev)} reached ${watcher.options.tag}`);
+}
+
 /** Each client queues one send (and a change, if it makes them) every `intervalMs`, whatever came of the earlier ones, until stop(). */
 export function startStreams(clients: ResendingClient[], intervalMs: number): { stop(): Promise<void> } {
   let streaming = true;

@@ -17,6 +17,7 @@ import {
   historyPage,
   readiness,
   startStreams,
+  storedSinceAway,
   whenReadiness,
 } from './helpers.js';
 
@@ -79,6 +80,7 @@ describe('operations: PostgreSQL refusing connections mid-stream', function () {
       at.opened = Date.now();
       at.ready = await whenReadiness(processUrls(), 200, 20_000);
       await sleep(1_000);
+      await storedSinceAway(world);
       returningByRev.socket.connect();
       await sleep(1_000);
     } finally {

@@ -19,6 +19,7 @@ import {
   historyPage,
   readiness,
   startStreams,
+  storedSinceAway,
   whenReadiness,
 } from './helpers.js';
 
@@ -88,6 +89,7 @@ describe('operations: Redis stopped mid-stream and started again, empty', functi
       at.restarted = Date.now();
       at.ready = await whenReadiness(processUrls(), 200, 20_000);
       await sleep(1_000);
+      await storedSinceAway(world);
       returningByRev.socket.connect();
       await sleep(1_000);
       phase = 'after';
