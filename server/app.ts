@@ -158,6 +158,7 @@ export function createFrontNode(config: Config, options: { logger?: Logger } = {
     const channelId = roomChannel(room);
     if (channelId) delivery.leave(socketId, channelId);
   });
+  subscriptions.onJoined((socketId, join) => delivery.joined(socketId, join));
   const sequencer = new ChannelSequencer({
     source: { between: (channelId, afterRev, beforeRev) => eventsBetween(channelId, afterRev, beforeRev, 10_000) },
     deliver: (events) => delivery.deliver(events),

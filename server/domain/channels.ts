@@ -46,7 +46,7 @@ export async function createChannel(
     if (isUniqueViolation(err)) throw new ConflictError('A channel with this name already exists in the workspace');
     throw err;
   }
-  await deps.subscriptions.apply({ userId, join: [channel.id], leave: [] });
+  await deps.subscriptions.apply({ userId, join: { [channel.id]: channel.lastRev }, leave: [] });
   return channel;
 }
 
@@ -104,7 +104,7 @@ export async function joinChannel(deps: Deps, userId: string, channelId: string)
     }
     return access;
   });
-  if (!isMember) await deps.subscriptions.apply({ userId, join: [channelId], leave: [] });
+  if (!isMember) await deps.subscriptions.apply({ userId, join: { [channelId]: channel.lastRev }, leave: [] });
   return channel;
 }
 
@@ -112,7 +112,7 @@ export async function leaveChannel(deps: Deps, userId: string, channelId: string
   const { channel, isMember } = await channelAccess(channelId, userId, 'channel.leave');
   if (isMember) {
     await ChannelMember.query().deleteById([channelId, userId]);
-    await deps.subscriptions.apply({ userId, join: [], leave: [channelId] });
+    await deps.subscriptions.apply({ userId, join: {}, leave: [channelId] });
   }
   return channel;
 }
@@ -137,7 +137,7 @@ export async function addChannelMember(
   channelId: string,
   userId: string,
 ): Promise<ChannelMemberDto> {
-  const user = await Channel.transaction(async (trx) => {
+  const { user, rev } = await Channel.transaction(async (trx) => {
     const { channel } = await channelAccess(channelId, callerId, 'channel.members.add', { trx, lock: 'share' });
     const [target, found] = await Promise.all([
       WorkspaceMember.query(trx).findById([channel.workspaceId, userId]),
@@ -150,9 +150,9 @@ export async function addChannelMember(
       .ignore()
       .returning('user_id');
     if (added.length === 0) throw new ConflictError('User is already a member of this channel');
-    return found;
+    return { user: found, rev: channel.lastRev };
   });
-  await deps.subscriptions.apply({ userId, join: [channelId], leave: [] });
+  await deps.subscriptions.apply({ userId, join: { [channelId]: rev }, leave: [] });
   return { userId, displayName: user.displayName };
 }
 
@@ -160,7 +160,7 @@ export async function removeChannelMember(deps: Deps, callerId: string, channelI
   await channelAccess(channelId, callerId, 'channel.members.remove', { extra: { userId } });
   const deleted = await ChannelMember.query().deleteById([channelId, userId]);
   if (deleted === 0) throw new NotFoundError('Member');
-  await deps.subscriptions.apply({ userId, join: [], leave: [channelId] });
+  await deps.subscriptions.apply({ userId, join: {}, leave: [channelId] });
 }
 
 /** Renames the channel and/or sets its topic; its creator and workspace owners and admins only. */

@@ -62,9 +62,12 @@ export async function openDm(
        RETURNING id`,
       [workspaceId, sortedIds, callerId],
     );
+    // Share-locked, as a join locks its channel: no batch of the DM commits between its rev read here
+    // and the memberships' commit.
     const found = await Channel.query(trx)
       .where({ workspace_id: workspaceId, kind: 'dm' })
       .whereRaw('dm_user_ids = ?', [sortedIds])
+      .forShare()
       .first();
     if (!found) throw new Error('the DM row is neither inserted nor found');
     const rows = await trx('channel_members')
@@ -74,7 +77,7 @@ export async function openDm(
       .returning('user_id');
     return { channel: found, created: inserted.rows.length > 0, joined: rows.map((r: { user_id: string }) => r.user_id) };
   });
-  await Promise.all(joined.map((userId) => deps.subscriptions.apply({ userId, join: [channel.id], leave: [] })));
+  await Promise.all(joined.map((userId) => deps.subscriptions.apply({ userId, join: { [channel.id]: channel.lastRev }, leave: [] })));
   const [members] = await membersOf([channel.id]);
   return { channel: { ...channel.toDto(), members: members ?? [] }, created };
 }

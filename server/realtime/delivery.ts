@@ -64,8 +64,10 @@ interface Track {
   /** The revs it was sent. */
   sent: SeqSet;
   /**
-   * It has every event it is owed up to this rev: from its handshake's read, or its first live event in a
-   * channel it joined since; then its replays and live events.
+   * It has every event it is owed up to this rev: from its handshake's read, or the channel's rev as of a
+   * membership it gained since (joined()); then its replays and live events. Undefined where the node
+   * knows no such rev (rooms rebuilt after its adapter subscription came back): its first live event
+   * there is its start.
    */
   at: number | undefined;
 }
@@ -122,6 +124,22 @@ export class Delivery {
       if (rooms.get(channelRoom(channelId))?.has(socket.id)) tracks.set(channelId, { sent: new SeqSet(), at: rev });
     }
     this.tracks.set(socket.id, tracks);
+  }
+
+  /**
+   * A connected socket is about to enter channels' rooms (its user joined or was added): channelId → the
+   * channel's rev as of that membership. Its live events there follow on from that rev, as a handshake's
+   * do from the rev it read. A channel whose room it is in already, or where it has a position from a
+   * replay, keeps what it has.
+   */
+  joined(socketId: string, join: Record<string, number>): void {
+    if (!this.tracks.has(socketId)) return; // Still in its handshake: register() seeds it.
+    const rooms = this.io.of('/').adapter.rooms;
+    for (const [channelId, rev] of Object.entries(join)) {
+      if (rooms.get(channelRoom(channelId))?.has(socketId)) continue;
+      const track = this.trackOf(socketId, channelId)!;
+      track.at ??= rev;
+    }
   }
 
   forget(socket: IoSocket): void {

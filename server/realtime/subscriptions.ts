@@ -6,6 +6,8 @@ import type { IoServer, IoSocket } from './types.js';
 
 /** Told, on each node, that a user may share fewer people than before (MembershipChange.narrowed). */
 export type NarrowedListener = (userId: string) => Promise<void>;
+/** Told, on each node, just before a connected socket enters channels' rooms: channelId → rev (MembershipChange.join). */
+export type JoinedListener = (socketId: string, join: Record<string, number>) => void;
 
 /**
  * Keeps each socket in the rooms of exactly its user's channels, on every front node.
@@ -17,10 +19,16 @@ export type NarrowedListener = (userId: string) => Promise<void>;
 export function createSubscriptions(
   io: IoServer,
   logger: Logger,
-): Subscriptions & { subscribe(socket: IoSocket): Promise<void>; resync(): Promise<void>; onNarrowed(listener: NarrowedListener): void } {
+): Subscriptions & {
+  subscribe(socket: IoSocket): Promise<void>;
+  resync(): Promise<void>;
+  onNarrowed(listener: NarrowedListener): void;
+  onJoined(listener: JoinedListener): void;
+} {
   const adapter = () => io.of('/').adapter;
   const subscribing = new Map<string, MembershipChange[]>();
   const narrowedListeners: NarrowedListener[] = [];
+  const joinedListeners: JoinedListener[] = [];
 
   function applyTo(socketId: string, change: MembershipChange): void {
     const held = subscribing.get(socketId);
@@ -28,8 +36,12 @@ export function createSubscriptions(
       held.push(change);
       return;
     }
-    // The adapter, not socket.join: a socket still in its handshake is not in the namespace yet.
-    if (change.join.length > 0) void adapter().addAll(socketId, new Set(change.join.map(channelRoom)));
+    const join = Object.keys(change.join);
+    if (join.length > 0) {
+      for (const listener of joinedListeners) listener(socketId, change.join);
+      // The adapter, not socket.join: a socket still in its handshake is not in the namespace yet.
+      void adapter().addAll(socketId, new Set(join.map(channelRoom)));
+    }
     for (const channelId of change.leave) void adapter().del(socketId, channelRoom(channelId));
   }
 
@@ -58,6 +70,10 @@ export function createSubscriptions(
   return {
     onNarrowed(listener) {
       narrowedListeners.push(listener);
+    },
+
+    onJoined(listener) {
+      joinedListeners.push(listener);
     },
 
     async apply(change) {
@@ -110,8 +126,14 @@ export function createSubscriptions(
           .join('channels', 'channels.id', 'channel_members.channel_id')
           .where('channel_members.user_id', userId)
           .select('channel_members.channel_id', 'channels.last_rev');
-        socket.data.channelRevs = Object.fromEntries(rows.map((r) => [r.channelId, (r as unknown as { lastRev: number }).lastRev]));
+        const channelRevs = Object.fromEntries(rows.map((r) => [r.channelId, (r as unknown as { lastRev: number }).lastRev]));
         await adapter().addAll(socket.id, new Set(rows.map((r) => channelRoom(r.channelId))));
+        // A channel joined after the read: its live events follow on from the rev of that join. One the
+        // read found keeps the read's, later: what came between was committed before the socket connected.
+        for (const change of subscribing.get(socket.id) ?? []) {
+          for (const [channelId, rev] of Object.entries(change.join)) channelRevs[channelId] ??= rev;
+        }
+        socket.data.channelRevs = channelRevs;
       } catch (err) {
         subscribing.delete(socket.id);
         await adapter().delAll(socket.id);

@@ -28,6 +28,8 @@ export class Channel extends BaseModel {
   isPrivate!: boolean;
   topic!: string;
   lastSeq!: number;
+  /** The rev of its latest change (message, edit, delete, reaction): 0 before the first. */
+  lastRev!: number;
   archived!: boolean;
   /** Its creator (who may rename and archive it); null once that user is gone. */
   createdBy!: string | null;

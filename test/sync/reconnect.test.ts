@@ -364,6 +364,29 @@ describe('sync: reconnecting to any front node loses and doubles nothing', funct
     });
   }
 
+  for (const how of ['is added to it by a member', 'joins it'] as const) {
+    it(`When a connected client ${how} and the node misses the channel's next publish (its worker died between commit and publish), then the client gets that message before the next one, each once, in rev order`, async () => {
+      const url = liveUrls(cluster)[1];
+      const channel = await seedChannel(url, team, [alice]);
+      const socket = openSocket(url, bob.token);
+      const news = record<MessageDto>(socket, 'message:new');
+      await whenConnected(socket);
+      const joined =
+        how === 'joins it'
+          ? await request(url, 'POST', `/channels/${channel.id}/join`, { token: bob.token })
+          : await request(url, 'POST', `/channels/${channel.id}/members`, { body: { userId: bob.user.id }, token: alice.token });
+      expect(joined.status).to.be.oneOf([200, 201]);
+      await unheardThenHeard(url, channel);
+      await waitFor(() => news.length >= 2, 10_000, () => `received ${JSON.stringify(news.map((m) => m.rev))}`);
+      await sleep(200);
+      expect(news.map((m) => [m.rev, m.body])).to.deep.equal([
+        [1, 'never published'],
+        [2, 'published'],
+      ]);
+      socket.close();
+    });
+  }
+
   it('When a socket declares no resume and never emits, then its live messages are not held: they reach it with a socket connected long before', async () => {
     const [A, B] = ids();
     const url = liveUrls(cluster)[1];

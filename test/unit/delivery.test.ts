@@ -657,6 +657,42 @@ describe('unit: Delivery', () => {
       expect(replay.calls).to.deep.equal([]);
     });
 
+    it('When a connected socket joins a channel and its first live event there comes past a hole, then what it is owed from the rev of its membership is read first; what came before that rev is not its', async () => {
+      const { io, delivery, replay, connect } = setup();
+      const s = connect('s', []);
+      delivery.joined('s', { c1: 2 });
+      io.join('s', 'channel:c1');
+      delivery.deliver(msgs([2]));
+      delivery.deliver(msgs([4]));
+      expect(s.revs()).to.deep.equal([]);
+      await flush();
+      expect(replay.only()).to.include({ kind: 'events', channelId: 'c1', after: 2 });
+      replay.only().resolve([msg(3), msg(4)]);
+      await flush();
+      delivery.deliver(msgs([5]));
+      expect(s.revs()).to.deep.equal([3, 4, 5]);
+    });
+
+    it('When a membership change names a channel whose room the socket is in already (a repeat), or one it has a position in from a replay, then it keeps its position', async () => {
+      const { io, delivery, replay, connect, sync } = setup();
+      const s = connect('s', ['c1'], { c1: 5 });
+      delivery.joined('s', { c1: 2 });
+      delivery.deliver(msgs([6]));
+      expect(s.revs()).to.deep.equal([6]);
+      const t = connect('t', []);
+      const run = sync(t, { c2: { rev: 0 } });
+      await flush();
+      replay.only().resolve([msg(1, 'c2'), msg(2, 'c2'), msg(3, 'c2')]);
+      await flush();
+      expect(run.results!.get('c2')).to.deep.include({ latestRev: 3 });
+      delivery.joined('t', { c2: 1 });
+      io.join('t', 'channel:c2');
+      delivery.deliver([msg(4, 'c2')]);
+      await flush();
+      expect(t.revs('c2')).to.deep.equal([1, 2, 3, 4]);
+      expect(replay.calls.filter((c) => !c.settled)).to.deep.equal([]);
+    });
+
     it('When a delivered event comes again after the node forgot the channel (a batch published again), then the sockets that had it do not get it twice', () => {
       const { delivery, connect } = setup();
       const s = connect('s');
@@ -668,15 +704,17 @@ describe('unit: Delivery', () => {
       expect(late.revs(), 'a socket with nothing yet takes what comes').to.deep.equal([2]);
     });
 
-    it('When events are lost, repeated and delivered while clients resume by rev, reads fail and holes exceed a replay, at random, then each socket gets a gap-free run of revs after its mark, each once, and at the end every client has them all (property)', async () => {
+    it('When events are lost, repeated and delivered while clients resume by rev or are added to the channel while connected, reads fail and holes exceed a replay, at random, then each socket gets a gap-free run of revs after its mark (or the rev it was added at), each once, and at the end every client has them all (property)', async () => {
       type Command =
         | { t: 'commit'; lost: boolean[]; repeat: boolean }
         | { t: 'connect'; back: number }
+        | { t: 'join' }
         | { t: 'settle'; pick: number; ok: boolean }
         | { t: 'drop'; pick: number };
       const command = fc.oneof(
         fc.record({ t: fc.constant('commit' as const), lost: fc.array(fc.boolean(), { minLength: 1, maxLength: 4 }), repeat: fc.boolean() }),
         fc.record({ t: fc.constant('connect' as const), back: fc.nat(6) }),
+        fc.record({ t: fc.constant('join' as const) }),
         fc.record({ t: fc.constant('settle' as const), pick: fc.nat(), ok: fc.boolean() }),
         fc.record({ t: fc.constant('drop' as const), pick: fc.nat() }),
       );
@@ -704,6 +742,13 @@ describe('unit: Delivery', () => {
             clients.push(client);
             resume(client);
           };
+          /** A connected socket whose user is added to the channel now: owed what is committed after this. */
+          const join = () => {
+            const socket = connect(`s${ids++}`, []);
+            delivery.joined(socket.id, { c1: committed });
+            io.join(socket.id, 'channel:c1');
+            clients.push({ socket, from: committed, mark: committed });
+          };
           const close = (client: Client) => {
             clients.splice(clients.indexOf(client), 1);
             io.rooms.get('channel:c1')!.delete(client.socket.id);
@@ -730,6 +775,7 @@ describe('unit: Delivery', () => {
               if (c.repeat && committed > 0) delivery.deliver([msg(1 + (committed % Math.max(1, delivered)))]);
               delivered = committed;
             } else if (c.t === 'connect') open(Math.max(0, committed - c.back));
+            else if (c.t === 'join') join();
             else if (c.t === 'settle') {
               const pending = replay.calls.filter((call) => !call.settled);
               if (pending.length > 0) {
