@@ -325,9 +325,10 @@ describe('sync: reconnecting to any front node loses and doubles nothing', funct
   /**
    * A message stored as a worker stores it and never published (its worker died between commit and
    * publish), in a channel whose events no node has seen yet, then one published as usual: the node's
-   * first event of the channel comes after a hole it cannot see.
+   * first event of the channel comes after a hole it cannot see. The socket whose message:new are `news`
+   * gets both, in rev order, each once.
    */
-  async function unheardThenHeard(url: string, channel: ChannelDto): Promise<void> {
+  async function expectUnheardFilledIn(url: string, channel: ChannelDto, news: MessageDto[]): Promise<void> {
     const knex = Knex({ client: 'pg', connection: process.env.DATABASE_URL, pool: { min: 0, max: 1 } });
     try {
       const stored = await persistMessages(knex, [
@@ -339,6 +340,12 @@ describe('sync: reconnecting to any front node loses and doubles nothing', funct
     }
     const published = await request(url, 'POST', `/channels/${channel.id}/messages`, { body: { body: 'published', clientMsgId: `heard-${channel.id}` }, token: alice.token });
     expect(published.status).to.equal(201);
+    await waitFor(() => news.length >= 2, 10_000, () => `received ${JSON.stringify(news.map((m) => m.rev))}`);
+    await sleep(200);
+    expect(news.map((m) => [m.rev, m.body])).to.deep.equal([
+      [1, 'never published'],
+      [2, 'published'],
+    ]);
   }
 
   for (const resumed of [true, false]) {
@@ -353,13 +360,7 @@ describe('sync: reconnecting to any front node loses and doubles nothing', funct
       const done = new Promise<SyncDone>((resolve) => socket.once('sync:done', resolve));
       await whenConnected(socket);
       if (resumed) expect((await done).channels[channel.id]).to.deep.equal({ replayed: 0, latestRev: 0, hasMore: false });
-      await unheardThenHeard(url, channel);
-      await waitFor(() => news.length >= 2, 10_000, () => `received ${JSON.stringify(news.map((m) => m.rev))}`);
-      await sleep(200);
-      expect(news.map((m) => [m.rev, m.body])).to.deep.equal([
-        [1, 'never published'],
-        [2, 'published'],
-      ]);
+      await expectUnheardFilledIn(url, channel, news);
       socket.close();
     });
   }
@@ -376,13 +377,7 @@ describe('sync: reconnecting to any front node loses and doubles nothing', funct
           ? await request(url, 'POST', `/channels/${channel.id}/join`, { token: bob.token })
           : await request(url, 'POST', `/channels/${channel.id}/members`, { body: { userId: bob.user.id }, token: alice.token });
       expect(joined.status).to.be.oneOf([200, 201]);
-      await unheardThenHeard(url, channel);
-      await waitFor(() => news.length >= 2, 10_000, () => `received ${JSON.stringify(news.map((m) => m.rev))}`);
-      await sleep(200);
-      expect(news.map((m) => [m.rev, m.body])).to.deep.equal([
-        [1, 'never published'],
-        [2, 'published'],
-      ]);
+      await expectUnheardFilledIn(url, channel, news);
       socket.close();
     });
   }
