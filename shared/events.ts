@@ -188,13 +188,15 @@ export interface SessionRevoked {
 /** A membership change every front node applies to the local sockets of `userId` before acknowledging. */
 export interface MembershipChange {
   userId: string;
-  /**
-   * channelId → the channel's `last_rev` as of the membership's commit, read under the channel row's
-   * share lock (a batch of the channel commits wholly before it or after it): the user's sockets are owed
-   * the channel's events after that rev, and one the node misses after it is filled in.
-   */
-  join: Record<string, number>;
+  join: string[];
   leave: string[];
+  /**
+   * Of `join`, channelId → the channel's `last_rev` as of the membership's commit, read under the channel
+   * row's share lock (a batch of the channel commits wholly before it or after it): the user's sockets
+   * are owed the channel's events after that rev, and one the node misses after it is filled in. Beside
+   * `join`, not in it, so that nodes of the previous release, which lack it, still agree on the rooms.
+   */
+  channelRevs?: Record<string, number>;
   /**
    * The user may now share fewer people than before (removed from or left a workspace, made a guest):
    * every node drops the presence subscriptions, both ways, that policy no longer allows. Implied when

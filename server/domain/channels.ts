@@ -4,7 +4,7 @@ import { Channel, ChannelMember, User, WorkspaceMember, type ChannelDto } from '
 import { authorizeInWorkspace, channelAccess } from './access.js';
 import { can } from '../../shared/policy.js';
 import { mentionCountSql } from './readState.js';
-import type { Subscriptions } from './subscriptions.js';
+import { joinChange, type Subscriptions } from './subscriptions.js';
 import { pageFrom, readMemberPage, type MemberPageKey, type Page, type PageRead } from './pages.js';
 
 export interface ChannelListItem extends ChannelDto {
@@ -46,7 +46,7 @@ export async function createChannel(
     if (isUniqueViolation(err)) throw new ConflictError('A channel with this name already exists in the workspace');
     throw err;
   }
-  await deps.subscriptions.apply({ userId, join: { [channel.id]: channel.lastRev }, leave: [] });
+  await deps.subscriptions.apply(joinChange(userId, channel.id, channel.lastRev));
   return channel;
 }
 
@@ -104,7 +104,7 @@ export async function joinChannel(deps: Deps, userId: string, channelId: string)
     }
     return access;
   });
-  if (!isMember) await deps.subscriptions.apply({ userId, join: { [channelId]: channel.lastRev }, leave: [] });
+  if (!isMember) await deps.subscriptions.apply(joinChange(userId, channelId, channel.lastRev));
   return channel;
 }
 
@@ -112,7 +112,7 @@ export async function leaveChannel(deps: Deps, userId: string, channelId: string
   const { channel, isMember } = await channelAccess(channelId, userId, 'channel.leave');
   if (isMember) {
     await ChannelMember.query().deleteById([channelId, userId]);
-    await deps.subscriptions.apply({ userId, join: {}, leave: [channelId] });
+    await deps.subscriptions.apply({ userId, join: [], leave: [channelId] });
   }
   return channel;
 }
@@ -152,7 +152,7 @@ export async function addChannelMember(
     if (added.length === 0) throw new ConflictError('User is already a member of this channel');
     return { user: found, rev: channel.lastRev };
   });
-  await deps.subscriptions.apply({ userId, join: { [channelId]: rev }, leave: [] });
+  await deps.subscriptions.apply(joinChange(userId, channelId, rev));
   return { userId, displayName: user.displayName };
 }
 
@@ -160,7 +160,7 @@ export async function removeChannelMember(deps: Deps, callerId: string, channelI
   await channelAccess(channelId, callerId, 'channel.members.remove', { extra: { userId } });
   const deleted = await ChannelMember.query().deleteById([channelId, userId]);
   if (deleted === 0) throw new NotFoundError('Member');
-  await deps.subscriptions.apply({ userId, join: {}, leave: [channelId] });
+  await deps.subscriptions.apply({ userId, join: [], leave: [channelId] });
 }
 
 /** Renames the channel and/or sets its topic; its creator and workspace owners and admins only. */

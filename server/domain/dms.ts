@@ -6,7 +6,7 @@ import type { ChannelMemberDto } from './channels.js';
 import { authorize, type DmPerson } from '../../shared/policy.js';
 import { microsIso, pageFrom, type DmPageKey, type Page, type PageRead } from './pages.js';
 import { mentionCountSql } from './readState.js';
-import type { Subscriptions } from './subscriptions.js';
+import { joinChange, type Subscriptions } from './subscriptions.js';
 
 /** How many people a DM has, the caller included. */
 export const DM_MIN_PEOPLE = 2;
@@ -77,7 +77,7 @@ export async function openDm(
       .returning('user_id');
     return { channel: found, created: inserted.rows.length > 0, joined: rows.map((r: { user_id: string }) => r.user_id) };
   });
-  await Promise.all(joined.map((userId) => deps.subscriptions.apply({ userId, join: { [channel.id]: channel.lastRev }, leave: [] })));
+  await Promise.all(joined.map((userId) => deps.subscriptions.apply(joinChange(userId, channel.id, channel.lastRev))));
   const [members] = await membersOf([channel.id]);
   return { channel: { ...channel.toDto(), members: members ?? [] }, created };
 }

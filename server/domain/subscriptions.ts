@@ -7,3 +7,8 @@ import type { MembershipChange } from '../../shared/events.js';
 export interface Subscriptions {
   apply(change: MembershipChange): Promise<void>;
 }
+
+/** `userId` joins `channelId`, whose `last_rev` was `rev` when the membership committed. */
+export function joinChange(userId: string, channelId: string, rev: number): MembershipChange {
+  return { userId, join: [channelId], leave: [], channelRevs: { [channelId]: rev } };
+}

@@ -110,7 +110,7 @@ export async function removeWorkspaceMember(
     authorize(actor, 'workspace.members.remove', { workspaceId, target: await memberTarget(workspaceId, userId, trx) });
     return dropMembership(trx, workspaceId, userId);
   });
-  await deps.subscriptions.apply({ userId, join: {}, leave: leftChannels, narrowed: true });
+  await deps.subscriptions.apply({ userId, join: [], leave: leftChannels, narrowed: true });
 }
 
 /** The caller leaves the workspace and its channels, like a removal; the last owner cannot. */
@@ -126,7 +126,7 @@ export async function leaveWorkspace(deps: { subscriptions: Subscriptions }, cal
     authorize(actor, 'workspace.leave', { workspaceId, target });
     return dropMembership(trx, workspaceId, callerId);
   });
-  if (leftChannels !== null) await deps.subscriptions.apply({ userId: callerId, join: {}, leave: leftChannels, narrowed: true });
+  if (leftChannels !== null) await deps.subscriptions.apply({ userId: callerId, join: [], leave: leftChannels, narrowed: true });
 }
 
 /** Changes a member's role: owners any role, admins members and guests (to anything but owner). */
@@ -148,6 +148,6 @@ export async function setMemberRole(
     return { member: { userId, displayName: user.displayName, role }, demotedToGuest: role === 'guest' && target?.role !== 'guest' };
   });
   // A guest sees only the members of their channels, no longer everyone in the workspace.
-  if (demotedToGuest) await deps.subscriptions.apply({ userId, join: {}, leave: [], narrowed: true });
+  if (demotedToGuest) await deps.subscriptions.apply({ userId, join: [], leave: [], narrowed: true });
   return member;
 }

@@ -6,7 +6,7 @@ import type { IoServer, IoSocket } from './types.js';
 
 /** Told, on each node, that a user may share fewer people than before (MembershipChange.narrowed). */
 export type NarrowedListener = (userId: string) => Promise<void>;
-/** Told, on each node, just before a connected socket enters channels' rooms: channelId → rev (MembershipChange.join). */
+/** Told, on each node, just before a connected socket enters channels' rooms: channelId → rev (MembershipChange.channelRevs). */
 export type JoinedListener = (socketId: string, join: Record<string, number>) => void;
 
 /**
@@ -36,11 +36,10 @@ export function createSubscriptions(
       held.push(change);
       return;
     }
-    const join = Object.keys(change.join);
-    if (join.length > 0) {
-      for (const listener of joinedListeners) listener(socketId, change.join);
+    if (change.join.length > 0) {
+      if (change.channelRevs) for (const listener of joinedListeners) listener(socketId, change.channelRevs);
       // The adapter, not socket.join: a socket still in its handshake is not in the namespace yet.
-      void adapter().addAll(socketId, new Set(join.map(channelRoom)));
+      void adapter().addAll(socketId, new Set(change.join.map(channelRoom)));
     }
     for (const channelId of change.leave) void adapter().del(socketId, channelRoom(channelId));
   }
@@ -131,7 +130,7 @@ export function createSubscriptions(
         // A channel joined after the read: its live events follow on from the rev of that join. One the
         // read found keeps the read's, later: what came between was committed before the socket connected.
         for (const change of subscribing.get(socket.id) ?? []) {
-          for (const [channelId, rev] of Object.entries(change.join)) channelRevs[channelId] ??= rev;
+          for (const [channelId, rev] of Object.entries(change.channelRevs ?? {})) channelRevs[channelId] ??= rev;
         }
         socket.data.channelRevs = channelRevs;
       } catch (err) {
