@@ -66,7 +66,7 @@ interface Track {
   /**
    * It has every event it is owed up to this rev: from its handshake's read, or the channel's rev as of a
    * membership it gained since (joined()); then its replays and live events. Undefined where the node
-   * knows no such rev (rooms rebuilt after its adapter subscription came back): its first live event
+   * knows no such rev (a membership change from a node of the previous release): its first live event
    * there is its start.
    */
   at: number | undefined;

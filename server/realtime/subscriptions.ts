@@ -101,12 +101,26 @@ export function createSubscriptions(
       for (const socket of sockets) subscribing.set(socket.id, []);
       try {
         const users = [...new Set(sockets.map((s) => s.data.userId))];
-        const rows = await ChannelMember.query().whereIn('user_id', users).select('user_id', 'channel_id');
+        const rows = await ChannelMember.query()
+          .join('channels', 'channels.id', 'channel_members.channel_id')
+          .whereIn('channel_members.user_id', users)
+          .select('channel_members.user_id', 'channel_members.channel_id', 'channels.last_rev');
         const roomsOf = new Map<string, Set<string>>(users.map((u) => [u, new Set()]));
-        for (const row of rows) roomsOf.get(row.userId)!.add(channelRoom(row.channelId));
+        const revs = new Map<string, number>();
+        for (const row of rows) {
+          roomsOf.get(row.userId)!.add(channelRoom(row.channelId));
+          revs.set(row.channelId, (row as unknown as { lastRev: number }).lastRev);
+        }
         for (const socket of sockets) {
           const want = roomsOf.get(socket.data.userId)!;
           for (const room of socket.rooms) if (roomChannel(room) !== null && !want.has(room)) void adapter().del(socket.id, room);
+          // A channel joined while the node was cut off: its membership's rev is unknown here, and what was
+          // committed before this read never reached this node; what comes after it is filled in if missed.
+          const joined = [...want].filter((room) => !socket.rooms.has(room)).map((room) => roomChannel(room)!);
+          if (joined.length > 0) {
+            const channelRevs = Object.fromEntries(joined.map((channelId) => [channelId, revs.get(channelId)!]));
+            for (const listener of joinedListeners) listener(socket.id, channelRevs);
+          }
           if (want.size > 0) void adapter().addAll(socket.id, want);
         }
         logger.info({ sockets: sockets.length }, 'channel rooms rebuilt after the adapter subscription came back');

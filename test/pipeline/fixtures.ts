@@ -2,8 +2,10 @@
  * Shared set-up of the pipeline tests: a real cluster (2 front nodes, 2 workers), seeding through REST,
  * and direct reads of the messages table to check what was really stored.
  */
+import { randomUUID } from 'node:crypto';
 import { Redis } from 'ioredis';
 import { expect } from 'chai';
+import Knex from 'knex';
 import pg from 'pg';
 import { startCluster, type Cluster } from '../../scripts/cluster.js';
 import type { MessageDto } from '../../shared/models/Message.js';
@@ -18,7 +20,8 @@ import {
   type RegisteredUser,
   type WorkspaceDto,
 } from '../support/api.js';
-import { connect, disconnectAll, range, send, type Transport } from '../support/sockets.js';
+import { connect, disconnectAll, range, send, sleep, waitFor, type Transport } from '../support/sockets.js';
+import { persistMessages } from '../../worker/actions/persistMessages.js';
 
 /**
  * The Redis prefix of a test file's cluster: under the run's prefix (so the run's clean-up removes it), and
@@ -111,6 +114,35 @@ function db(): pg.Pool {
 /** A statement on the run's database, for data a test seeds in bulk and for brute-force answers. */
 export async function dbQuery<T extends pg.QueryResultRow>(text: string, values: unknown[] = []): Promise<T[]> {
   return (await db().query<T>(text, values)).rows;
+}
+
+/**
+ * A message stored as a worker stores it and never published (its worker died between commit and
+ * publish), then one published as usual by `sender` through `url`: a node that had not seen the first
+ * must fill it in from PostgreSQL. The socket whose message:new are `news` gets both, in rev order, each
+ * once, and nothing of the channel before them.
+ */
+export async function expectUnheardFilledIn(url: string, channel: ChannelDto, sender: RegisteredUser, news: MessageDto[]): Promise<void> {
+  const knex = Knex({ client: 'pg', connection: process.env.DATABASE_URL, pool: { min: 0, max: 1 } });
+  let unheardRev: number;
+  try {
+    const stored = await persistMessages(knex, [
+      { kind: 'send', id: randomUUID(), channelId: channel.id, userId: sender.user.id, body: 'never published', clientMsgId: `unheard-${randomUUID()}` },
+    ]);
+    const outcome = Object.values(stored.outcomes)[0];
+    expect(outcome).to.include({ ok: true });
+    unheardRev = (outcome as { rev: number }).rev;
+  } finally {
+    await knex.destroy();
+  }
+  const published = await request(url, 'POST', `/channels/${channel.id}/messages`, { body: { body: 'published', clientMsgId: `heard-${randomUUID()}` }, token: sender.token });
+  expect(published.status).to.equal(201);
+  await waitFor(() => news.length >= 2, 10_000, () => `received ${JSON.stringify(news.map((m) => m.rev))}`);
+  await sleep(200);
+  expect(news.map((m) => [m.rev, m.body])).to.deep.equal([
+    [unheardRev, 'never published'],
+    [unheardRev + 1, 'published'],
+  ]);
 }
 
 export async function closeDb(): Promise<void> {

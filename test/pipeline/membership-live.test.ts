@@ -4,7 +4,7 @@ import type { MessageDto } from '../../shared/models/Message.js';
 import { addWorkspaceMember, registerUser, request, type ChannelDto, type RegisteredUser } from '../support/api.js';
 import { Collector, connect, disconnectAll, send, sendOk, sleep, waitFor, type ClientSocket } from '../support/sockets.js';
 import { acked, edit, EventLog, react } from './changes-harness.js';
-import { closeDb, dbQuery, killAdapterSubscribers, seedChannel, seedTeam, startPipelineCluster, storedByClientMsgId, type Team } from './fixtures.js';
+import { closeDb, dbQuery, expectUnheardFilledIn, killAdapterSubscribers, seedChannel, seedTeam, startPipelineCluster, storedByClientMsgId, type Team } from './fixtures.js';
 
 /**
  * Membership changes made through REST on node A must be in force on node B's sockets by the time the
@@ -208,5 +208,27 @@ describe('pipeline: live membership changes across nodes', function () {
     await speak(left, 2);
     await sleep(300);
     expect([s.onB.count(left.id), s.onA.count(left.id)], 'messages of the channel left').to.deep.equal(before);
+  });
+
+  it("When a node's adapter subscription comes back and its rebuild puts a socket in a channel, then the socket gets every message committed after the rebuild, one its node missed included", async () => {
+    const s = await subject();
+    // No event of it yet: no node's sequencer has a baseline to see a gap from.
+    const joined = await seedChannel(A, team, [speaker]);
+    await dbQuery('INSERT INTO channel_members (channel_id, user_id) VALUES ($1, $2)', [joined.id, s.user.user.id]);
+    expect(await killAdapterSubscribers('membership'), 'one adapter subscriber per front node').to.equal(2);
+    // In the room once it hears of a topic change, which carries no rev: its run is not started by it.
+    const updated: unknown[] = [];
+    s.socketB.on('channel:updated', (u) => updated.push(u));
+    await waitFor(
+      async () => {
+        const res = await request(B, 'PATCH', `/channels/${joined.id}`, { body: { topic: `t${next++}` }, token: team.owner.token });
+        expect(res.status).to.equal(200);
+        await sleep(100);
+        return updated.length > 0;
+      },
+      20_000,
+      () => 'no channel:updated on node B',
+    );
+    await expectUnheardFilledIn(B, joined, speaker, s.onB.of(joined.id));
   });
 });

@@ -1,7 +1,6 @@
 import { randomUUID } from 'node:crypto';
 import { expect } from 'chai';
 import fc from 'fast-check';
-import Knex from 'knex';
 import { startCluster, type Cluster } from '../../scripts/cluster.js';
 import type { MessageDto } from '../../shared/models/Message.js';
 import {
@@ -12,9 +11,8 @@ import {
   type ChannelDto,
   type RegisteredUser,
 } from '../support/api.js';
-import { closeDb, fullHistory, seedChannel, seedTeam, type Team } from '../pipeline/fixtures.js';
+import { closeDb, expectUnheardFilledIn, fullHistory, seedChannel, seedTeam, type Team } from '../pipeline/fixtures.js';
 import { connectError, type Transport } from '../support/sockets.js';
-import { persistMessages } from '../../worker/actions/persistMessages.js';
 import {
   PipelinedSender,
   SyncClient,
@@ -322,32 +320,6 @@ describe('sync: reconnecting to any front node loses and doubles nothing', funct
     socket.close();
   });
 
-  /**
-   * A message stored as a worker stores it and never published (its worker died between commit and
-   * publish), in a channel whose events no node has seen yet, then one published as usual: the node's
-   * first event of the channel comes after a hole it cannot see. The socket whose message:new are `news`
-   * gets both, in rev order, each once.
-   */
-  async function expectUnheardFilledIn(url: string, channel: ChannelDto, news: MessageDto[]): Promise<void> {
-    const knex = Knex({ client: 'pg', connection: process.env.DATABASE_URL, pool: { min: 0, max: 1 } });
-    try {
-      const stored = await persistMessages(knex, [
-        { kind: 'send', id: randomUUID(), channelId: channel.id, userId: alice.user.id, body: 'never published', clientMsgId: `unheard-${channel.id}` },
-      ]);
-      expect(Object.values(stored.outcomes)[0]).to.include({ ok: true });
-    } finally {
-      await knex.destroy();
-    }
-    const published = await request(url, 'POST', `/channels/${channel.id}/messages`, { body: { body: 'published', clientMsgId: `heard-${channel.id}` }, token: alice.token });
-    expect(published.status).to.equal(201);
-    await waitFor(() => news.length >= 2, 10_000, () => `received ${JSON.stringify(news.map((m) => m.rev))}`);
-    await sleep(200);
-    expect(news.map((m) => [m.rev, m.body])).to.deep.equal([
-      [1, 'never published'],
-      [2, 'published'],
-    ]);
-  }
-
   for (const resumed of [true, false]) {
     const how = resumed ? 'a client that resumed there by rev' : 'a client connected there without resuming';
     it(`When a message's publish never reaches the node (its worker died between commit and publish) and the node had seen no event of the channel yet, then ${how} gets it before the next one, each once, in rev order`, async () => {
@@ -360,7 +332,7 @@ describe('sync: reconnecting to any front node loses and doubles nothing', funct
       const done = new Promise<SyncDone>((resolve) => socket.once('sync:done', resolve));
       await whenConnected(socket);
       if (resumed) expect((await done).channels[channel.id]).to.deep.equal({ replayed: 0, latestRev: 0, hasMore: false });
-      await expectUnheardFilledIn(url, channel, news);
+      await expectUnheardFilledIn(url, channel, alice, news);
       socket.close();
     });
   }
@@ -377,7 +349,7 @@ describe('sync: reconnecting to any front node loses and doubles nothing', funct
           ? await request(url, 'POST', `/channels/${channel.id}/join`, { token: bob.token })
           : await request(url, 'POST', `/channels/${channel.id}/members`, { body: { userId: bob.user.id }, token: alice.token });
       expect(joined.status).to.be.oneOf([200, 201]);
-      await expectUnheardFilledIn(url, channel, news);
+      await expectUnheardFilledIn(url, channel, alice, news);
       socket.close();
     });
   }
