@@ -78,6 +78,16 @@ export interface Config {
      */
     readonly indexMergeMs: number;
   };
+  /** What workers delete once it serves no more. */
+  readonly retention: {
+    /**
+     * Refusals (`change_refusals`) older than this many hours are deleted: kept until then so that a batch
+     * run again answers as its first run did (worker/pruneRefusals.ts).
+     */
+    readonly refusalsKeepHours: number;
+    /** How often each worker deletes them; 0: never (an operator's statement then, docs/OPERATIONS.md). */
+    readonly refusalsPruneMs: number;
+  };
   readonly cors: {
     /** Origins allowed to call the REST API and Socket.IO from a browser; empty: same-origin only. */
     readonly origins: readonly string[];
@@ -156,6 +166,8 @@ const schema = Joi.object({
   PRESENCE_TTL_MS: Joi.number().integer().min(1000).max(600_000).default(30_000),
   SEARCH_LANGUAGE: Joi.string().pattern(/^[A-Za-z_][A-Za-z0-9_.]{0,62}$/).default('english'),
   SEARCH_INDEX_MERGE_MS: Joi.number().integer().min(0).max(3_600_000).default(1000),
+  CHANGE_REFUSALS_KEEP_HOURS: Joi.number().integer().min(1).max(8760).default(24),
+  CHANGE_REFUSALS_PRUNE_MS: Joi.number().integer().min(0).max(86_400_000).default(600_000),
   CORS_ORIGINS: Joi.string().default(''),
   REST_RATE_PER_SECOND: Joi.number().integer().min(0).default(100),
   SOCKET_EVENT_RATE_PER_SECOND: Joi.number().integer().min(0).default(50),
@@ -292,6 +304,7 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
     sync: { replayLimit: v.SYNC_REPLAY_LIMIT },
     presence: { ttlMs: v.PRESENCE_TTL_MS },
     search: { language: v.SEARCH_LANGUAGE, indexMergeMs: v.SEARCH_INDEX_MERGE_MS },
+    retention: { refusalsKeepHours: v.CHANGE_REFUSALS_KEEP_HOURS, refusalsPruneMs: v.CHANGE_REFUSALS_PRUNE_MS },
     cors: { origins: parseOrigins(v.CORS_ORIGINS) },
     rateLimits: {
       restPerSecond: v.REST_RATE_PER_SECOND,

@@ -23,7 +23,9 @@ import { healthRoutes, reportReady } from '../shared/health.js';
 import { createWorkerMetrics } from './metrics.js';
 import { changeRules } from './actions/authorizeChanges.js';
 import { createBatchProcessor } from './processMessageBatch.js';
-import { mergeMessageIndexes, startSearchIndexMerge, type SearchIndexMerge } from './searchIndexMerge.js';
+import { mergeMessageIndexes, startSearchIndexMerge } from './searchIndexMerge.js';
+import { startRepeating, type Repeating } from './repeat.js';
+import { pruneRefusals } from './pruneRefusals.js';
 
 export interface WorkerNode {
   /**
@@ -112,7 +114,8 @@ export function createWorkerNode(config: Config, options: { logger?: Logger } = 
   });
   const httpServer = createServer(app);
   let httpPort: number | undefined;
-  let indexMerge: SearchIndexMerge | undefined;
+  let indexMerge: Repeating | undefined;
+  let refusalsPrune: Repeating | undefined;
 
   return {
     get httpPort() {
@@ -141,6 +144,19 @@ export function createWorkerNode(config: Config, options: { logger?: Logger } = 
         logger,
         onMerged: (pages) => metrics.searchIndexPagesMerged.inc(pages),
       });
+      const prune = pruneRefusals(knex, config.retention.refusalsKeepHours);
+      refusalsPrune = startRepeating({
+        what: 'refusals prune',
+        run: async () => {
+          const deleted = await prune();
+          if (deleted > 0) {
+            metrics.refusalsPruned.inc(deleted);
+            logger.info({ deleted, keepHours: config.retention.refusalsKeepHours }, 'old refusals deleted');
+          }
+        },
+        intervalMs: config.retention.refusalsPruneMs,
+        logger,
+      });
       await Promise.all(workers.map((w) => w.waitUntilReady()));
       await new Promise<void>((resolve, reject) => {
         httpServer.once('error', reject);
@@ -153,9 +169,9 @@ export function createWorkerNode(config: Config, options: { logger?: Logger } = 
     },
     async stop() {
       closing = true;
-      // No merge starts from now on. One waiting for a connection (PostgreSQL away) is let go by
+      // No merge or prune starts from now on. One waiting for a connection (PostgreSQL away) is let go by
       // knex.destroy() below, so it is waited for only after that.
-      const mergesStopped = indexMerge?.stop();
+      const housekeepingStopped = Promise.all([indexMerge?.stop(), refusalsPrune?.stop()]);
       const httpClosed = new Promise<void>((resolve) => httpServer.close(() => resolve()));
       httpServer.closeAllConnections();
       // A batch in flight is finished within the grace; past it, the worker closes anyway and the batch,
@@ -169,7 +185,7 @@ export function createWorkerNode(config: Config, options: { logger?: Logger } = 
       }
       clearTimeout(timer);
       await knex.destroy();
-      await mergesStopped;
+      await housekeepingStopped;
       await connection.quit().catch(() => connection.disconnect());
       if (httpServer.listening) await httpClosed;
       logger.info('worker stopped');

@@ -10,6 +10,7 @@ export interface WorkerMetrics {
   /** Per batch with events: from its commit until Redis has its publish to the front nodes. */
   readonly persistToEmit: Histogram;
   readonly searchIndexPagesMerged: Counter;
+  readonly refusalsPruned: Counter;
 }
 
 export function createWorkerMetrics(registry: Registry): WorkerMetrics {
@@ -46,6 +47,11 @@ export function createWorkerMetrics(registry: Registry): WorkerMetrics {
     searchIndexPagesMerged: new Counter({
       name: 'worker_search_index_pages_merged_total',
       help: "Pending-list pages of the messages' GIN indexes (search, mentions) this worker merged into the indexes",
+      registers: [registry],
+    }),
+    refusalsPruned: new Counter({
+      name: 'worker_change_refusals_pruned_total',
+      help: 'Refusals (change_refusals) this worker deleted once older than CHANGE_REFUSALS_KEEP_HOURS',
       registers: [registry],
     }),
   };

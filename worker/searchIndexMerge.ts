@@ -1,5 +1,6 @@
 import type { Knex } from 'knex';
 import type { Logger } from '../shared/logger.js';
+import { startRepeating, type Repeating } from './repeat.js';
 
 /**
  * Merges the pending lists of the GIN indexes on `messages` (search, mentions) into the indexes, every
@@ -23,64 +24,28 @@ export const MERGE_SQL = `
 /** `insufficient_privilege`: only the indexes' owner (or a superuser) may merge them. */
 const NOT_OWNER = '42501';
 
-export interface SearchIndexMerge {
-  /** Stops scheduling merges and resolves once a merge in progress has finished. */
-  stop(): Promise<void>;
-}
-
 /**
- * Runs `merge` (resolving to the pages merged) every `intervalMs` after the previous one ended, never two
- * at once; `intervalMs` 0 runs none. A failure is logged when a run of failures starts and when merges
- * work again, not every second of an outage. Without the privilege to merge, it logs why and stops:
- * inserts and autovacuum merge as they would without it.
+ * Runs `merge` (resolving to the pages merged) every `intervalMs` (worker/repeat.ts); `intervalMs` 0
+ * runs none. Without the privilege to merge, it logs why and stops: inserts and autovacuum merge as they
+ * would without it.
  */
 export function startSearchIndexMerge(deps: {
   merge: () => Promise<number>;
   intervalMs: number;
   logger: Logger;
   onMerged?: (pages: number) => void;
-}): SearchIndexMerge {
-  const { merge, intervalMs, logger } = deps;
-  let stopped = intervalMs === 0;
-  let failing = false;
-  let timer: NodeJS.Timeout | undefined;
-  let running: Promise<void> = Promise.resolve();
-
-  const runOnce = async () => {
-    try {
-      const pages = await merge();
-      if (failing) logger.info('search index merges work again');
-      failing = false;
+}): Repeating {
+  return startRepeating({
+    what: 'search index merge',
+    run: async () => {
+      const pages = await deps.merge();
       if (pages > 0) deps.onMerged?.(pages);
-    } catch (err) {
-      const e = err as { code?: string; message?: string };
-      // Stopping: the pool was closed under it.
-      if (stopped) return;
-      if (e.code === NOT_OWNER) {
-        stopped = true;
-        logger.warn({ err: e.message }, 'not the owner of the messages indexes: search index merges left to inserts and autovacuum');
-      } else if (!failing) {
-        failing = true;
-        logger.warn({ err: e.message }, 'search index merge failed; retrying every interval');
-      }
-    }
-  };
-  const schedule = () => {
-    if (stopped) return;
-    timer = setTimeout(() => {
-      running = runOnce().finally(schedule);
-    }, intervalMs);
-    timer.unref();
-  };
-  schedule();
-
-  return {
-    async stop() {
-      stopped = true;
-      clearTimeout(timer);
-      await running;
     },
-  };
+    intervalMs: deps.intervalMs,
+    logger: deps.logger,
+    fatal: (err) =>
+      err.code === NOT_OWNER ? 'not the owner of the messages indexes: search index merges left to inserts and autovacuum' : undefined,
+  });
 }
 
 /** The merge of every GIN index on `messages`, through `knex`. */

@@ -12,6 +12,10 @@ import { knexConfig } from '../../shared/db.js';
 import type { ChangeRequest } from '../../shared/queues.js';
 import { persistMessages } from '../../worker/actions/persistMessages.js';
 import { OwnDatabase } from '../ops/helpers.js';
+import { pruneRefusals } from '../../worker/pruneRefusals.js';
+import { startCluster } from '../../scripts/cluster.js';
+import { clusterRedisPrefix } from '../pipeline/fixtures.js';
+import { waitFor } from '../support/sockets.js';
 
 describe('persist_channel_changes run again', function () {
   this.timeout(120_000);
@@ -133,5 +137,49 @@ describe('persist_channel_changes run again', function () {
     const again = await run([reply]);
     expect(again.outcomes).to.deep.equal(first.outcomes);
     expect(await lastRev(channelId)).to.equal(1);
+  });
+
+  /** Refused sends of `outsider` in a channel without them, their refusals aged by `hours`. */
+  async function refusedAged(count: number, hours: number): Promise<ChangeRequest[]> {
+    const channelId = await channel([owner]);
+    const batch = Array.from({ length: count }, () => send(channelId, outsider));
+    expect((await run(batch)).outcomes.every((o) => !o.ok)).to.equal(true);
+    await knex.raw(`UPDATE change_refusals SET created_at = now() - make_interval(hours => ?) WHERE change_id = ANY(?::uuid[])`, [
+      hours,
+      batch.map((c) => c.id),
+    ]);
+    return batch;
+  }
+
+  const kept = async (batch: ChangeRequest[]) =>
+    Number((await knex.raw('SELECT count(*) AS n FROM change_refusals WHERE change_id = ANY(?::uuid[])', [batch.map((c) => c.id)])).rows[0].n);
+
+  it('When refusals are older than the hours kept, then the prune deletes them a chunk at a time and keeps the younger ones; a batch run again after that is decided afresh', async () => {
+    const old = await refusedAged(7, 25);
+    const young = await refusedAged(2, 23);
+    expect(await pruneRefusals(knex, 24, 3)(), 'deleted, over three chunks').to.be.at.least(7);
+    expect([await kept(old), await kept(young)]).to.deep.equal([0, 2]);
+    // Past the time a batch can wait to be run again: its sends are decided on the facts of then.
+    await knex.raw('INSERT INTO channel_members (channel_id, user_id) VALUES (?, ?)', [old[0].channelId, outsider]);
+    expect((await run(old)).outcomes.every((o) => o.ok)).to.equal(true);
+  });
+
+  it('When a worker runs with CHANGE_REFUSALS_PRUNE_MS, then it deletes refusals older than CHANGE_REFUSALS_KEEP_HOURS by itself and counts them', async function () {
+    const old = await refusedAged(3, 2);
+    const young = await refusedAged(1, 0);
+    // The default runs every 10 minutes; 200 ms so that the test sees a run. One hour kept: the least there is.
+    const cluster = await startCluster({
+      servers: 1,
+      workers: 1,
+      env: { DATABASE_URL: own.url, REDIS_PREFIX: clusterRedisPrefix('refusal-prune'), CHANGE_REFUSALS_PRUNE_MS: '200', CHANGE_REFUSALS_KEEP_HOURS: '1' },
+    });
+    try {
+      await waitFor(async () => (await kept(old)) === 0, 10_000, () => 'old refusals still there');
+      expect(await kept(young)).to.equal(1);
+      const metrics = await (await fetch(`${cluster.workers[0].url}/metrics`)).text();
+      expect(Number(/^worker_change_refusals_pruned_total (\d+)/m.exec(metrics)?.[1])).to.be.at.least(3);
+    } finally {
+      await cluster.stop();
+    }
   });
 });

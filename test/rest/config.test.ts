@@ -84,6 +84,8 @@ describe('loadConfig', function () {
       ['QUEUE_PARTITIONS', { QUEUE_PARTITIONS: '0' }],
       ['QUEUE_KEEP_COMPLETED', { QUEUE_KEEP_COMPLETED: '10' }],
       ['SHUTDOWN_GRACE_MS', { SHUTDOWN_GRACE_MS: '-1' }],
+      ['CHANGE_REFUSALS_KEEP_HOURS', { CHANGE_REFUSALS_KEEP_HOURS: '0' }],
+      ['CHANGE_REFUSALS_PRUNE_MS', { CHANGE_REFUSALS_PRUNE_MS: '-5' }],
     ];
     for (const [variable, env] of cases) {
       it(`When ${variable}=${JSON.stringify(Object.values(env)[0])}, then loadConfig throws a ConfigError naming ${variable}`, function () {
@@ -102,6 +104,11 @@ describe('loadConfig', function () {
       expect(config.bcryptRounds).to.equal(4);
       expect(config.db.poolMax).to.equal(3);
       expect(config.queue.keepCompleted).to.equal(5000);
+    });
+
+    it('When the refusal prune is not configured, then workers keep refusals a day and delete older ones every 10 minutes', function () {
+      expect(loadConfig({}).retention).to.deep.equal({ refusalsKeepHours: 24, refusalsPruneMs: 600_000 });
+      expect(loadConfig({ CHANGE_REFUSALS_PRUNE_MS: '0' }).retention.refusalsPruneMs, '0: never').to.equal(0);
     });
 
     it('When an invalid DATABASE_URL contains a password, then the ConfigError message does not echo it', function () {

@@ -98,7 +98,7 @@ describe('unit: search index merges', () => {
     const lines = h.logs.filter((l) => /merge/.test(l.msg)).map((l) => [l.level, l.msg]);
     expect(lines).to.deep.equal([
       [40, 'search index merge failed; retrying every interval'],
-      [30, 'search index merges work again'],
+      [30, 'search index merge works again'],
     ]);
     expect(h.merged.length).to.equal(h.calls - 5);
   });
