@@ -9,6 +9,15 @@ export type NarrowedListener = (userId: string) => Promise<void>;
 /** Told, on each node, just before a connected socket enters channels' rooms: channelId → rev (MembershipChange.channelRevs). */
 export type JoinedListener = (socketId: string, join: Record<string, number>) => void;
 
+/** The users' memberships, each with its channel's latest rev as of this read. */
+async function memberships(userIds: string[]): Promise<Array<{ userId: string; channelId: string; lastRev: number }>> {
+  const rows = await ChannelMember.query()
+    .join('channels', 'channels.id', 'channel_members.channel_id')
+    .whereIn('channel_members.user_id', userIds)
+    .select('channel_members.user_id', 'channel_members.channel_id', 'channels.last_rev');
+  return rows.map((r) => ({ userId: r.userId, channelId: r.channelId, lastRev: (r as unknown as { lastRev: number }).lastRev }));
+}
+
 /**
  * Keeps each socket in the rooms of exactly its user's channels, on every front node.
  *
@@ -101,15 +110,12 @@ export function createSubscriptions(
       for (const socket of sockets) subscribing.set(socket.id, []);
       try {
         const users = [...new Set(sockets.map((s) => s.data.userId))];
-        const rows = await ChannelMember.query()
-          .join('channels', 'channels.id', 'channel_members.channel_id')
-          .whereIn('channel_members.user_id', users)
-          .select('channel_members.user_id', 'channel_members.channel_id', 'channels.last_rev');
+        const rows = await memberships(users);
         const roomsOf = new Map<string, Set<string>>(users.map((u) => [u, new Set()]));
         const revs = new Map<string, number>();
         for (const row of rows) {
           roomsOf.get(row.userId)!.add(channelRoom(row.channelId));
-          revs.set(row.channelId, (row as unknown as { lastRev: number }).lastRev);
+          revs.set(row.channelId, row.lastRev);
         }
         for (const socket of sockets) {
           const want = roomsOf.get(socket.data.userId)!;
@@ -135,11 +141,8 @@ export function createSubscriptions(
       try {
         await adapter().addAll(socket.id, new Set([userRoom(userId), tokenRoom(socket.data.jti)]));
         // Each channel's rev with the membership: what the socket's live events follow on from.
-        const rows = await ChannelMember.query()
-          .join('channels', 'channels.id', 'channel_members.channel_id')
-          .where('channel_members.user_id', userId)
-          .select('channel_members.channel_id', 'channels.last_rev');
-        const channelRevs = Object.fromEntries(rows.map((r) => [r.channelId, (r as unknown as { lastRev: number }).lastRev]));
+        const rows = await memberships([userId]);
+        const channelRevs = Object.fromEntries(rows.map((r) => [r.channelId, r.lastRev]));
         await adapter().addAll(socket.id, new Set(rows.map((r) => channelRoom(r.channelId))));
         // A channel joined after the read: its live events follow on from the rev of that join. One the
         // read found keeps the read's, later: what came between was committed before the socket connected.
