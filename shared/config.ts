@@ -12,7 +12,7 @@ export interface Config {
   readonly metricsToken?: string;
   /** Port of a worker's health and metrics HTTP server (0: any free port). */
   readonly workerHttpPort: number;
-  /** HTTP basic auth credentials of the queue dashboard (`/admin/queues` on front nodes); none: no dashboard. */
+  /** HTTP basic auth credentials of the operators' pages on front nodes (`/admin/queues`, `/admin/users`); none: neither. */
   readonly admin?: { readonly user: string; readonly password: string };
   /**
    * How long a SIGTERM'd process may take to finish its work in flight (a front node: answer the sends it

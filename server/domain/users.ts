@@ -1,5 +1,5 @@
 import bcrypt from 'bcrypt';
-import { ConflictError, InvalidCredentialsError } from '../../shared/errors.js';
+import { ConflictError, InvalidCredentialsError, NotFoundError } from '../../shared/errors.js';
 import { isUniqueViolation } from '../../shared/db.js';
 import { User } from '../../shared/models/index.js';
 import { cutoffAfter } from '../auth.js';
@@ -56,4 +56,21 @@ export async function changePassword(
     .returning('*');
   if (!updated) throw new InvalidCredentialsError();
   return updated;
+}
+
+/** No bcrypt hash: every password compared against it fails, as a wrong one does. */
+const NO_PASSWORD = '!';
+
+/**
+ * Locks a user out (a stolen account, a person who left): no password logs them in from now on, and every
+ * token issued so far is refused from the cut-off on. Their messages, reactions and memberships stay.
+ * Resolves with the updated user, whose `tokensValidAfter` is the cut-off.
+ */
+export async function lockUser(email: string): Promise<User> {
+  const [user] = await User.query()
+    .patch({ passwordHash: NO_PASSWORD, tokensValidAfter: cutoffAfter(new Date()) })
+    .whereRaw('lower(email) = lower(?)', [email])
+    .returning('*');
+  if (!user) throw new NotFoundError('User');
+  return user;
 }

@@ -3,9 +3,15 @@ import type { Queue } from 'bullmq';
 import { Router, type RequestHandler } from 'express';
 import helmet from 'helmet';
 import { UnauthorizedError } from '../../shared/errors.js';
+import Joi from '../../shared/validation.js';
+import type { TokenService } from '../auth.js';
+import { lockUser } from '../domain/users.js';
+import { parse } from './validation.js';
 
 /** Where front nodes serve the queue dashboard; operations, not the API (not under /api/v1). */
 export const ADMIN_QUEUES_PATH = '/admin/queues';
+/** Where front nodes take operators' actions on users; operations too, with the same credentials. */
+export const ADMIN_USERS_PATH = '/admin/users';
 
 export interface AdminDeps {
   /** ADMIN_USER and ADMIN_PASSWORD. */
@@ -31,14 +37,14 @@ function basicCredentials(header: string | undefined): { user: string; password:
 }
 
 /** HTTP basic auth: both halves compared in constant time, each every time; anything else is a 401 challenge. */
-function requireBasicAuth(user: string, password: string): RequestHandler {
+function requireBasicAuth(user: string, password: string, realm: string): RequestHandler {
   return (req, res, next) => {
     const given = basicCredentials(req.headers.authorization);
     // Both comparisons always run: which half was wrong must not show in the timing either.
     const userOk = sameSecret(given?.user ?? '', user);
     const passwordOk = sameSecret(given?.password ?? '', password);
     if (given && userOk && passwordOk) return next();
-    res.setHeader('WWW-Authenticate', 'Basic realm="queues", charset="UTF-8"');
+    res.setHeader('WWW-Authenticate', `Basic realm="${realm}", charset="UTF-8"`);
     res.status(401).json({ error: new UnauthorizedError('Valid admin credentials are required').toBody() });
   };
 }
@@ -95,9 +101,29 @@ export function adminQueuesRoutes(deps: AdminDeps): Router {
       },
     }),
   );
-  router.use(requireBasicAuth(deps.user, deps.password));
+  router.use(requireBasicAuth(deps.user, deps.password, 'queues'));
   router.use((req, res, next) => {
     board.then((handle) => handle(req, res, next), next);
+  });
+  return router;
+}
+
+const lockSchema = Joi.object({ email: Joi.string().trim().max(254).required() });
+
+/**
+ * Operators' actions on users, behind the same basic auth as the dashboard. `POST /lock {email}`: the
+ * user can no longer log in, every token of theirs is refused on every front node before it answers 200
+ * `{userId}` (404 for an unknown email), and their sockets everywhere are told `session:revoked` and
+ * disconnected, as after a password change.
+ */
+export function adminUserRoutes(deps: { user: string; password: string; tokens: TokenService }): Router {
+  const router = Router();
+  router.use(requireBasicAuth(deps.user, deps.password, 'users'));
+  router.post('/lock', async (req, res) => {
+    const { email } = parse(lockSchema, req.body);
+    const user = await lockUser(email);
+    await deps.tokens.revokeIssuedBefore(user.id, user.tokensValidAfter!);
+    res.json({ userId: user.id });
   });
   return router;
 }

@@ -21,7 +21,7 @@ import { metricsHandler } from '../../shared/metrics.js';
 import type { FrontMetrics } from '../metrics.js';
 import { markRouteBase, requestLogger, requestMetrics } from './observe.js';
 import { searchRoutes } from './search.js';
-import { ADMIN_QUEUES_PATH, adminQueuesRoutes, type AdminDeps } from './admin.js';
+import { ADMIN_QUEUES_PATH, ADMIN_USERS_PATH, adminQueuesRoutes, adminUserRoutes, type AdminDeps } from './admin.js';
 import { workspaceRoutes } from './workspaces.js';
 
 /** Proxies whose X-Forwarded-For is believed: the client address of REST requests and socket handshakes. */
@@ -46,7 +46,7 @@ export interface HttpDeps {
   metrics?: FrontMetrics;
   /** When set, `GET /metrics` needs `Authorization: Bearer <metricsToken>`. */
   metricsToken?: string;
-  /** The queue dashboard at /admin/queues (ADMIN_USER, ADMIN_PASSWORD); none: that path is a 404. */
+  /** The operators' pages (ADMIN_USER, ADMIN_PASSWORD): the queue dashboard at /admin/queues, user locks at /admin/users; none: both 404. */
   admin?: AdminDeps;
 }
 
@@ -94,7 +94,10 @@ export function createHttpApp(deps: HttpDeps): Express {
       metrics(req, res).catch(next);
     });
   }
-  if (deps.admin) app.use(ADMIN_QUEUES_PATH, adminQueuesRoutes(deps.admin));
+  if (deps.admin) {
+    app.use(ADMIN_QUEUES_PATH, adminQueuesRoutes(deps.admin));
+    app.use(ADMIN_USERS_PATH, adminUserRoutes({ ...deps.admin, tokens: deps.tokens }));
+  }
   // The API reference: /api/v1/openapi.json, /api/v1/asyncapi.json and the page at /docs.
   app.use(apiDocs(API_PREFIX));
 
