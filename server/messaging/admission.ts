@@ -21,9 +21,9 @@ export class SendAdmission {
 
   /**
    * Resolves with the send's outcome, or rejects with the limiter's error (RATE_LIMITED,
-   * SERVICE_UNAVAILABLE) or what `prepare` throws. `prepare` makes the send or change, with any checks of
-   * its own (a change reads the message it changes); it runs in the user's turn, so a user's sends and
-   * changes reach the queue in the order they were made, however long each check takes.
+   * SERVICE_UNAVAILABLE) or what `prepare` throws. `prepare` makes the send or change, with the checks
+   * that need no database (a body's length, an emoji, an id's shape); it runs in the user's turn, so a
+   * user's sends and changes reach the queue in the order they were made, even when it is asynchronous.
    */
   admit(userId: string, prepare: () => ChangeRequest | Promise<ChangeRequest>): Promise<SendOutcome> {
     const key = userId;
