@@ -16,6 +16,15 @@ function dummyHash(rounds: number): string {
   return hash;
 }
 
+/**
+ * The token cut-off of a password change: the next whole second, and past the previous cut-off too. A
+ * token issued right after a change carries that change's cut-off as its `iat` (up to a second ahead), so
+ * a second change within the same second must move past it to refuse that token as well.
+ */
+function nextCutoff() {
+  return User.raw("greatest(?::timestamptz, tokens_valid_after + interval '1 second')", [cutoffAfter(new Date())]);
+}
+
 export async function registerUser(
   input: { email: string; password: string; displayName: string },
   bcryptRounds: number,
@@ -51,7 +60,7 @@ export async function changePassword(
   const passwordHash = await bcrypt.hash(input.newPassword, bcryptRounds);
   // Only over the hash just checked: a concurrent change wins, and this one must prove the password again.
   const [updated] = await User.query()
-    .patch({ passwordHash, tokensValidAfter: cutoffAfter(new Date()) })
+    .patch({ passwordHash, tokensValidAfter: nextCutoff() })
     .where({ id: userId, password_hash: user.passwordHash })
     .returning('*');
   if (!updated) throw new InvalidCredentialsError();
@@ -66,9 +75,21 @@ const NO_PASSWORD = '!';
  * token issued so far is refused from the cut-off on. Their messages, reactions and memberships stay.
  * Resolves with the updated user, whose `tokensValidAfter` is the cut-off.
  */
-export async function lockUser(email: string): Promise<User> {
+export function lockUser(email: string): Promise<User> {
+  return replacePassword(email, NO_PASSWORD);
+}
+
+/**
+ * An operator sets a user's password (one who forgot it, or was locked out and may come back): every token
+ * issued so far is refused from the cut-off on, as after a password change.
+ */
+export async function setPassword(email: string, password: string, bcryptRounds: number): Promise<User> {
+  return replacePassword(email, await bcrypt.hash(password, bcryptRounds));
+}
+
+async function replacePassword(email: string, passwordHash: string): Promise<User> {
   const [user] = await User.query()
-    .patch({ passwordHash: NO_PASSWORD, tokensValidAfter: cutoffAfter(new Date()) })
+    .patch({ passwordHash, tokensValidAfter: nextCutoff() })
     .whereRaw('lower(email) = lower(?)', [email])
     .returning('*');
   if (!user) throw new NotFoundError('User');

@@ -1,11 +1,12 @@
 import { createHash, timingSafeEqual } from 'node:crypto';
 import type { Queue } from 'bullmq';
-import { Router, type RequestHandler } from 'express';
+import { Router, type RequestHandler, type Response } from 'express';
 import helmet from 'helmet';
 import { UnauthorizedError } from '../../shared/errors.js';
 import Joi from '../../shared/validation.js';
 import type { TokenService } from '../auth.js';
-import { lockUser } from '../domain/users.js';
+import type { User } from '../../shared/models/index.js';
+import { lockUser, setPassword } from '../domain/users.js';
 import { parse } from './validation.js';
 
 /** Where front nodes serve the queue dashboard; operations, not the API (not under /api/v1). */
@@ -108,22 +109,32 @@ export function adminQueuesRoutes(deps: AdminDeps): Router {
   return router;
 }
 
-const lockSchema = Joi.object({ email: Joi.string().trim().max(254).required() });
+const EMAIL = Joi.string().trim().max(254).required();
+const lockSchema = Joi.object({ email: EMAIL });
+// As at registration.
+const passwordSchema = Joi.object({ email: EMAIL, password: Joi.string().minChars(8).maxChars(128).required() });
 
 /**
- * Operators' actions on users, behind the same basic auth as the dashboard. `POST /lock {email}`: the
- * user can no longer log in, every token of theirs is refused on every front node before it answers 200
- * `{userId}` (404 for an unknown email), and their sockets everywhere are told `session:revoked` and
- * disconnected, as after a password change.
+ * Operators' actions on users, behind the same basic auth as the dashboard. Each answers 200 `{userId}`
+ * (404 for an unknown email) once every token of the user is refused on every front node, and their
+ * sockets everywhere are then told `session:revoked` and disconnected, as after a password change.
+ *  - `POST /lock {email}`: no password logs them in any more;
+ *  - `POST /password {email, password}`: that password does (a user who forgot theirs, or is let back in).
  */
-export function adminUserRoutes(deps: { user: string; password: string; tokens: TokenService }): Router {
+export function adminUserRoutes(deps: { user: string; password: string; tokens: TokenService; bcryptRounds: number }): Router {
   const router = Router();
   router.use(requireBasicAuth(deps.user, deps.password, 'users'));
-  router.post('/lock', async (req, res) => {
-    const { email } = parse(lockSchema, req.body);
-    const user = await lockUser(email);
+  const answer = async (res: Response, user: User) => {
     await deps.tokens.revokeIssuedBefore(user.id, user.tokensValidAfter!);
     res.json({ userId: user.id });
+  };
+  router.post('/lock', async (req, res) => {
+    const { email } = parse(lockSchema, req.body);
+    await answer(res, await lockUser(email));
+  });
+  router.post('/password', async (req, res) => {
+    const { email, password } = parse(passwordSchema, req.body);
+    await answer(res, await setPassword(email, password, deps.bcryptRounds));
   });
   return router;
 }

@@ -96,7 +96,7 @@ export function createHttpApp(deps: HttpDeps): Express {
   }
   if (deps.admin) {
     app.use(ADMIN_QUEUES_PATH, adminQueuesRoutes(deps.admin));
-    app.use(ADMIN_USERS_PATH, adminUserRoutes({ ...deps.admin, tokens: deps.tokens }));
+    app.use(ADMIN_USERS_PATH, adminUserRoutes({ ...deps.admin, tokens: deps.tokens, bcryptRounds: deps.bcryptRounds }));
   }
   // The API reference: /api/v1/openapi.json, /api/v1/asyncapi.json and the page at /docs.
   app.use(apiDocs(API_PREFIX));

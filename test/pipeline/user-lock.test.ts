@@ -7,9 +7,10 @@ import { fullHistory, seedChannel, seedTeam, useCluster } from './fixtures.js';
 /**
  * An operator locks a user out (a stolen account, a person who left) with POST /admin/users/lock on any
  * front node: behind the operators' basic auth, it ends every session of the user on every node at once,
- * refuses their tokens and their password from then on, and leaves what they wrote in place.
+ * refuses their tokens and their password from then on, and leaves what they wrote in place. POST
+ * /admin/users/password lets them back in (or resets a forgotten password) the same way.
  */
-describe('pipeline: an operator locks a user out', function () {
+describe('pipeline: an operator locks a user out and lets them back in', function () {
   this.timeout(60_000);
 
   const ADMIN_USER = 'ops';
@@ -19,9 +20,9 @@ describe('pipeline: an operator locks a user out', function () {
   let B: string;
   useCluster('user-lock', (cluster) => ([A, B] = cluster.urls), { ADMIN_USER, ADMIN_PASSWORD });
 
-  /** `authorization` null: none sent. */
-  async function lock(url: string, body: unknown, authorization: string | null = basic(ADMIN_USER, ADMIN_PASSWORD)) {
-    const res = await fetch(`${url}/admin/users/lock`, {
+  /** POST /admin/users/<action>; `authorization` null: none sent. */
+  async function admin(url: string, action: 'lock' | 'password', body: unknown, authorization: string | null = basic(ADMIN_USER, ADMIN_PASSWORD)) {
+    const res = await fetch(`${url}/admin/users/${action}`, {
       method: 'POST',
       headers: { 'content-type': 'application/json', ...(authorization === null ? {} : { authorization }) },
       body: JSON.stringify(body),
@@ -29,6 +30,7 @@ describe('pipeline: an operator locks a user out', function () {
     const text = await res.text();
     return { status: res.status, text, body: text ? JSON.parse(text) : undefined, challenge: res.headers.get('www-authenticate') };
   }
+  const lock = (url: string, body: unknown, authorization?: string | null) => admin(url, 'lock', body, authorization);
 
   const status = async (url: string, token: string) => (await request(url, 'GET', '/me', { token })).status;
 
@@ -67,14 +69,37 @@ describe('pipeline: an operator locks a user out', function () {
     expect(await status(B, team.owner.token)).to.equal(200);
   });
 
-  it('When the credentials are missing or wrong, then it answers 401 with a Basic challenge and the user is not locked', async () => {
+  it("When an operator sets a locked user's password, then the user logs in with it on both nodes and not with the old one, and a session opened before the reset ends", async () => {
+    const user = await registerUser(A);
+    expect((await lock(B, { email: user.email })).status).to.equal(200);
+    const password = `back-in-${unique()}`;
+    const reset = await admin(B, 'password', { email: user.email, password });
+    expect(reset.status, reset.text).to.equal(200);
+    expect(reset.body).to.deep.equal({ userId: user.user.id });
+    const token = await loginUser(A, user, password);
+    const socket = await connect(B, token);
+    expect(await status(B, token)).to.equal(200);
+    expect((await request(B, 'POST', '/auth/login', { body: { email: user.email, password: user.password } })).status, 'the old password').to.equal(401);
+
+    // Forgotten again: the next reset ends the sessions opened since, as a password change does.
+    const watch = watchSession(socket);
+    expect((await admin(A, 'password', { email: user.email, password: `${password}-2` })).status).to.equal(200);
+    await waitFor(() => watch.disconnectedAt !== undefined, 1000, () => JSON.stringify(watch));
+    expect(watch.toldFirst, 'session:revoked before the disconnect').to.equal(true);
+    for (const url of [A, B]) expect(await status(url, token), `the old session on ${url}`).to.equal(401);
+    expect(await loginUser(B, user, `${password}-2`)).to.be.a('string');
+  });
+
+  it('When the credentials are missing or wrong, then both actions answer 401 with a Basic challenge and the user is untouched', async () => {
     const user = await registerUser(A);
     const socket = await connect(B, user.token);
     for (const authorization of [null, basic(ADMIN_USER, 'wrong-password-here'), basic('someone', ADMIN_PASSWORD), 'Bearer x']) {
-      const res = await lock(A, { email: user.email }, authorization);
-      expect(res.status, String(authorization)).to.equal(401);
-      expect(res.body.error.code).to.equal('UNAUTHORIZED');
-      expect(res.challenge).to.equal('Basic realm="users", charset="UTF-8"');
+      for (const [action, body] of [['lock', { email: user.email }], ['password', { email: user.email, password: 'taken over now' }]] as const) {
+        const res = await admin(A, action, body, authorization);
+        expect(res.status, `${action} ${authorization}`).to.equal(401);
+        expect(res.body.error.code).to.equal('UNAUTHORIZED');
+        expect(res.challenge).to.equal('Basic realm="users", charset="UTF-8"');
+      }
     }
     await sleep(200);
     expect(socket.connected).to.equal(true);
@@ -84,22 +109,35 @@ describe('pipeline: an operator locks a user out', function () {
 
   it('When the body is not an email or names nobody, then 400 VALIDATION_FAILED or 404 NOT_FOUND, and nobody is locked', async () => {
     const user: RegisteredUser = await registerUser(A);
-    for (const body of [{}, { email: 42 }, { email: 'x'.repeat(255) }, { email: user.email, extra: true }]) {
-      const res = await lock(B, body);
-      expect(res.status, JSON.stringify(body)).to.equal(400);
+    const bad: Array<['lock' | 'password', unknown]> = [
+      ['lock', {}],
+      ['lock', { email: 42 }],
+      ['lock', { email: 'x'.repeat(255) }],
+      ['lock', { email: user.email, extra: true }],
+      ['password', { email: user.email }],
+      ['password', { email: user.email, password: 'short' }],
+      ['password', { email: user.email, password: 'x'.repeat(129) }],
+    ];
+    for (const [action, body] of bad) {
+      const res = await admin(B, action, body);
+      expect(res.status, `${action} ${JSON.stringify(body)}`).to.equal(400);
       expect(res.body.error.code).to.equal('VALIDATION_FAILED');
     }
-    const unknown = await lock(B, { email: `nobody-${unique()}@example.com` });
-    expect(unknown.status).to.equal(404);
-    expect(unknown.body.error.code).to.equal('NOT_FOUND');
+    for (const [action, body] of [['lock', {}], ['password', { password: 'long enough' }]] as const) {
+      const unknown = await admin(B, action, { ...body, email: `nobody-${unique()}@example.com` });
+      expect(unknown.status, action).to.equal(404);
+      expect(unknown.body.error.code).to.equal('NOT_FOUND');
+    }
     expect(await status(A, user.token)).to.equal(200);
+    expect(await loginUser(B, user)).to.be.a('string');
   });
 
-  it('When ADMIN_USER and ADMIN_PASSWORD are not set, then /admin/users/lock is 404, with or without credentials', async () => {
+  it('When ADMIN_USER and ADMIN_PASSWORD are not set, then /admin/users/lock and /admin/users/password are 404, with or without credentials', async () => {
     const api = await startApi({ ADMIN_USER: undefined, ADMIN_PASSWORD: undefined });
     try {
       for (const authorization of [null, basic(ADMIN_USER, ADMIN_PASSWORD)]) {
         expect((await lock(api.baseUrl, { email: 'a@example.com' }, authorization)).status).to.equal(404);
+        expect((await admin(api.baseUrl, 'password', { email: 'a@example.com', password: 'long enough' }, authorization)).status).to.equal(404);
       }
     } finally {
       await api.stop();

@@ -224,6 +224,21 @@ describe('Sessions and tokens (REST, one front node)', function () {
       expect((await request(base, 'GET', '/me', { token: res.body.token })).status).to.equal(200);
     });
 
+    it('When the password is changed twice in a row, then the tokens the first change and a login after it issued answer 401 after the second', async function () {
+      const reg = await registerUser(base);
+      const change = (token: string, currentPassword: string, newPassword: string) =>
+        request(base, 'POST', '/auth/password', { token, body: { currentPassword, newPassword } });
+      const first = await change(reg.token, reg.password, 'first new password');
+      expect(first.status).to.equal(200);
+      const login = await loginUser(base, reg, 'first new password');
+      // Most likely within the second of the first: the tokens above carry its cut-off as their iat.
+      const second = await change(first.body.token, 'first new password', 'second new password');
+      expect(second.status).to.equal(200);
+      await expectUnauthorized(first.body.token, "the first change's token");
+      await expectUnauthorized(login, 'a login between the changes');
+      expect((await request(base, 'GET', '/me', { token: second.body.token })).status).to.equal(200);
+    });
+
     it('When currentPassword is wrong, then 401 INVALID_CREDENTIALS, and the password and the token are unchanged', async function () {
       const reg = await registerUser(base);
       const res = await request(base, 'POST', '/auth/password', {
