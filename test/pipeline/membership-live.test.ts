@@ -1,10 +1,14 @@
+import { createAdapter } from '@socket.io/redis-adapter';
 import { expect } from 'chai';
+import { Redis } from 'ioredis';
+import { Server } from 'socket.io';
+import { socketAdapterKey, type MembershipChange } from '../../shared/events.js';
 import type { Cluster } from '../../scripts/cluster.js';
 import type { MessageDto } from '../../shared/models/Message.js';
 import { addWorkspaceMember, registerUser, request, type ChannelDto, type RegisteredUser } from '../support/api.js';
 import { Collector, connect, disconnectAll, send, sendOk, sleep, waitFor, type ClientSocket } from '../support/sockets.js';
 import { acked, edit, EventLog, react } from './changes-harness.js';
-import { closeDb, dbQuery, expectUnheardFilledIn, killAdapterSubscribers, seedChannel, seedTeam, startPipelineCluster, storedByClientMsgId, type Team } from './fixtures.js';
+import { closeDb, clusterRedisPrefix, dbQuery, expectUnheardFilledIn, killAdapterSubscribers, seedChannel, seedTeam, startPipelineCluster, storedByClientMsgId, type Team } from './fixtures.js';
 
 /**
  * Membership changes made through REST on node A must be in force on node B's sockets by the time the
@@ -125,6 +129,26 @@ describe('pipeline: live membership changes across nodes', function () {
     const joined = await request(A, 'POST', `/channels/${channel.id}/join`, { token: s.user.token });
     expect(joined.status, joined.text).to.equal(200);
     await expectDeliveredAfterJoin(s, channel);
+  });
+
+  it('When a front node of the previous release tells of a join (without channelRevs), then the user\'s sockets on both nodes enter the room and get its messages', async () => {
+    const s = await subject();
+    const channel = await seedChannel(A, team, [speaker]);
+    await dbQuery('INSERT INTO channel_members (channel_id, user_id) VALUES ($1, $2)', [channel.id, s.user.user.id]);
+    // That node, as the adapter sees it: a Socket.IO server on the cluster's adapter key, sending the
+    // change in the shape the previous release sent.
+    const pub = new Redis(process.env.REDIS_URL!);
+    const sub = pub.duplicate();
+    const previous = new Server({ adapter: createAdapter(pub, sub, { key: socketAdapterKey(clusterRedisPrefix('membership')), requestsTimeout: 5000 }) });
+    try {
+      const change: Omit<MembershipChange, 'channelRevs'> = { userId: s.user.user.id, join: [channel.id], leave: [] };
+      await waitFor(async () => (await previous.serverSideEmitWithAck('membership:change', change)).length === 2, 5000, () => 'both nodes acked');
+      await expectDeliveredAfterJoin(s, channel);
+    } finally {
+      previous.close();
+      pub.disconnect();
+      sub.disconnect();
+    }
   });
 
   it('When a member is removed from a channel via REST on node A, then once it returns their socket on node B receives nothing more, not even changes to messages it had, and its sends are NOT_FOUND', async () => {
