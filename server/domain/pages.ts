@@ -37,6 +37,13 @@ export interface DmPageKey {
   channelId: string;
 }
 
+/** Where a page of the unread list ends: the last channel's workspace, name (null for a DM) and id. */
+export interface UnreadPageKey {
+  workspaceId: string;
+  name: string | null;
+  channelId: string;
+}
+
 /** A timestamptz SQL expression as a page key's time: ISO 8601 in UTC with microseconds. */
 export const microsIso = (expression: string) => `to_char(${expression} AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"')`;
 

@@ -2,6 +2,7 @@ import type { Knex } from 'knex';
 import { NotFoundError } from '../../shared/errors.js';
 import { Channel, ChannelMember, type ChannelKind } from '../../shared/models/index.js';
 import { channelAccess } from './access.js';
+import { pageFrom, type Page, type PageRead, type UnreadPageKey } from './pages.js';
 
 export interface ReadState {
   channelId: string;
@@ -64,17 +65,25 @@ export function mentionCountSql(userIdParam = '?'): string {
   ) ELSE 0 END`;
 }
 
+/** The order of the unread list: by workspace, then channels by name, then DMs (no name), each by id. */
+const UNREAD_ORDER = ['channels.workspace_id', 'channels.name IS NULL', "coalesce(channels.name, '')", 'channels.id'];
+
 /**
- * Channels with unread messages across all the user's workspaces. Seqs are gap-free, so the count is a
- * subtraction on the membership row, not a scan of messages.
+ * A page of the channels with unread messages across all the user's workspaces. Seqs are gap-free, so the
+ * count is a subtraction on the membership row, not a scan of messages.
  */
-export async function listUnread(userId: string): Promise<UnreadChannel[]> {
-  const rows = await Channel.query()
+export async function listUnread(userId: string, page: Page<UnreadPageKey>): Promise<PageRead<UnreadChannel, UnreadPageKey>> {
+  const query = Channel.query()
     .join('channel_members as cm', 'cm.channel_id', 'channels.id')
     .where('cm.user_id', userId)
-    .whereRaw('channels.last_seq > cm.last_read_seq')
-    .orderBy('channels.workspace_id')
-    .orderBy('channels.name')
+    .whereRaw('channels.last_seq > cm.last_read_seq');
+  if (page.after) {
+    const { workspaceId, name, channelId } = page.after;
+    query.whereRaw(`(${UNREAD_ORDER.join(', ')}) > (?::uuid, ?::boolean, ?::text, ?::uuid)`, [workspaceId, name === null, name ?? '', channelId]);
+  }
+  const rows = await query
+    .orderByRaw(UNREAD_ORDER.join(', '))
+    .limit(page.limit + 1)
     .select(
       'channels.id as channelId',
       'channels.workspace_id as workspaceId',
@@ -85,5 +94,6 @@ export async function listUnread(userId: string): Promise<UnreadChannel[]> {
       Channel.raw(`${mentionCountSql()} AS "mentionCount"`, [userId]),
     )
     .castTo<Array<Omit<UnreadChannel, 'unreadCount'>>>();
-  return rows.map((r) => ({ ...r, unreadCount: r.lastSeq - r.lastReadSeq }));
+  const { items, next } = pageFrom(rows, page.limit, (last) => ({ workspaceId: last.workspaceId, name: last.name, channelId: last.channelId }));
+  return { items: items.map((r) => ({ ...r, unreadCount: r.lastSeq - r.lastReadSeq })), next };
 }

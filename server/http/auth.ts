@@ -9,6 +9,7 @@ import type { RateLimit } from '../domain/rateLimit.js';
 import type { HttpLimits } from './app.js';
 import { TOKEN, arrayOf, object, ref, type RouteDoc } from './openapi.js';
 import { noBody, parse } from './validation.js';
+import { pageDoc, pageHeaders, pageSchema, sendPage, unreadCursor } from './pages.js';
 
 const registerSchema = Joi.object({
   email: Joi.string().trim().email({ tlds: false }).max(254).required(),
@@ -75,8 +76,12 @@ export const authApi: RouteDoc[] = [
     method: 'get',
     path: '/me/unread',
     summary: 'Channels with unread messages',
-    description: 'Across workspaces, DMs included.',
-    responses: { 200: { description: 'the channels with unread messages', schema: object({ channels: arrayOf(ref('UnreadChannel')) }) } },
+    description: `Across workspaces, DMs included: by workspace, then channels by name, then DMs. ${pageDoc('channels')}`,
+    query: pageSchema,
+    responses: {
+      200: { description: 'the channels with unread messages', schema: object({ channels: arrayOf(ref('UnreadChannel')) }), headers: pageHeaders('channels') },
+    },
+    example: { query: { limit: 100 } },
     errors: [],
   },
 ];
@@ -168,7 +173,7 @@ export function authRoutes(deps: {
   });
 
   router.get('/me/unread', requireAuth(deps.tokens, deps.limits.perToken), async (req, res) => {
-    res.json({ channels: await listUnread(currentUser(req).id) });
+    await sendPage(req, res, 'channels', unreadCursor, (page) => listUnread(currentUser(req).id, page));
   });
 
   return router;

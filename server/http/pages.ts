@@ -1,7 +1,7 @@
 import type { Request, Response } from 'express';
 import { ValidationError } from '../../shared/errors.js';
 import Joi from '../../shared/validation.js';
-import type { DmPageKey, MemberPageKey, Page, PageRead } from '../domain/pages.js';
+import type { DmPageKey, MemberPageKey, Page, PageRead, UnreadPageKey } from '../domain/pages.js';
 import { UUID_PATTERN } from '../domain/messages.js';
 import { CHANNEL_NAME_PATTERN, parse } from './validation.js';
 
@@ -64,6 +64,24 @@ export const channelCursor: PageCursor<string> = {
   decode(cursor) {
     const name = Buffer.from(cursor, 'base64url').toString();
     return CHANNEL_NAME_PATTERN.test(name) ? name : undefined;
+  },
+};
+
+/** The unread list: after (workspace id, channel name or null for a DM, channel id). */
+export const unreadCursor: PageCursor<UnreadPageKey> = {
+  encode: (key) => Buffer.from(JSON.stringify([key.workspaceId, key.name, key.channelId])).toString('base64url'),
+  decode(cursor) {
+    let parts: unknown;
+    try {
+      parts = JSON.parse(Buffer.from(cursor, 'base64url').toString());
+    } catch {
+      return undefined;
+    }
+    if (!Array.isArray(parts) || parts.length !== 3) return undefined;
+    const [workspaceId, name, channelId] = parts as unknown[];
+    const isId = (v: unknown): v is string => typeof v === 'string' && UUID_PATTERN.test(v);
+    if (!isId(workspaceId) || !isId(channelId) || !(name === null || (typeof name === 'string' && CHANNEL_NAME_PATTERN.test(name)))) return undefined;
+    return { workspaceId: workspaceId.toLowerCase(), name, channelId: channelId.toLowerCase() };
   },
 };
 

@@ -1,6 +1,7 @@
 /**
  * Lists a page at a time: members (GET /workspaces/:workspaceId/members, GET /channels/:channelId/members),
- * channels (GET /workspaces/:workspaceId/channels) and DMs (GET /workspaces/:workspaceId/dms). `limit` and
+ * channels (GET /workspaces/:workspaceId/channels), DMs (GET /workspaces/:workspaceId/dms) and unread
+ * channels (GET /me/unread). `limit` and
  * `cursor`, the next page in a `Link: <…>; rel="next"` header, the body `{members}` or `{channels}` as ever.
  */
 import { expect } from 'chai';
@@ -19,6 +20,8 @@ import {
   type StartedApi,
 } from '../support/api.js';
 import { sleep } from '../support/sockets.js';
+import { startCluster, type Cluster } from '../../scripts/cluster.js';
+import { clusterRedisPrefix } from '../pipeline/fixtures.js';
 
 const DEFAULT_LIMIT = 1000;
 
@@ -326,6 +329,75 @@ describe('The DM list, a page at a time (REST)', function () {
     const channelCursor = Buffer.from('alpha').toString('base64url');
     for (const query of ['limit=0', `limit=${DEFAULT_LIMIT + 1}`, 'limit=abc', `cursor=${channelCursor}`, `cursor=${'x'.repeat(201)}`, 'before=1']) {
       const res = await request(base, 'GET', `${path()}?${query}`, { token: owner.token });
+      expectError(res, 400, 'VALIDATION_FAILED');
+    }
+  });
+});
+
+describe('The unread list, a page at a time (REST)', function () {
+  this.timeout(60_000);
+  // A worker stores the messages that make channels unread: a cluster of one front node and one worker.
+  let cluster: Cluster;
+  let base: string;
+  let reader: RegisteredUser;
+  const path = '/me/unread';
+
+  before(async function () {
+    cluster = await startCluster({ servers: 1, workers: 1, env: { REDIS_PREFIX: clusterRedisPrefix('unread-pages') } });
+    base = cluster.urls[0];
+    reader = await registerUser(base);
+    const writer = await registerUser(base);
+    // Two workspaces, each with channels and a DM of the two, one unread message in each.
+    for (const names of [['gamma', 'alpha', 'beta'], ['delta']]) {
+      const workspaceId = (await createWorkspace(base, reader.token)).id;
+      await addWorkspaceMember(base, reader.token, workspaceId, writer.email);
+      const targets = [];
+      for (const name of names) {
+        const channel = await createChannel(base, reader.token, workspaceId, { name });
+        await addChannelMember(base, reader.token, channel.id, writer.user.id);
+        targets.push(channel.id);
+      }
+      targets.push((await openDm(base, writer.token, workspaceId, [reader.user.id])).id);
+      for (const channelId of targets) {
+        const sent = await request(base, 'POST', `/channels/${channelId}/messages`, { token: writer.token, body: { body: 'unread' } });
+        expect(sent.status, sent.text).to.equal(201);
+      }
+    }
+  });
+
+  after(async function () {
+    await cluster?.stop();
+  });
+
+  it('When the unread channels are read 2 at a time, then the Link headers lead through each once, by workspace, then channels by name, then DMs, each as in the whole list', async function () {
+    const whole = await request(base, 'GET', path, { token: reader.token });
+    expect(whole.status).to.equal(200);
+    expect(nextLink(whole), 'all fit the default page').to.equal(null);
+    const channels = whole.body.channels as Array<{ workspaceId: string; kind: string; name: string | null }>;
+    expect(channels).to.have.length(6);
+    const order = channels.map((c) => [c.workspaceId, c.kind === 'dm' ? '~' : c.name].join(' '));
+    expect(order, 'by workspace, channels by name, then the DM').to.deep.equal([...order].sort());
+    expect(channels.filter((c) => c.kind === 'dm').map((c) => c.name)).to.deep.equal([null, null]);
+
+    const { pages, items } = await allPages(base, reader.token, `/api/v1${path}?limit=2`, 'channels');
+    expect(pages.map((p) => p.length)).to.deep.equal([2, 2, 2]);
+    expect(items).to.deep.equal(whole.body.channels);
+  });
+
+  it('When a channel is read between two pages, then it leaves the list and the next page still starts after the last channel read', async function () {
+    const whole = (await request(base, 'GET', path, { token: reader.token })).body.channels as Array<{ channelId: string; lastSeq: number }>;
+    const first = await request(base, 'GET', `${path}?limit=2`, { token: reader.token });
+    const read = await request(base, 'POST', `/channels/${whole[2].channelId}/read`, { token: reader.token, body: { seq: whole[2].lastSeq } });
+    expect(read.status, read.text).to.equal(200);
+    const next = await request(base, 'GET', nextLink(first)!.replace(/^\/api\/v1/, ''), { token: reader.token });
+    expect(next.body.channels.map((c: { channelId: string }) => c.channelId)).to.deep.equal([whole[3].channelId, whole[4].channelId]);
+  });
+
+  it('When the unread list is asked with a bad limit, a cursor it did not give or an unknown parameter, then 400 VALIDATION_FAILED', async function () {
+    const channelCursor = Buffer.from('alpha').toString('base64url');
+    const forged = Buffer.from(JSON.stringify(['not-a-uuid', null, 'x'])).toString('base64url');
+    for (const query of ['limit=0', `limit=${DEFAULT_LIMIT + 1}`, `cursor=${channelCursor}`, `cursor=${forged}`, 'after=1']) {
+      const res = await request(base, 'GET', `${path}?${query}`, { token: reader.token });
       expectError(res, 400, 'VALIDATION_FAILED');
     }
   });
