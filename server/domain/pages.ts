@@ -37,6 +37,12 @@ export interface DmPageKey {
   channelId: string;
 }
 
+/** Where a page of the caller's workspaces ends: the last one's creation time (to the microsecond) and id. */
+export interface WorkspacePageKey {
+  createdAt: string;
+  workspaceId: string;
+}
+
 /** Where a page of the unread list ends: the last channel's workspace, name (null for a DM) and id. */
 export interface UnreadPageKey {
   workspaceId: string;

@@ -5,7 +5,7 @@ import { ChannelMember, User, Workspace, WorkspaceMember, type WorkspaceRole } f
 import { authorizeInWorkspace, lockWorkspace, memberTarget, workspaceActor } from './access.js';
 import { authorize, can } from '../../shared/policy.js';
 import type { Subscriptions } from './subscriptions.js';
-import { readMemberPage, type MemberPageKey, type Page, type PageRead } from './pages.js';
+import { microsIso, pageFrom, readMemberPage, type MemberPageKey, type Page, type PageRead, type WorkspacePageKey } from './pages.js';
 
 export interface MemberDto {
   userId: string;
@@ -21,14 +21,23 @@ export async function createWorkspace(userId: string, name: string): Promise<Wor
   });
 }
 
-export async function listWorkspaces(userId: string): Promise<Array<{ id: string; name: string; role: WorkspaceRole }>> {
-  return Workspace.query()
+/** A page of the caller's workspaces, in the order they were created, each with the caller's role. */
+export async function listWorkspaces(
+  userId: string,
+  page: Page<WorkspacePageKey>,
+): Promise<PageRead<{ id: string; name: string; role: WorkspaceRole }, WorkspacePageKey>> {
+  const query = Workspace.query()
     .join('workspace_members as wm', 'wm.workspace_id', 'workspaces.id')
-    .where('wm.user_id', userId)
+    .where('wm.user_id', userId);
+  if (page.after) query.whereRaw('(workspaces.created_at, workspaces.id) > (?::timestamptz, ?::uuid)', [page.after.createdAt, page.after.workspaceId]);
+  const rows = await query
     .orderBy('workspaces.created_at')
     .orderBy('workspaces.id')
-    .select('workspaces.id', 'workspaces.name', 'wm.role')
-    .castTo<Array<{ id: string; name: string; role: WorkspaceRole }>>();
+    .limit(page.limit + 1)
+    .select('workspaces.id', 'workspaces.name', 'wm.role', Workspace.raw(`${microsIso('workspaces.created_at')} AS "pageCreatedAt"`))
+    .castTo<Array<{ id: string; name: string; role: WorkspaceRole; pageCreatedAt: string }>>();
+  const { items, next } = pageFrom(rows, page.limit, (last) => ({ createdAt: last.pageCreatedAt, workspaceId: last.id }));
+  return { items: items.map(({ id, name, role }) => ({ id, name, role })), next };
 }
 
 export async function getWorkspace(userId: string, workspaceId: string): Promise<Workspace> {

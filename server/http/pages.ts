@@ -1,7 +1,7 @@
 import type { Request, Response } from 'express';
 import { ValidationError } from '../../shared/errors.js';
 import Joi from '../../shared/validation.js';
-import type { DmPageKey, MemberPageKey, Page, PageRead, UnreadPageKey } from '../domain/pages.js';
+import type { DmPageKey, MemberPageKey, Page, PageRead, UnreadPageKey, WorkspacePageKey } from '../domain/pages.js';
 import { UUID_PATTERN } from '../domain/messages.js';
 import { CHANNEL_NAME_PATTERN, parse } from './validation.js';
 
@@ -56,6 +56,12 @@ export const memberCursor = timeIdCursor<MemberPageKey>(
 export const dmCursor = timeIdCursor<DmPageKey>(
   (key) => [key.activeAt, key.channelId],
   (activeAt, channelId) => ({ activeAt, channelId }),
+);
+
+/** The caller's workspaces: after (creation time, workspace id). */
+export const workspaceCursor = timeIdCursor<WorkspacePageKey>(
+  (key) => [key.createdAt, key.workspaceId],
+  (createdAt, workspaceId) => ({ createdAt, workspaceId }),
 );
 
 /** Channel lists: after a name. */

@@ -15,7 +15,7 @@ import { createChannel, listChannels } from '../domain/channels.js';
 import { currentUser } from './auth.js';
 import { arrayOf, object, ref, type RouteDoc } from './openapi.js';
 import { CHANNEL_NAME, CHANNEL_TOPIC, idParam, noBody, parse } from './validation.js';
-import { channelCursor, memberCursor, pageDoc, pageHeaders, pageSchema, sendPage } from './pages.js';
+import { channelCursor, memberCursor, pageDoc, pageHeaders, pageSchema, sendPage, workspaceCursor } from './pages.js';
 
 const workspaceSchema = Joi.object({ name: Joi.string().trim().minChars(1).maxChars(80).required() });
 const addMemberSchema = Joi.object({
@@ -47,7 +47,12 @@ export const workspaceApi: RouteDoc[] = [
     method: 'get',
     path: '/workspaces',
     summary: "The caller's workspaces",
-    responses: { 200: { description: "each with the caller's role", schema: object({ workspaces: arrayOf(ref('WorkspaceListItem')) }) } },
+    description: `In the order they were created. ${pageDoc('workspaces')}`,
+    query: pageSchema,
+    example: { query: { limit: 100 } },
+    responses: {
+      200: { description: "each with the caller's role", schema: object({ workspaces: arrayOf(ref('WorkspaceListItem')) }), headers: pageHeaders('workspaces') },
+    },
     errors: [],
   },
   {
@@ -136,7 +141,7 @@ export function workspaceRoutes(deps: { subscriptions: Subscriptions }): Router 
   });
 
   router.get('/workspaces', async (req, res) => {
-    res.json({ workspaces: await listWorkspaces(currentUser(req).id) });
+    await sendPage(req, res, 'workspaces', workspaceCursor, (page) => listWorkspaces(currentUser(req).id, page));
   });
 
   router.get('/workspaces/:workspaceId', async (req, res) => {

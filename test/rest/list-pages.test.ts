@@ -1,7 +1,7 @@
 /**
  * Lists a page at a time: members (GET /workspaces/:workspaceId/members, GET /channels/:channelId/members),
- * channels (GET /workspaces/:workspaceId/channels), DMs (GET /workspaces/:workspaceId/dms) and unread
- * channels (GET /me/unread). `limit` and
+ * channels (GET /workspaces/:workspaceId/channels), DMs (GET /workspaces/:workspaceId/dms), unread
+ * channels (GET /me/unread) and the caller's workspaces (GET /workspaces). `limit` and
  * `cursor`, the next page in a `Link: <…>; rel="next"` header, the body `{members}` or `{channels}` as ever.
  */
 import { expect } from 'chai';
@@ -35,7 +35,7 @@ function nextLink(res: ApiResponse): string | null {
 }
 
 /** Every page from `path`, following the Link headers; checks each body is `{[items]}` alone. */
-async function allPages(base: string, token: string, path: string, items: 'members' | 'channels' = 'members'): Promise<{ pages: unknown[][]; items: unknown[] }> {
+async function allPages(base: string, token: string, path: string, items: 'members' | 'channels' | 'workspaces' = 'members'): Promise<{ pages: unknown[][]; items: unknown[] }> {
   const pages: unknown[][] = [];
   let url: string | null = path;
   while (url !== null) {
@@ -399,6 +399,39 @@ describe('The unread list, a page at a time (REST)', function () {
     for (const query of ['limit=0', `limit=${DEFAULT_LIMIT + 1}`, `cursor=${channelCursor}`, `cursor=${forged}`, 'after=1']) {
       const res = await request(base, 'GET', `${path}?${query}`, { token: reader.token });
       expectError(res, 400, 'VALIDATION_FAILED');
+    }
+  });
+});
+
+describe("The caller's workspaces, a page at a time (REST)", function () {
+  let api: StartedApi;
+  let token: string;
+  const get = (query = '') => request(api.baseUrl, 'GET', `/workspaces${query}`, { token });
+
+  before(async function () {
+    api = await startApi();
+    ({ token } = await registerUser(api.baseUrl));
+    for (let i = 0; i < 5; i++) await createWorkspace(api.baseUrl, token);
+  });
+
+  after(async function () {
+    await api?.stop();
+  });
+
+  it('When the workspaces are read 2 at a time, then the Link headers lead through each once, in the order they were created, each as in the whole list', async function () {
+    const whole = await get();
+    expect(whole.status).to.equal(200);
+    expect(nextLink(whole), 'all fit the default page').to.equal(null);
+    expect(whole.body.workspaces).to.have.length(5);
+    const { pages, items } = await allPages(api.baseUrl, token, '/api/v1/workspaces?limit=2', 'workspaces');
+    expect(pages.map((p) => p.length)).to.deep.equal([2, 2, 1]);
+    expect(items).to.deep.equal(whole.body.workspaces);
+  });
+
+  it('When the workspace list is asked with a bad limit, a cursor it did not give or an unknown parameter, then 400 VALIDATION_FAILED', async function () {
+    const channelCursor = Buffer.from('alpha').toString('base64url');
+    for (const query of ['limit=0', `limit=${DEFAULT_LIMIT + 1}`, `cursor=${channelCursor}`, 'before=1']) {
+      expectError(await get(`?${query}`), 400, 'VALIDATION_FAILED');
     }
   });
 });
