@@ -5,7 +5,7 @@ import { authorizeInWorkspace, channelAccess } from './access.js';
 import { can } from '../../shared/policy.js';
 import { mentionCountSql } from './readState.js';
 import { joinChange, type Subscriptions } from './subscriptions.js';
-import { pageFrom, readMemberPage, type MemberPageKey, type Page, type PageRead } from './pages.js';
+import { pageFrom, readTimeIdPage, type Page, type PageRead, type TimeIdKey } from './pages.js';
 
 export interface ChannelListItem extends ChannelDto {
   isMember: boolean;
@@ -121,14 +121,14 @@ export async function leaveChannel(deps: Deps, userId: string, channelId: string
 export async function listChannelMembers(
   userId: string,
   channelId: string,
-  page: Page<MemberPageKey>,
-): Promise<PageRead<ChannelMemberDto, MemberPageKey>> {
+  page: Page<TimeIdKey>,
+): Promise<PageRead<ChannelMemberDto, TimeIdKey>> {
   await channelAccess(channelId, userId, 'channel.members.list');
   const query = ChannelMember.query()
     .join('users', 'users.id', 'channel_members.user_id')
     .where('channel_members.channel_id', channelId)
     .select('users.id as userId', 'users.display_name as displayName');
-  return readMemberPage<ChannelMemberDto>(query, 'channel_members.created_at', page);
+  return readTimeIdPage<ChannelMemberDto>(query, 'channel_members.created_at', 'users.id', page);
 }
 
 export async function addChannelMember(

@@ -4,7 +4,7 @@ import { Channel, ChannelMember, WorkspaceMember, type ChannelDto } from '../../
 import { authorizeInWorkspace, workspaceActor } from './access.js';
 import type { ChannelMemberDto } from './channels.js';
 import { authorize, type DmPerson } from '../../shared/policy.js';
-import { microsIso, pageFrom, type DmPageKey, type Page, type PageRead } from './pages.js';
+import { microsIso, pageFrom, type Page, type PageRead, type TimeIdKey } from './pages.js';
 import { mentionCountSql } from './readState.js';
 import { joinChange, type Subscriptions } from './subscriptions.js';
 
@@ -114,7 +114,7 @@ async function membersOf(channelIds: string[]): Promise<ChannelMemberDto[][]> {
 }
 
 /** The caller's DMs in the workspace with their members, the most recently active first. */
-export async function listDms(userId: string, workspaceId: string, page: Page<DmPageKey>): Promise<PageRead<DmListItem, DmPageKey>> {
+export async function listDms(userId: string, workspaceId: string, page: Page<TimeIdKey>): Promise<PageRead<DmListItem, TimeIdKey>> {
   await authorizeInWorkspace(userId, 'workspace.view', { workspaceId });
   // A message's seq is its channel's last_seq when it is the latest: one index lookup per DM.
   const activity = `coalesce(
@@ -125,7 +125,7 @@ export async function listDms(userId: string, workspaceId: string, page: Page<Dm
     .where('cm.user_id', userId)
     .where('channels.workspace_id', workspaceId)
     .where('channels.kind', 'dm');
-  if (page.after) query.whereRaw(`(${activity}, channels.id) < (?::timestamptz, ?::uuid)`, [page.after.activeAt, page.after.channelId]);
+  if (page.after) query.whereRaw(`(${activity}, channels.id) < (?::timestamptz, ?::uuid)`, [page.after.time, page.after.id]);
   // PostgreSQL computes the counts of the page's rows only, after the sort and the limit.
   const { items: rows, next } = pageFrom(
     await query
@@ -135,7 +135,7 @@ export async function listDms(userId: string, workspaceId: string, page: Page<Dm
       .orderByRaw(`${activity} DESC, channels.id DESC`)
       .limit(page.limit + 1),
     page.limit,
-    (last) => ({ activeAt: (last as unknown as { pageActiveAt: string }).pageActiveAt, channelId: last.id }),
+    (last) => ({ time: (last as unknown as { pageActiveAt: string }).pageActiveAt, id: last.id }),
   );
   const members = await membersOf(rows.map((c) => c.id));
   const items = rows.map((c, i) => {

@@ -21,26 +21,15 @@ export function pageFrom<T, K>(rows: T[], limit: number, keyOf: (last: T) => K):
 }
 
 /**
- * Where a page of a member list ends: the last member's join time and user id, the list's order. The time
- * is PostgreSQL's own, to the microsecond (a JavaScript Date would round it to the millisecond and could
- * skip or repeat members who joined within the same millisecond).
+ * Where a page of a list ordered by a time and an id ends (members by join time, DMs by latest activity,
+ * workspaces by creation): the last item's time and id. The time is PostgreSQL's own, to the microsecond
+ * (a JavaScript Date would round it to the millisecond and could skip or repeat items of the same
+ * millisecond).
  */
-export interface MemberPageKey {
-  /** ISO 8601 in UTC with microseconds: 2026-12-03T11:20:00.123456Z. */
-  joinedAt: string;
-  userId: string;
-}
-
-/** Where a page of the DM list ends: the last DM's latest activity (as PostgreSQL has it, to the microsecond) and id. */
-export interface DmPageKey {
-  activeAt: string;
-  channelId: string;
-}
-
-/** Where a page of the caller's workspaces ends: the last one's creation time (to the microsecond) and id. */
-export interface WorkspacePageKey {
-  createdAt: string;
-  workspaceId: string;
+export interface TimeIdKey {
+  /** ISO 8601 in UTC with microseconds: 2026-12-03T11:20:00.123456Z (microsIso). */
+  time: string;
+  id: string;
 }
 
 /** Where a page of the unread list ends: the last channel's workspace, name (null for a DM) and id. */
@@ -54,23 +43,26 @@ export interface UnreadPageKey {
 export const microsIso = (expression: string) => `to_char(${expression} AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"')`;
 
 /**
- * Reads one page of a member list ordered by (join time, user id) from `query` (which joins `users`).
+ * Reads one page from `query`, ordered by (`timeColumn`, `idColumn`) ascending: a member list by join
+ * time and user id, the caller's workspaces by creation time and id.
  */
-export async function readMemberPage<T>(
+export async function readTimeIdPage<T>(
   query: QueryBuilder<Model, unknown>,
-  joinedAtColumn: string,
-  page: Page<MemberPageKey>,
-): Promise<PageRead<T, MemberPageKey>> {
-  if (page.after) {
-    query.whereRaw(`(${joinedAtColumn}, users.id) > (?::timestamptz, ?::uuid)`, [page.after.joinedAt, page.after.userId]);
-  }
+  timeColumn: string,
+  idColumn: string,
+  page: Page<TimeIdKey>,
+): Promise<PageRead<T, TimeIdKey>> {
+  if (page.after) query.whereRaw(`(${timeColumn}, ${idColumn}) > (?::timestamptz, ?::uuid)`, [page.after.time, page.after.id]);
   const rows = await query
-    .orderBy(joinedAtColumn)
-    .orderBy('users.id')
+    .orderBy(timeColumn)
+    .orderBy(idColumn)
     .limit(page.limit + 1)
-    .select(query.modelClass().raw(`${microsIso(joinedAtColumn)} AS "pageJoinedAt"`))
-    .castTo<Array<T & { userId: string; pageJoinedAt?: string }>>();
-  const read = pageFrom(rows, page.limit, (last) => ({ joinedAt: last.pageJoinedAt!, userId: last.userId }));
-  for (const member of read.items) delete member.pageJoinedAt;
+    .select(query.modelClass().raw(`${microsIso(timeColumn)} AS "pageTime", ${idColumn} AS "pageId"`))
+    .castTo<Array<T & { pageTime?: string; pageId?: string }>>();
+  const read = pageFrom(rows, page.limit, (last) => ({ time: last.pageTime!, id: last.pageId! }));
+  for (const item of read.items) {
+    delete item.pageTime;
+    delete item.pageId;
+  }
   return read;
 }

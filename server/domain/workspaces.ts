@@ -5,7 +5,7 @@ import { ChannelMember, User, Workspace, WorkspaceMember, type WorkspaceRole } f
 import { authorizeInWorkspace, lockWorkspace, memberTarget, workspaceActor } from './access.js';
 import { authorize, can } from '../../shared/policy.js';
 import type { Subscriptions } from './subscriptions.js';
-import { microsIso, pageFrom, readMemberPage, type MemberPageKey, type Page, type PageRead, type WorkspacePageKey } from './pages.js';
+import { readTimeIdPage, type Page, type PageRead, type TimeIdKey } from './pages.js';
 
 export interface MemberDto {
   userId: string;
@@ -24,20 +24,13 @@ export async function createWorkspace(userId: string, name: string): Promise<Wor
 /** A page of the caller's workspaces, in the order they were created, each with the caller's role. */
 export async function listWorkspaces(
   userId: string,
-  page: Page<WorkspacePageKey>,
-): Promise<PageRead<{ id: string; name: string; role: WorkspaceRole }, WorkspacePageKey>> {
+  page: Page<TimeIdKey>,
+): Promise<PageRead<{ id: string; name: string; role: WorkspaceRole }, TimeIdKey>> {
   const query = Workspace.query()
     .join('workspace_members as wm', 'wm.workspace_id', 'workspaces.id')
-    .where('wm.user_id', userId);
-  if (page.after) query.whereRaw('(workspaces.created_at, workspaces.id) > (?::timestamptz, ?::uuid)', [page.after.createdAt, page.after.workspaceId]);
-  const rows = await query
-    .orderBy('workspaces.created_at')
-    .orderBy('workspaces.id')
-    .limit(page.limit + 1)
-    .select('workspaces.id', 'workspaces.name', 'wm.role', Workspace.raw(`${microsIso('workspaces.created_at')} AS "pageCreatedAt"`))
-    .castTo<Array<{ id: string; name: string; role: WorkspaceRole; pageCreatedAt: string }>>();
-  const { items, next } = pageFrom(rows, page.limit, (last) => ({ createdAt: last.pageCreatedAt, workspaceId: last.id }));
-  return { items: items.map(({ id, name, role }) => ({ id, name, role })), next };
+    .where('wm.user_id', userId)
+    .select('workspaces.id', 'workspaces.name', 'wm.role');
+  return readTimeIdPage(query, 'workspaces.created_at', 'workspaces.id', page);
 }
 
 export async function getWorkspace(userId: string, workspaceId: string): Promise<Workspace> {
@@ -71,8 +64,8 @@ export async function addWorkspaceMember(
 export async function listWorkspaceMembers(
   callerId: string,
   workspaceId: string,
-  page: Page<MemberPageKey>,
-): Promise<PageRead<MemberDto, MemberPageKey>> {
+  page: Page<TimeIdKey>,
+): Promise<PageRead<MemberDto, TimeIdKey>> {
   const actor = await authorizeInWorkspace(callerId, 'workspace.view', { workspaceId });
   const query = WorkspaceMember.query()
     .join('users', 'users.id', 'workspace_members.user_id')
@@ -92,7 +85,7 @@ export async function listWorkspaceMembers(
     );
   }
   query.select('users.id as userId', 'users.display_name as displayName', 'workspace_members.role');
-  return readMemberPage<MemberDto>(query, 'workspace_members.created_at', page);
+  return readTimeIdPage<MemberDto>(query, 'workspace_members.created_at', 'users.id', page);
 }
 
 /** Deletes the membership and the user's channel memberships in the workspace; returns the channels left. */

@@ -21,7 +21,7 @@ import type { Subscriptions } from '../domain/subscriptions.js';
 import { currentUser } from './auth.js';
 import { EXAMPLE_USER_ID, arrayOf, object, ref, type RouteDoc } from './openapi.js';
 import { CHANNEL_NAME, CHANNEL_TOPIC, idParam, noBody, parse } from './validation.js';
-import { memberCursor, pageDoc, pageHeaders, pageSchema, sendPage } from './pages.js';
+import { pageDoc, pageHeaders, pageSchema, sendPage, timeIdCursor } from './pages.js';
 
 const addMemberSchema = Joi.object({ userId: Joi.string().required() });
 const updateSchema = Joi.object({ name: CHANNEL_NAME, topic: CHANNEL_TOPIC }).or('name', 'topic');
@@ -234,7 +234,7 @@ export function channelRoutes(deps: {
 
   router.get('/channels/:channelId/members', async (req, res) => {
     const id = channelId(req.params.channelId);
-    await sendPage(req, res, 'members', memberCursor, (page) => listChannelMembers(currentUser(req).id, id, page));
+    await sendPage(req, res, 'members', timeIdCursor, (page) => listChannelMembers(currentUser(req).id, id, page));
   });
 
   router.post('/channels/:channelId/members', async (req, res) => {

@@ -4,7 +4,7 @@ import { DM_MAX_PEOPLE, listDms, openDm } from '../domain/dms.js';
 import type { Subscriptions } from '../domain/subscriptions.js';
 import { currentUser } from './auth.js';
 import { EXAMPLE_USER_ID, arrayOf, object, ref, type RouteDoc } from './openapi.js';
-import { dmCursor, pageDoc, pageHeaders, pageSchema, sendPage } from './pages.js';
+import { pageDoc, pageHeaders, pageSchema, sendPage, timeIdCursor } from './pages.js';
 import { idParam, parse } from './validation.js';
 
 // The caller may or may not be among them; a longer list cannot make a valid set (duplicates aside).
@@ -54,7 +54,7 @@ export function dmRoutes(deps: { subscriptions: Subscriptions }): Router {
 
   router.get('/workspaces/:workspaceId/dms', async (req, res) => {
     const workspaceId = idParam(req.params.workspaceId, 'Workspace');
-    await sendPage(req, res, 'channels', dmCursor, (page) => listDms(currentUser(req).id, workspaceId, page));
+    await sendPage(req, res, 'channels', timeIdCursor, (page) => listDms(currentUser(req).id, workspaceId, page));
   });
 
   return router;

@@ -1,7 +1,7 @@
 import type { Request, Response } from 'express';
 import { ValidationError } from '../../shared/errors.js';
 import Joi from '../../shared/validation.js';
-import type { DmPageKey, MemberPageKey, Page, PageRead, UnreadPageKey, WorkspacePageKey } from '../domain/pages.js';
+import type { Page, PageRead, TimeIdKey, UnreadPageKey } from '../domain/pages.js';
 import { UUID_PATTERN } from '../domain/messages.js';
 import { CHANNEL_NAME_PATTERN, parse } from './validation.js';
 
@@ -34,35 +34,18 @@ export interface PageCursor<K> {
 
 const MICROS_ISO = /^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}\.\d{6}Z$/;
 
-/** A key of a time to the microsecond (microsIso) and an id, as `<time>_<id>`. */
-function timeIdCursor<K>(parts: (key: K) => [string, string], keyOf: (time: string, id: string) => K): PageCursor<K> {
-  return {
-    encode: (key) => Buffer.from(parts(key).join('_')).toString('base64url'),
-    decode(cursor) {
-      const [time, id, ...rest] = Buffer.from(cursor, 'base64url').toString().split('_');
-      if (rest.length > 0 || !MICROS_ISO.test(time ?? '') || !UUID_PATTERN.test(id ?? '') || Number.isNaN(Date.parse(time))) return undefined;
-      return keyOf(time, id.toLowerCase());
-    },
-  };
-}
-
-/** Member lists: after (join time, user id). */
-export const memberCursor = timeIdCursor<MemberPageKey>(
-  (key) => [key.joinedAt, key.userId],
-  (joinedAt, userId) => ({ joinedAt, userId }),
-);
-
-/** The DM list: after (latest activity, channel id), the most recent first. */
-export const dmCursor = timeIdCursor<DmPageKey>(
-  (key) => [key.activeAt, key.channelId],
-  (activeAt, channelId) => ({ activeAt, channelId }),
-);
-
-/** The caller's workspaces: after (creation time, workspace id). */
-export const workspaceCursor = timeIdCursor<WorkspacePageKey>(
-  (key) => [key.createdAt, key.workspaceId],
-  (createdAt, workspaceId) => ({ createdAt, workspaceId }),
-);
+/**
+ * Lists ordered by a time and an id (members, DMs, workspaces): the key as `<time>_<id>`, the time to the
+ * microsecond (microsIso).
+ */
+export const timeIdCursor: PageCursor<TimeIdKey> = {
+  encode: (key) => Buffer.from(`${key.time}_${key.id}`).toString('base64url'),
+  decode(cursor) {
+    const [time, id, ...rest] = Buffer.from(cursor, 'base64url').toString().split('_');
+    if (rest.length > 0 || !MICROS_ISO.test(time ?? '') || !UUID_PATTERN.test(id ?? '') || Number.isNaN(Date.parse(time))) return undefined;
+    return { time, id: id.toLowerCase() };
+  },
+};
 
 /** Channel lists: after a name. */
 export const channelCursor: PageCursor<string> = {

@@ -15,7 +15,7 @@ import { createChannel, listChannels } from '../domain/channels.js';
 import { currentUser } from './auth.js';
 import { arrayOf, object, ref, type RouteDoc } from './openapi.js';
 import { CHANNEL_NAME, CHANNEL_TOPIC, idParam, noBody, parse } from './validation.js';
-import { channelCursor, memberCursor, pageDoc, pageHeaders, pageSchema, sendPage, workspaceCursor } from './pages.js';
+import { channelCursor, pageDoc, pageHeaders, pageSchema, sendPage, timeIdCursor } from './pages.js';
 
 const workspaceSchema = Joi.object({ name: Joi.string().trim().minChars(1).maxChars(80).required() });
 const addMemberSchema = Joi.object({
@@ -141,7 +141,7 @@ export function workspaceRoutes(deps: { subscriptions: Subscriptions }): Router 
   });
 
   router.get('/workspaces', async (req, res) => {
-    await sendPage(req, res, 'workspaces', workspaceCursor, (page) => listWorkspaces(currentUser(req).id, page));
+    await sendPage(req, res, 'workspaces', timeIdCursor, (page) => listWorkspaces(currentUser(req).id, page));
   });
 
   router.get('/workspaces/:workspaceId', async (req, res) => {
@@ -158,7 +158,7 @@ export function workspaceRoutes(deps: { subscriptions: Subscriptions }): Router 
 
   router.get('/workspaces/:workspaceId/members', async (req, res) => {
     const id = idParam(req.params.workspaceId, 'Workspace');
-    await sendPage(req, res, 'members', memberCursor, (page) => listWorkspaceMembers(currentUser(req).id, id, page));
+    await sendPage(req, res, 'members', timeIdCursor, (page) => listWorkspaceMembers(currentUser(req).id, id, page));
   });
 
   router.delete('/workspaces/:workspaceId/members/:userId', async (req, res) => {
