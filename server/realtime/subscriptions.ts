@@ -110,24 +110,19 @@ export function createSubscriptions(
       for (const socket of sockets) subscribing.set(socket.id, []);
       try {
         const users = [...new Set(sockets.map((s) => s.data.userId))];
-        const rows = await memberships(users);
-        const roomsOf = new Map<string, Set<string>>(users.map((u) => [u, new Set()]));
-        const revs = new Map<string, number>();
-        for (const row of rows) {
-          roomsOf.get(row.userId)!.add(channelRoom(row.channelId));
-          revs.set(row.channelId, row.lastRev);
-        }
+        // Per user, channelId → the channel's rev as of this read.
+        const channelsOf = new Map<string, Record<string, number>>(users.map((u) => [u, {}]));
+        for (const row of await memberships(users)) channelsOf.get(row.userId)![row.channelId] = row.lastRev;
         for (const socket of sockets) {
-          const want = roomsOf.get(socket.data.userId)!;
+          const channelRevs = channelsOf.get(socket.data.userId)!;
+          const want = new Set(Object.keys(channelRevs).map(channelRoom));
           for (const room of socket.rooms) if (roomChannel(room) !== null && !want.has(room)) void adapter().del(socket.id, room);
+          if (want.size === 0) continue;
           // A channel joined while the node was cut off: its membership's rev is unknown here, and what was
-          // committed before this read never reached this node; what comes after it is filled in if missed.
-          const joined = [...want].filter((room) => !socket.rooms.has(room)).map((room) => roomChannel(room)!);
-          if (joined.length > 0) {
-            const channelRevs = Object.fromEntries(joined.map((channelId) => [channelId, revs.get(channelId)!]));
-            for (const listener of joinedListeners) listener(socket.id, channelRevs);
-          }
-          if (want.size > 0) void adapter().addAll(socket.id, want);
+          // committed before this read never reached this node, so it starts at this read's rev; one the
+          // socket is in already keeps its own (Delivery.joined).
+          for (const listener of joinedListeners) listener(socket.id, channelRevs);
+          void adapter().addAll(socket.id, want);
         }
         logger.info({ sockets: sockets.length }, 'channel rooms rebuilt after the adapter subscription came back');
       } finally {
