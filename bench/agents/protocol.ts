@@ -1,5 +1,6 @@
 import type { HistogramData } from '../lib/histogram.js';
 import type { OrderCounts } from '../lib/orderCheck.js';
+import type { ChangeKind } from '../../test/support/changes.js';
 
 /**
  * What a socket does besides receiving, for the send→deliver breakdown. No receiver ever emits anything
@@ -59,21 +60,8 @@ export interface OpMix {
   delete: number;
 }
 
-/** The changes of the contract (docs/API.md, "Edits, deletes, reactions and threads"), by the client event that makes them. */
-export const CHANGE_KINDS = ['edit', 'delete', 'reaction:add', 'reaction:remove'] as const;
-export type ChangeKind = (typeof CHANGE_KINDS)[number];
-
-/** The client → server event of each change, and the server → client event it produces. */
-export const CHANGE_EVENTS: Record<ChangeKind, { emit: string; event: string }> = {
-  edit: { emit: 'message:edit', event: 'message:updated' },
-  delete: { emit: 'message:delete', event: 'message:deleted' },
-  'reaction:add': { emit: 'reaction:add', event: 'reaction:added' },
-  'reaction:remove': { emit: 'reaction:remove', event: 'reaction:removed' },
-};
-
-/** Every event a channel's sockets receive, each with the channel's rev of the change. */
-export const REV_EVENTS = ['message:new', 'message:updated', 'message:deleted', 'reaction:added', 'reaction:removed'] as const;
-export type RevEvent = (typeof REV_EVENTS)[number];
+/** The changes of the contract and the events they make, as the tests name them. */
+export { CHANGE_EVENTS, CHANGE_KINDS, REV_EVENTS, type ChangeKind, type RevEvent } from '../../test/support/changes.js';
 
 /**
  * One change acked by the product: the channel rev its ack reported (the message's `rev` after the change),

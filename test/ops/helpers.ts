@@ -20,9 +20,9 @@ import type { ResumePoint, SyncAck, SyncDone } from '../../shared/events.js';
 import type { MessageDto } from '../../shared/models/Message.js';
 import type { SendOutcome } from '../../shared/queues.js';
 import { request, type ChannelDto, type RegisteredUser } from '../support/api.js';
+import { CHANGE_EVENTS, CHANGE_KINDS, REV_EVENTS, type ChangeKind } from '../support/changes.js';
 import { range, sleep, waitFor, type ClientSocket, type Transport } from '../support/sockets.js';
 import { expectHistoryMatchesEvents, latestRev, type ChangeEvent, type Msg } from '../pipeline/changes-harness.js';
-import { CHANGE_EVENT_NAMES, type ChangeEventName } from '../sync/materialise.js';
 import { fullHistory, seedChannel, seedTeam, type StoredMessage, type Team } from '../pipeline/fixtures.js';
 
 /** A redis-server on a free port of its own, without persistence, that a test may kill and start again. */
@@ -170,19 +170,9 @@ export interface OwnSend {
 
 const RETRIABLE = new Set(['SERVICE_UNAVAILABLE', 'RATE_LIMITED', 'no answer']);
 
-export type OwnChangeKind = 'edit' | 'delete' | 'reaction:add' | 'reaction:remove';
-
-/** The socket event of each kind of change, and the channel event it makes. */
-const CHANGE_OF: Record<OwnChangeKind, { event: string; makes: ChangeEventName }> = {
-  edit: { event: 'message:edit', makes: 'message:updated' },
-  delete: { event: 'message:delete', makes: 'message:deleted' },
-  'reaction:add': { event: 'reaction:add', makes: 'reaction:added' },
-  'reaction:remove': { event: 'reaction:remove', makes: 'reaction:removed' },
-};
-
 /** A change the client means to make to one of its own messages, with every attempt it took. */
 export interface OwnChange {
-  kind: OwnChangeKind;
+  kind: ChangeKind;
   clientChangeId: string;
   channelId: string;
   messageId: string;
@@ -204,7 +194,7 @@ interface OwnMessage {
 }
 
 /** The order a changing client goes through its kinds of change (one a tick); a removal needs an add before it. */
-const CHANGE_CYCLE: OwnChangeKind[] = ['reaction:add', 'edit', 'reaction:add', 'reaction:remove', 'delete'];
+const CHANGE_CYCLE: ChangeKind[] = ['reaction:add', 'edit', 'reaction:add', 'reaction:remove', 'delete'];
 const EMOJIS = ['eyes', 'tada', '+1', 'thumbsup'];
 
 /**
@@ -275,7 +265,7 @@ export class ResendingClient {
       this.received.get(m.channelId)?.push(m);
       this.lastSeq[m.channelId] = Math.max(this.lastSeq[m.channelId] ?? 0, m.seq);
     });
-    for (const name of CHANGE_EVENT_NAMES) {
+    for (const name of REV_EVENTS) {
       this.socket.on(name, (payload: { channelId: string; rev: number }) => {
         this.events.get(payload.channelId)?.push({ name, channelId: payload.channelId, rev: payload.rev, payload });
         if (this.options.resumeBy === 'rev') this.lastRev[payload.channelId] = Math.max(this.lastRev[payload.channelId] ?? 0, payload.rev);
@@ -408,7 +398,7 @@ export class ResendingClient {
 
   private async deliverChange(own: OwnChange, message: OwnMessage): Promise<void> {
     const payload = { channelId: own.channelId, messageId: own.messageId, clientChangeId: own.clientChangeId, body: own.body, emoji: own.emoji };
-    await this.untilAnswered(own, CHANGE_OF[own.kind].event, payload);
+    await this.untilAnswered(own, CHANGE_EVENTS[own.kind].emit, payload);
     if (own.acked) {
       if (own.kind === 'delete') message.deleted = true;
       if (own.kind === 'reaction:add') message.reactions.add(own.emoji!);
@@ -632,10 +622,10 @@ export function expectChangesConverged(clients: ResendingClient[], channelIds: s
       expect(events.map((e) => e.rev), `${what}: revs in arrival order`).to.deep.equal(range(events.length));
       expect(events.length, `${what}: up to the channel's latest rev`).to.equal(latestRev(history));
       expect(events.filter((e) => e.name === 'message:new').length, `${what}: one message:new per acked send`).to.equal(sends.length);
-      for (const kind of Object.keys(CHANGE_OF) as OwnChangeKind[]) {
-        const at = events.filter((e) => e.name === CHANGE_OF[kind].makes).map((e) => e.rev);
+      for (const kind of CHANGE_KINDS) {
+        const at = events.filter((e) => e.name === CHANGE_EVENTS[kind].event).map((e) => e.rev);
         const acked = mine.filter((c) => c.kind === kind).map((c) => c.acked!.rev).sort((x, y) => x - y);
-        expect(at, `${what}: each acked ${kind} made one ${CHANGE_OF[kind].makes}, at its acked rev`).to.deep.equal(acked);
+        expect(at, `${what}: each acked ${kind} made one ${CHANGE_EVENTS[kind].event}, at its acked rev`).to.deep.equal(acked);
       }
       expectHistoryMatchesEvents(history, events);
     }

@@ -17,7 +17,7 @@ import {
   type RegisteredUser,
 } from '../support/api.js';
 import { connect, disconnectAll, range, waitFor, type ClientSocket } from '../support/sockets.js';
-import { CHANGE_EVENT_NAMES, type ChangeEventName } from '../sync/materialise.js';
+import { REV_EVENTS, type RevEvent } from '../support/changes.js';
 import { closeDb, deadProcesses, fullHistory, seedChannel, seedTeam, startPipelineCluster, type Team } from './fixtures.js';
 
 // ---------------------------------------------------------------------------------------------------
@@ -38,7 +38,7 @@ export interface Refusal {
 export type Ack = { ok: true; message: Msg } | Refusal;
 
 export interface ChangeEvent {
-  name: ChangeEventName;
+  name: RevEvent;
   channelId: string;
   rev: number;
   payload: any;
@@ -52,7 +52,7 @@ export class EventLog {
     readonly label: string,
     socket: ClientSocket,
   ) {
-    for (const name of CHANGE_EVENT_NAMES) {
+    for (const name of REV_EVENTS) {
       socket.on(name, (payload: any) => this.all.push({ name, channelId: payload?.channelId, rev: payload?.rev, payload }));
     }
   }
@@ -198,7 +198,7 @@ export function expectOneGapFreeStream(room: Room): ChangeEvent[] {
   return events;
 }
 
-export function expectEvents(room: Room, expected: Array<[ChangeEventName, unknown]>): ChangeEvent[] {
+export function expectEvents(room: Room, expected: Array<[RevEvent, unknown]>): ChangeEvent[] {
   const events = expectOneGapFreeStream(room);
   expect(events.map((e) => [e.name, e.payload])).to.deep.equal(expected);
   return events;
@@ -239,14 +239,14 @@ export const restReact = (url: string, token: string, channelId: string, message
 export const restUnreact = (url: string, token: string, channelId: string, messageId: string, emoji: string, body?: unknown) =>
   request(url, 'DELETE', reactionPath(channelId, messageId, emoji), { token, body });
 
-export const newMsg = (m: Msg): [ChangeEventName, unknown] => ['message:new', m];
-export const updated = (m: Msg): [ChangeEventName, unknown] => ['message:updated', { channelId: m.channelId, rev: m.rev, message: m }];
-export const deletedEvent = (m: Msg): [ChangeEventName, unknown] => [
+export const newMsg = (m: Msg): [RevEvent, unknown] => ['message:new', m];
+export const updated = (m: Msg): [RevEvent, unknown] => ['message:updated', { channelId: m.channelId, rev: m.rev, message: m }];
+export const deletedEvent = (m: Msg): [RevEvent, unknown] => [
   'message:deleted',
   { channelId: m.channelId, rev: m.rev, messageId: m.id, seq: m.seq },
 ];
 /** reaction:added / reaction:removed of `user` with `emoji`, as the answer `m` to that change. */
-export const reactionEvent = (kind: 'added' | 'removed', m: Msg, emoji: string, user: RegisteredUser): [ChangeEventName, unknown] => [
+export const reactionEvent = (kind: 'added' | 'removed', m: Msg, emoji: string, user: RegisteredUser): [RevEvent, unknown] => [
   `reaction:${kind}`,
   { channelId: m.channelId, rev: m.rev, messageId: m.id, emoji, userId: user.user.id },
 ];

@@ -52,8 +52,8 @@ import { MESSAGE_BATCH_JOB, batchJobOptions, bullPrefix, messageQueueName, parti
 import { closeDb, clusterRedisPrefix, deadProcesses, fullHistory, seedChannel, seedTeam, startPipelineCluster } from '../pipeline/fixtures.js';
 import { latestRev } from '../pipeline/changes-harness.js';
 import { closeSockets, openSocket, sleep, waitFor, whenConnected } from './helpers.js';
+import { REV_EVENTS } from '../support/changes.js';
 import {
-  CHANGE_EVENT_NAMES,
   Materialiser,
   type ChangeMessage,
   type RevPoint,
@@ -253,7 +253,7 @@ class Follower {
           }
         : undefined,
     });
-    for (const name of CHANGE_EVENT_NAMES) {
+    for (const name of REV_EVENTS) {
       session.socket.on(name, (payload: unknown) => {
         if (session.closed) return;
         const { channelId, rev } = (payload ?? {}) as { channelId?: unknown; rev?: unknown };
