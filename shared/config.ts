@@ -180,6 +180,9 @@ const schema = Joi.object({
   SOCKET_CONNECT_PER_IP_PER_MINUTE: Joi.number().integer().min(0).default(3000),
 }).unknown(true);
 
+/** Every environment variable the product reads: the docs and deployment files may name no other. */
+export const CONFIG_VARIABLES: readonly string[] = Object.freeze(Object.keys(schema.describe().keys ?? {}));
+
 /**
  * CORS_ORIGINS: comma-separated origins (`scheme://host[:port]`, http or https, no path), as browsers send
  * them in `Origin`; empty means same-origin only.

@@ -1,11 +1,49 @@
 import { expect } from 'chai';
 import { spawn } from 'node:child_process';
 import path from 'node:path';
+import { readFileSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
-import { ConfigError, DEV_JWT_SECRET, KNOWN_DEFAULT_SECRETS, loadConfig } from '../../shared/config.js';
+import { parse as parseYaml } from 'yaml';
+import { CONFIG_VARIABLES, ConfigError, DEV_JWT_SECRET, KNOWN_DEFAULT_SECRETS, loadConfig } from '../../shared/config.js';
 
 const REPO_ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..', '..');
 const STRONG_SECRET = 'k3v9-Q2xZ7pL0mN5rT8wY1aB4cD6eF0gH2jK';
+
+const readRepoFile = (name: string) => readFileSync(path.join(REPO_ROOT, name), 'utf8');
+
+interface ComposeService {
+  command?: string[];
+  environment?: Record<string, string>;
+  ports?: string[];
+  healthcheck?: { test: string[] };
+}
+
+/** docker-compose.yml's services, its YAML anchors and merge keys resolved as Compose resolves them. */
+function composeServices(): Record<string, ComposeService> {
+  return parseYaml(readRepoFile('docker-compose.yml'), { merge: true }).services;
+}
+
+/**
+ * A service's environment as Compose hands it to the container, given the operator's shell: `${X:-default}`,
+ * `${X:?message}` (refused when X is unset or empty), `${X}`, `$$`.
+ */
+function composeEnvironment(service: ComposeService, shell: Record<string, string>): Record<string, string> {
+  const interpolate = (value: string) =>
+    value.replace(/\$\$|\$\{([A-Z_]+)(?::([-?])([^}]*))?\}/g, (whole, name?: string, op?: string, arg?: string) => {
+      if (whole === '$$') return '$';
+      const set = shell[name!] ?? '';
+      if (op === '?' && set === '') throw new Error(`compose refuses to start: ${name} ${arg}`);
+      return set !== '' || op === undefined ? set : (arg ?? '');
+    });
+  return Object.fromEntries(Object.entries(service.environment ?? {}).map(([k, v]) => [k, interpolate(String(v))]));
+}
+
+/** The services that run the product's code, by the npm script each runs. */
+function productServices(): Array<[string, ComposeService, string]> {
+  return Object.entries(composeServices()).flatMap(([name, service]) =>
+    service.command?.[0] === 'npm' && service.command[1] === 'run' ? [[name, service, service.command[2]] as [string, ComposeService, string]] : [],
+  );
+}
 
 /** The ConfigError thrown by loadConfig(env), or a failed assertion if it does not throw one. */
 function configError(env: NodeJS.ProcessEnv): ConfigError {
@@ -200,6 +238,58 @@ describe('loadConfig', function () {
     it('When loadConfig is given an env object, then it does not modify it', function () {
       const env = Object.freeze({ PORT: '1234', DB_USER: 'alice' });
       expect(() => loadConfig(env)).not.to.throw();
+    });
+  });
+
+  describe('the documented and deployed configuration', function () {
+    it('When docker-compose.yml starts its nodes, workers and migration with only JWT_SECRET set, then each gets a valid production configuration', function () {
+      const services = productServices();
+      expect(services.map(([, , script]) => script)).to.include.members(['start:server', 'start:worker', 'migrate']);
+      for (const [name, service, script] of services) {
+        const config = loadConfig(composeEnvironment(service, { JWT_SECRET: STRONG_SECRET }));
+        expect(config.nodeEnv, name).to.equal('production');
+        expect(config.jwt.secret, name).to.equal(STRONG_SECRET);
+        expect(config.admin, `${name}: no operators' pages unless asked for`).to.equal(undefined);
+        // The health check and the published port must reach the port the process listens on.
+        const listens = script === 'start:server' ? config.port : script === 'start:worker' ? config.workerHttpPort : undefined;
+        if (listens !== undefined) expect(service.healthcheck?.test.join(' '), name).to.include(`http://127.0.0.1:${listens}/health/ready`);
+        for (const published of service.ports ?? []) expect(published.split(':').at(-1), name).to.equal(String(listens));
+      }
+    });
+
+    it('When docker-compose.yml is started without JWT_SECRET, then it refuses, naming it', function () {
+      for (const [, service] of productServices()) {
+        expect(() => composeEnvironment(service, {})).to.throw(/JWT_SECRET/);
+      }
+    });
+
+    it('When an operator sets ADMIN_USER, ADMIN_PASSWORD and METRICS_TOKEN for docker-compose.yml, then every front node gets them', function () {
+      const shell = { JWT_SECRET: STRONG_SECRET, ADMIN_USER: 'ops', ADMIN_PASSWORD: 'correct-horse-battery', METRICS_TOKEN: 'a-metrics-token-0123456789' };
+      const fronts = productServices().filter(([, , script]) => script === 'start:server');
+      expect(fronts).to.have.length.greaterThan(1);
+      for (const [name, service] of fronts) {
+        const config = loadConfig(composeEnvironment(service, shell));
+        expect(config.admin, name).to.deep.equal({ user: 'ops', password: 'correct-horse-battery' });
+        expect(config.metricsToken, name).to.equal(shell.METRICS_TOKEN);
+      }
+    });
+
+    it('When README.md, .env.example and docker-compose.yml name a variable, then the product reads it, and each it reads is in README.md and .env.example', function () {
+      const known = new Set(CONFIG_VARIABLES);
+      // README's configuration table: the first cell of each row names one variable or several.
+      const readme = [...readRepoFile('README.md').matchAll(/^\| ((?:`[A-Z][A-Z0-9_]*`[^|]*?)+) \|/gm)].flatMap((m) =>
+        [...m[1].matchAll(/`([A-Z][A-Z0-9_]*)`/g)].map((v) => v[1]),
+      );
+      // .env.example: each assignment (an alias, such as DB_USER, may be named in a comment instead).
+      const envExample = [...readRepoFile('.env.example').matchAll(/^([A-Z][A-Z0-9_]*)=/gm)].map((m) => m[1]);
+      const compose = productServices().flatMap(([, service]) => Object.keys(service.environment ?? {}));
+      for (const [file, names] of [['README.md', readme], ['.env.example', envExample], ['docker-compose.yml', compose]] as const) {
+        expect(names, file).to.not.be.empty;
+        expect(names.filter((v) => !known.has(v)), `${file} names variables the product does not read`).to.deep.equal([]);
+      }
+      expect(CONFIG_VARIABLES.filter((v) => !readme.includes(v)), "variables missing from README.md's table").to.deep.equal([]);
+      const envExampleText = readRepoFile('.env.example');
+      expect(CONFIG_VARIABLES.filter((v) => !new RegExp(`\\b${v}\\b`).test(envExampleText)), 'variables missing from .env.example').to.deep.equal([]);
     });
   });
 
