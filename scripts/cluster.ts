@@ -66,6 +66,14 @@ function childEnv(base: Record<string, string>, extra: Record<string, string> | 
   return env;
 }
 
+/** Every process started here that has not exited yet. */
+const running = new Set<Proc>();
+
+/** The processes started by startProc() that are still running: whose output explains a failed test. */
+export function runningProcs(): Proc[] {
+  return [...running];
+}
+
 /** Spawns one process and resolves once it reported that it is ready; rejects (and kills it) otherwise. */
 export function startProc(kind: ProcKind, env: NodeJS.ProcessEnv, startTimeoutMs = 30_000, stopGraceMs = 10_000): Promise<Proc> {
   const output = new OutputTail(60);
@@ -129,7 +137,10 @@ export function startProc(kind: ProcKind, env: NodeJS.ProcessEnv, startTimeoutMs
       clearTimeout(timer);
       // The channel's one job is done; closed, it keeps neither process waiting.
       if (child.connected) child.disconnect();
-      resolve(makeProc(message.port));
+      const proc = makeProc(message.port);
+      running.add(proc);
+      void exited.then(() => running.delete(proc));
+      resolve(proc);
     });
     // The output is kept for failure messages, whatever LOG_LEVEL lets through.
     child.stdout!.on('data', (chunk: Buffer) => output.push(chunk));

@@ -12,6 +12,7 @@ import { loadConfig } from '../../shared/config.js';
 import { dropDatabase, migrateLatest, withDatabase } from '../../scripts/db-admin.js';
 import { deleteKeysWithPrefix } from '../../scripts/redis-admin.js';
 import { ensureServices, type Services } from '../../scripts/services.js';
+import { runningProcs } from '../../scripts/cluster.js';
 
 // A LOG_LEVEL in .env is meant for running the app; only one given for this very run applies to tests.
 const requestedLogLevel = process.env.LOG_LEVEL;
@@ -81,3 +82,17 @@ export async function mochaGlobalTeardown(): Promise<void> {
   run = undefined;
   await cleanUp(finished);
 }
+
+/**
+ * A test that failed against spawned front nodes or workers shows what they printed (warnings and errors at
+ * the tests' LOG_LEVEL): their side of a failure is otherwise lost when the cluster stops.
+ */
+export const mochaHooks = {
+  afterEach(this: Mocha.Context) {
+    if (this.currentTest?.state !== 'failed') return;
+    for (const proc of runningProcs()) {
+      const output = proc.output.toString().trim();
+      if (output !== '') console.error(`[after the failure] ${proc.kind} ${proc.url} (pid ${proc.pid}), its last output:\n${output}`);
+    }
+  },
+};
