@@ -18,15 +18,8 @@ import * as genericPlans from './20261203000000_persist_generic_plans.js';
  * migrations/*_authorize_changes_in_persist.ts, with the same signature, so workers of the previous
  * release get this behaviour too.
  */
-export async function up(knex: Knex): Promise<void> {
-  await knex.raw(`
-    CREATE TABLE change_refusals (
-      change_id uuid PRIMARY KEY,
-      outcome text NOT NULL,
-      refusal text,
-      created_at timestamptz NOT NULL DEFAULT now()
-    );
-
+/** The function this migration installs; a later migration may install it again with edits (see there). */
+export const PERSIST_CHANNEL_CHANGES = `
     CREATE OR REPLACE FUNCTION persist_channel_changes(
       p_kinds text[], p_ids uuid[], p_channel_ids uuid[], p_user_ids uuid[], p_bodies text[],
       p_client_ids text[], p_message_ids uuid[], p_emojis text[], p_actions text[], p_rules jsonb
@@ -350,7 +343,18 @@ export async function up(knex: Knex): Promise<void> {
       END IF;
     END
     $fn$;
+`;
+
+export async function up(knex: Knex): Promise<void> {
+  await knex.raw(`
+    CREATE TABLE change_refusals (
+      change_id uuid PRIMARY KEY,
+      outcome text NOT NULL,
+      refusal text,
+      created_at timestamptz NOT NULL DEFAULT now()
+    );
   `);
+  await knex.raw(PERSIST_CHANNEL_CHANGES);
 }
 
 export async function down(knex: Knex): Promise<void> {

@@ -139,6 +139,37 @@ describe('persist_channel_changes run again', function () {
     expect(await lastRev(channelId)).to.equal(1);
   });
 
+  it('When reaction changes answered as no-ops run again after the user reversed them, then they are no-ops again: the reactions the user has now stay and nothing is published', async () => {
+    const channelId = await channel([owner, member]);
+    await run([send(channelId, member)]);
+    const messageId = (await knex('messages').where({ channel_id: channelId }).first()).id;
+    const target = { channelId, userId: member, messageId, clientChangeId: null };
+    const reaction = (kind: 'reaction:add' | 'reaction:remove', emoji: string) => ({ kind, id: randomUUID(), ...target, emoji }) as ChangeRequest;
+    await run([reaction('reaction:add', 'tada')]);
+    // A removal of a reaction that is not there, and an addition of one that is: both answered ok, no event.
+    const noOps = [reaction('reaction:remove', 'eyes'), reaction('reaction:add', 'tada')];
+    const first = await run(noOps);
+    expect(first.outcomes.map((o) => o.ok)).to.deep.equal([true, true]);
+    expect(first.published).to.equal(0);
+    const revBefore = await lastRev(channelId);
+
+    // The user then adds 👀 and removes 🎉 (their own later changes), and the first batch runs again.
+    await run([reaction('reaction:add', 'eyes'), reaction('reaction:remove', 'tada')]);
+    const revAfter = await lastRev(channelId);
+    expect(revAfter).to.equal(revBefore + 2);
+    const again = await run(noOps);
+    expect(again.outcomes.map((o) => o.ok), 'answered ok again').to.deep.equal([true, true]);
+    expect(again.published, 'nothing published').to.equal(0);
+    expect(await lastRev(channelId), 'nothing changed').to.equal(revAfter);
+    const reactions = await knex('message_reactions').where({ message_id: messageId }).select('emoji');
+    expect(reactions.map((r: { emoji: string }) => r.emoji), 'the reactions the user has now').to.deep.equal(['eyes']);
+    // The answer carries the message as it is now.
+    const now = again.outcomes[0] as { ok: true; message: { id: string; rev: number; reactions: Array<{ emoji: string }> } };
+    expect(now.message.id).to.equal(messageId);
+    expect(now.message.rev).to.equal(revAfter);
+    expect(now.message.reactions.map((r) => r.emoji)).to.deep.equal(['eyes']);
+  });
+
   /** Refused sends of `outsider` in a channel without them, their refusals aged by `hours`. */
   async function refusedAged(count: number, hours: number): Promise<ChangeRequest[]> {
     const channelId = await channel([owner]);
