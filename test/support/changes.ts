@@ -1,4 +1,5 @@
 import type { ChannelEventName, ClientToServerEvents } from '../../shared/events.js';
+import type { ChangeKind as QueuedKind } from '../../shared/queues.js';
 
 /**
  * The change stream's names as a client sees them (docs/API.md, "Edits, deletes, reactions and threads"):
@@ -14,7 +15,10 @@ void everyNameListed;
 
 /** The changes of the contract, by the client event that makes them. */
 export const CHANGE_KINDS = ['edit', 'delete', 'reaction:add', 'reaction:remove'] as const;
-export type ChangeKind = (typeof CHANGE_KINDS)[number];
+export type ChangeKind = (typeof CHANGE_KINDS)[number] & Exclude<QueuedKind, 'send'>;
+// A kind of change added to the product's queue fails to compile here until it is listed above.
+const everyKindListed: [Exclude<Exclude<QueuedKind, 'send'>, ChangeKind>] extends [never] ? true : never = true;
+void everyKindListed;
 
 /** The client → server event of each change, and the event it makes at the channel's sockets. */
 export const CHANGE_EVENTS: Record<ChangeKind, { emit: keyof ClientToServerEvents; event: RevEvent }> = {
