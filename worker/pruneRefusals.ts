@@ -7,7 +7,8 @@ import type { Knex } from 'knex';
  * before BullMQ completed the job) answers as its first run did. The next worker takes such a batch over
  * within seconds, so a refusal a day old serves nothing; yet every send or change refused by the worker
  * (a channel one is not in, an archived one, a bad parent) adds one, and so does every reaction change
- * that changed nothing, at whatever rate a client keeps making them. Rows locked by another worker's prune are skipped, not waited for.
+ * that changed nothing, at whatever rate a client keeps making them. Rows locked by another worker's
+ * prune are skipped, not waited for.
  */
 export const PRUNE_REFUSALS_SQL = `
   WITH old AS (
