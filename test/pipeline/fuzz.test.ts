@@ -40,12 +40,13 @@ import {
 import { listRoutes, type RouteInfo } from '../support/routes.js';
 import { Collector, connect, disconnectAll, sendOk, waitFor, type ClientSocket, type Transport } from '../support/sockets.js';
 import { closeDb, deadProcesses, seedChannel, seedTeam, startPipelineCluster, type Team } from './fixtures.js';
+import { propertyRuns, propertySeed } from '../support/properties.js';
 
-const SEED = 20_261_202;
+const SEED = propertySeed(20_261_202);
 /** fast-check runs per REST route (each run is one request, with or without a token). */
-const REST_RUNS_PER_ROUTE = 100;
+const REST_RUNS_PER_ROUTE = propertyRuns(100);
 /** fast-check runs per socket event and transport (each run is one emit). */
-const SOCKET_RUNS_PER_EVENT = 150;
+const SOCKET_RUNS_PER_EVENT = propertyRuns(150);
 
 // ---------------------------------------------------------------------------------------------------
 // The contract, read from docs/API.md: the error codes with their statuses, and the client's events.

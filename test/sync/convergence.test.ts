@@ -35,8 +35,8 @@
  * The product's rate limits stay on (the defaults, as users run them): a run makes a few dozen changes
  * per user, far below every budget. SYNC_REPLAY_LIMIT is small so that the observer's resumes page.
  *
- * CONVERGENCE_SEED, CONVERGENCE_RUNS and CONVERGENCE_SHRINK=1 (shrink a counterexample instead of
- * reporting the first) are for exploring by hand; the defaults are what the suite runs.
+ * PROPERTY_SEED, PROPERTY_RUNS_FACTOR and PROPERTY_SHRINK=1 explore other cases by hand
+ * (test/support/properties.ts); the fixed seed is what the suite runs.
  */
 import { randomUUID } from 'node:crypto';
 import { isDeepStrictEqual } from 'node:util';
@@ -61,10 +61,10 @@ import {
   type RevSyncChannelAck,
   type RevSyncDone,
 } from './materialise.js';
+import { endOnFailure, propertyRuns, propertySeed } from '../support/properties.js';
 
-const SEED = Number(process.env.CONVERGENCE_SEED ?? 20_261_202);
-const NUM_RUNS = Number(process.env.CONVERGENCE_RUNS ?? 5);
-const SHRINK = process.env.CONVERGENCE_SHRINK === '1';
+const SEED = propertySeed(20_261_202);
+const NUM_RUNS = propertyRuns(5);
 /** Small, so that an observer away for a dozen changes resumes in several pages (hasMore). */
 const REPLAY_LIMIT = 4;
 const ACK_TIMEOUT_MS = 15_000;
@@ -1116,7 +1116,7 @@ describe('sync: every client converges on the history through message changes (e
       fc.asyncProperty(program, async (p) => {
         await oneRun(p);
       }),
-      { seed: SEED, numRuns: NUM_RUNS, endOnFailure: !SHRINK, examples: FOUND_BEFORE.map((p) => [p] as [Program]) },
+      { seed: SEED, numRuns: NUM_RUNS, endOnFailure: endOnFailure(), examples: FOUND_BEFORE.map((p) => [p] as [Program]) },
     );
     expect(deadProcesses(cluster), 'every process of the cluster is alive').to.deep.equal([]);
   });

@@ -15,6 +15,7 @@ import {
 import type { ClientSocket } from '../support/sockets.js';
 import { closeDb } from '../pipeline/fixtures.js';
 import { closeSockets, connectSocket } from './helpers.js';
+import { endOnFailure, propertyRuns, propertySeed } from '../support/properties.js';
 
 /**
  * The ground truth, kept by the test from the acks it gets: per channel its last seq, per (user, channel)
@@ -276,7 +277,7 @@ describe('sync: unread counts across workspaces', function () {
         }
         await expectCounts(`random run ${run++}: ${JSON.stringify(steps)}`);
       }),
-      { seed: 424_242, numRuns: 8, endOnFailure: true },
+      { seed: propertySeed(424_242), numRuns: propertyRuns(8), endOnFailure: endOnFailure() },
     );
   });
 });

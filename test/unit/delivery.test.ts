@@ -24,6 +24,7 @@ import { Delivery, type ReplaySource, type SyncChannelResult } from '../../serve
 import { SeqSet } from '../../server/realtime/seqSet.js';
 import { ev, message, msg, msgs } from './events.js';
 import type { IoServer, IoSocket } from '../../server/realtime/types.js';
+import { propertyRuns, propertySeed } from '../support/properties.js';
 
 const range = (from: number, to: number) => Array.from({ length: Math.max(0, to - from + 1) }, (_, i) => from + i);
 
@@ -260,7 +261,7 @@ describe('unit: SeqSet', () => {
           if (i > 0) expect(ranges[i][0], `ranges ${JSON.stringify(ranges)}`).to.be.greaterThan(ranges[i - 1][1] + 1);
         }
       }),
-      { numRuns: 500 },
+      { seed: propertySeed(20_261_128), numRuns: propertyRuns(500) },
     );
   });
 });
@@ -799,7 +800,7 @@ describe('unit: Delivery', () => {
           }
           for (const client of clients) expect(client.mark, `${client.socket.id} ends with every rev`).to.equal(committed);
         }),
-        { seed: 20_261_203, numRuns: 200 },
+        { seed: propertySeed(20_261_203), numRuns: propertyRuns(200) },
       );
     });
   });

@@ -17,6 +17,7 @@ import { eventChannel, eventRev, type ChannelEvent } from '../../shared/events.j
 import type { Logger } from '../../shared/logger.js';
 import { ChannelSequencer, type GapSource } from '../../server/realtime/sequencer.js';
 import { ev, msg, msgs } from './events.js';
+import { propertyRuns, propertySeed } from '../support/properties.js';
 
 /** sequencer.ts does not export them; kept in step with it by the boundary tests below. */
 const MAX_FILL = 10_000;
@@ -578,7 +579,7 @@ describe('unit: ChannelSequencer', () => {
           for (const batch of h.batches) expect(batch).to.not.have.length(0);
           h.sequencer.stop();
         }),
-        { seed: 20_250_301, numRuns: 300 },
+        { seed: propertySeed(20_250_301), numRuns: propertyRuns(300) },
       );
     });
   });
