@@ -11,16 +11,16 @@
  * PROPERTY_SEED moves all of them.
  */
 
-function nonNegativeInteger(name: string): number | undefined {
+function integerAtLeast(name: string, min: number): number | undefined {
   const text = process.env[name];
   if (text === undefined || text === '') return undefined;
   const value = Number(text);
-  if (!Number.isSafeInteger(value) || value < 0) throw new Error(`${name} must be a non-negative integer, got ${JSON.stringify(text)}`);
+  if (!Number.isSafeInteger(value) || value < min) throw new Error(`${name} must be an integer ≥ ${min}, got ${JSON.stringify(text)}`);
   return value;
 }
 
-const SEED = nonNegativeInteger('PROPERTY_SEED');
-const RUNS_FACTOR = nonNegativeInteger('PROPERTY_RUNS_FACTOR') ?? 1;
+const SEED = integerAtLeast('PROPERTY_SEED', 0);
+const RUNS_FACTOR = integerAtLeast('PROPERTY_RUNS_FACTOR', 1) ?? 1;
 const SHRINK = process.env.PROPERTY_SHRINK === '1';
 
 /** The file's base seed: `fixed` unless PROPERTY_SEED is set. */
@@ -30,7 +30,7 @@ export function propertySeed(fixed: number): number {
 
 /** How many runs a property makes: `usual`, times PROPERTY_RUNS_FACTOR. */
 export function propertyRuns(usual: number): number {
-  return Math.max(1, usual * RUNS_FACTOR);
+  return usual * RUNS_FACTOR;
 }
 
 /**
