@@ -18,6 +18,7 @@ import { createFrontMetrics, registerQueueMetrics } from './metrics.js';
 import type { ChannelNotifier } from './domain/channels.js';
 import type { ReadNotifier } from './domain/readState.js';
 import { createHttpApp } from './http/app.js';
+import { answerParserErrors } from './http/errors.js';
 import { SendAdmission } from './messaging/admission.js';
 import { SendQueue } from './messaging/sendQueue.js';
 import { Delivery } from './realtime/delivery.js';
@@ -193,6 +194,7 @@ export function createFrontNode(config: Config, options: { logger?: Logger } = {
     ...(config.admin && { admin: { ...config.admin, queues: partitionQueues } }),
   });
   const httpServer = createServer(app);
+  answerParserErrors(httpServer, logger);
   attachIoServer(io, httpServer);
   let closing = false;
   registerSocketHandlers(io, {

@@ -1,3 +1,4 @@
+import { maxHeaderSize } from 'node:http';
 import { isForeignKeyViolation, isTransientDbError } from '../shared/db.js';
 import {
   AppError,
@@ -24,6 +25,12 @@ export function toClientError(err: unknown, logger: Logger, context: Record<stri
   if (e?.type === 'entity.too.large') return new PayloadTooLargeError('Request body is larger than 64 KB');
   if (e?.type === 'entity.parse.failed') return new ValidationError('Request body is not valid JSON');
   if (e?.type === 'encoding.unsupported' || e?.type === 'charset.unsupported') return new ValidationError('Unsupported request encoding');
+  // Node's HTTP parser ('clientError'): the request never reached Express.
+  const parserCode = (err as { code?: unknown } | null | undefined)?.code;
+  if (parserCode === 'HPE_HEADER_OVERFLOW') return new PayloadTooLargeError(`Request line and headers are larger than ${Math.round(maxHeaderSize / 1024)} KB`);
+  if (parserCode === 'HPE_CHUNK_EXTENSIONS_OVERFLOW') return new PayloadTooLargeError('Request chunk extensions are too large');
+  if (parserCode === 'ERR_HTTP_REQUEST_TIMEOUT') return new ValidationError('The request was not received in time');
+  if (typeof parserCode === 'string' && parserCode.startsWith('HPE_')) return new ValidationError('Malformed HTTP request');
   // Express's router: a path param that is not valid percent-encoding (`/channels/%zz`) cannot name
   // anything, so it is a malformed id, NOT_FOUND as the contract says (not the router's unexposed 400).
   // Authentication runs before routes match, so this answer leaks nothing to a caller without a token.

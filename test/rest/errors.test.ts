@@ -1,5 +1,5 @@
 import { expect } from 'chai';
-import { createServer } from 'node:net';
+import { connect as connectTcp, createServer } from 'node:net';
 import { randomUUID } from 'node:crypto';
 import { routeGroups } from '../../server/http/docs.js';
 import {
@@ -35,6 +35,59 @@ async function closedPort(): Promise<number> {
   const { port } = server.address() as { port: number };
   await new Promise<void>((resolve) => server.close(() => resolve()));
   return port;
+}
+
+/**
+ * What a server sent on one raw TCP connection until it closed it: `parts[0]` is written first, each next
+ * one once the answer to the one before has arrived whole (keep-alive, not pipelined).
+ */
+async function rawExchange(baseUrl: string, parts: string[]): Promise<string> {
+  const { hostname, port } = new URL(baseUrl);
+  return new Promise((resolve, reject) => {
+    let written = 0;
+    const socket = connectTcp(Number(port), hostname, () => socket.write(parts[written++]));
+    const chunks: Buffer[] = [];
+    const timer = setTimeout(() => {
+      socket.destroy();
+      reject(new Error(`the server did not close the connection; it sent: ${Buffer.concat(chunks).toString()}`));
+    }, 5000);
+    socket.on('data', (chunk) => {
+      chunks.push(chunk);
+      if (written < parts.length && completeResponses(Buffer.concat(chunks).toString()) === written) socket.write(parts[written++]);
+    });
+    socket.on('error', reject);
+    socket.on('close', () => {
+      clearTimeout(timer);
+      resolve(Buffer.concat(chunks).toString());
+    });
+  });
+}
+
+/** One HTTP/1.1 response out of raw bytes (undefined until its head and body are all there), and what follows it. */
+function splitRawResponse(raw: string): { res: ApiResponse; rest: string } | undefined {
+  const headEnd = raw.indexOf('\r\n\r\n');
+  if (headEnd < 0) return undefined;
+  const [statusLine, ...lines] = raw.slice(0, headEnd).split('\r\n');
+  const headers = new Headers(lines.map((l) => [l.slice(0, l.indexOf(':')), l.slice(l.indexOf(':') + 1).trim()] as [string, string]));
+  const length = Number(headers.get('content-length') ?? 0);
+  if (raw.length < headEnd + 4 + length) return undefined;
+  const text = raw.slice(headEnd + 4, headEnd + 4 + length);
+  return {
+    res: { status: Number(statusLine.split(' ')[1]), headers, text, body: text ? JSON.parse(text) : undefined },
+    rest: raw.slice(headEnd + 4 + length),
+  };
+}
+
+function completeResponses(raw: string): number {
+  let n = 0;
+  for (let next = splitRawResponse(raw); next; next = splitRawResponse(next.rest)) n++;
+  return n;
+}
+
+function parseRawResponse(raw: string): { res: ApiResponse; rest: string } {
+  const parsed = splitRawResponse(raw);
+  expect(parsed, `a whole HTTP response in ${JSON.stringify(raw)}`).to.not.equal(undefined);
+  return parsed!;
 }
 
 describe('REST errors and health', function () {
@@ -173,6 +226,41 @@ describe('REST errors and health', function () {
         expectErrorShape(res, 400, 'VALIDATION_FAILED');
         expect(JSON.stringify(res.body.error), path).to.include('extra');
       }
+    });
+  });
+
+  describe("requests Node's HTTP parser refuses, before any route", function () {
+    it('When the request line and headers are over 16 KB (a long URL, a long header), then 413 PAYLOAD_TOO_LARGE with the error shape', async function () {
+      const longUrl = await fetch(`${base}/api/v1/me?q=${'u'.repeat(17 * KB)}`, { headers: { authorization: `Bearer ${user.token}` } });
+      const longHeader = await fetch(`${base}/api/v1/me`, { headers: { authorization: `Bearer ${user.token}`, 'x-padding': 'h'.repeat(17 * KB) } });
+      for (const raw of [longUrl, longHeader]) {
+        const text = await raw.text();
+        const res = { status: raw.status, headers: raw.headers, text, body: JSON.parse(text) };
+        expectErrorShape(res, 413, 'PAYLOAD_TOO_LARGE');
+        expect(res.body.error.message).to.include('16 KB');
+      }
+      // Below the limit the same request is answered by its route.
+      const under = await request(base, 'GET', '/me', { token: user.token, headers: { 'x-padding': 'h'.repeat(14 * KB) } });
+      expect(under.status, under.text).to.equal(200);
+    });
+
+    it('When the bytes are not a valid HTTP request, then 400 VALIDATION_FAILED with the error shape, and the connection is closed', async function () {
+      for (const bytes of ['GET /health/live HTTP/1.1\r\nHost: x\r\nno colon in this header\r\n\r\n', 'HELLO\r\n\r\n', 'GET /health/live HTTP/9.9\r\n\r\n']) {
+        const { res, rest } = parseRawResponse(await rawExchange(base, [bytes]));
+        expectErrorShape(res, 400, 'VALIDATION_FAILED');
+        expect(res.headers.get('connection'), JSON.stringify(bytes)).to.equal('close');
+        expect(rest, JSON.stringify(bytes)).to.equal('');
+      }
+    });
+
+    it('When a keep-alive connection sends a valid request and then an invalid one, then the first answer arrives whole and the second is 400 VALIDATION_FAILED', async function () {
+      const raw = await rawExchange(base, ['GET /health/live HTTP/1.1\r\nHost: x\r\n\r\n', 'GET /health/live HTTP/1.1\r\nHost x\r\n\r\n']);
+      const first = parseRawResponse(raw);
+      expect(first.res.status, raw).to.equal(200);
+      expect(first.res.body).to.deep.equal({ status: 'ok' });
+      const second = parseRawResponse(first.rest);
+      expectErrorShape(second.res, 400, 'VALIDATION_FAILED');
+      expect(second.rest).to.equal('');
     });
   });
 

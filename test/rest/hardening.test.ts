@@ -29,7 +29,7 @@ describe('hardening: security headers, same-origin CORS and forbidden JSON keys 
   });
 
   describe('security headers', function () {
-    it('When any response is sent (health, API success, API error, unknown route, malformed JSON), then it carries the helmet headers and no X-Powered-By', async function () {
+    it('When any response is sent (health, API success, API error, unknown route, malformed JSON, headers too large), then it carries the helmet headers and no X-Powered-By', async function () {
       const user = await registerUser(base);
       const answers = {
         health: await request(base, 'GET', '/health/live'),
@@ -37,10 +37,13 @@ describe('hardening: security headers, same-origin CORS and forbidden JSON keys 
         unauthorized: await request(base, 'GET', '/me'),
         unknown: await request(base, 'GET', '/nope'),
         malformed: await request(base, 'POST', '/auth/register', { rawBody: '{"email":' }),
+        // Refused by Node's HTTP parser, before Express: headers over 16 KB.
+        headersTooLarge: await request(base, 'GET', '/me', { token: user.token, headers: { 'x-padding': 'h'.repeat(17 * 1024) } }),
       };
       expect(answers.me.status).to.equal(200);
       expect(answers.unauthorized.status).to.equal(401);
       expect(answers.malformed.status).to.equal(400);
+      expect(answers.headersTooLarge.status).to.equal(413);
       for (const [what, res] of Object.entries(answers)) expectSecurityHeaders(res.headers, what);
     });
 
