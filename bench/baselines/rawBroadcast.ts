@@ -12,6 +12,7 @@ import { Redis } from 'ioredis';
 import { io, type Socket } from 'socket.io-client';
 import type { AgentPool } from '../agents/pool.js';
 import type { SocketSpec } from '../agents/protocol.js';
+import type { MessageDto } from '../../shared/models/Message.js';
 import { nowUs } from '../lib/clock.js';
 import { spawnHelper, type HelperProc } from '../lib/proc.js';
 import type { CpuGroups } from '../lib/procfs.js';
@@ -51,20 +52,32 @@ class Publisher {
     return this.seqs.get(room) ?? 0;
   }
 
-  /** A message shaped like the product's MessageDto, stamped with its (scheduled) send time. */
+  /**
+   * A message with every field of the product's MessageDto (the type makes a field the product adds a
+   * compile error here), as a new message carries them, stamped with its (scheduled) send time.
+   */
   publish(room: string, sentAtUs: number | null): number {
     const seq = this.seq(room) + 1;
     this.seqs.set(room, seq);
     const body = sentAtUs === null ? 'warm-up' : `${Math.round(sentAtUs)}|raw|${seq}|${this.pad}`;
-    this.emitter.to(room).emit('message:new', {
+    const message: MessageDto = {
       id: randomUUID(),
       channelId: room,
       seq,
+      rev: seq,
       userId: this.userId,
       body,
       clientMsgId: `raw-${seq}`,
+      parentId: null,
       createdAt: new Date().toISOString(),
-    });
+      editedAt: null,
+      deleted: false,
+      replyCount: 0,
+      lastReplyAt: null,
+      reactions: [],
+      mentions: [],
+    };
+    this.emitter.to(room).emit('message:new', message);
     if (sentAtUs !== null) {
       if (this.published++ === 0) this.firstPublishUs = sentAtUs;
     }
