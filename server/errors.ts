@@ -27,7 +27,9 @@ export function toClientError(err: unknown, logger: Logger, context: Record<stri
   if (e?.type === 'encoding.unsupported' || e?.type === 'charset.unsupported') return new ValidationError('Unsupported request encoding');
   // Node's HTTP parser ('clientError'): the request never reached Express.
   const parserCode = (err as { code?: unknown } | null | undefined)?.code;
-  if (parserCode === 'HPE_HEADER_OVERFLOW') return new PayloadTooLargeError(`Request line and headers are larger than ${Math.round(maxHeaderSize / 1024)} KB`);
+  if (parserCode === 'HPE_HEADER_OVERFLOW') {
+    return new PayloadTooLargeError(`Request line and headers are larger than ${Math.round(maxHeaderSize / 1024)} KB`);
+  }
   if (parserCode === 'HPE_CHUNK_EXTENSIONS_OVERFLOW') return new PayloadTooLargeError('Request chunk extensions are too large');
   if (parserCode === 'ERR_HTTP_REQUEST_TIMEOUT') return new ValidationError('The request was not received in time');
   if (typeof parserCode === 'string' && parserCode.startsWith('HPE_')) return new ValidationError('Malformed HTTP request');
