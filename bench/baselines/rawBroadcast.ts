@@ -12,7 +12,7 @@ import { Redis } from 'ioredis';
 import { io, type Socket } from 'socket.io-client';
 import type { AgentPool } from '../agents/pool.js';
 import type { SocketSpec } from '../agents/protocol.js';
-import type { MessageDto } from '../../shared/models/Message.js';
+import { toSendOutcome } from '../../shared/queues.js';
 import { nowUs } from '../lib/clock.js';
 import { spawnHelper, type HelperProc } from '../lib/proc.js';
 import type { CpuGroups } from '../lib/procfs.js';
@@ -53,31 +53,19 @@ class Publisher {
   }
 
   /**
-   * A message with every field of the product's MessageDto (the type makes a field the product adds a
-   * compile error here), as a new message carries them, stamped with its (scheduled) send time.
+   * A new message as the product builds one (its ack's `toSendOutcome`, every field of MessageDto), stamped
+   * with its (scheduled) send time.
    */
   publish(room: string, sentAtUs: number | null): number {
     const seq = this.seq(room) + 1;
     this.seqs.set(room, seq);
     const body = sentAtUs === null ? 'warm-up' : `${Math.round(sentAtUs)}|raw|${seq}|${this.pad}`;
-    const message: MessageDto = {
-      id: randomUUID(),
-      channelId: room,
-      seq,
-      rev: seq,
-      userId: this.userId,
-      body,
-      clientMsgId: `raw-${seq}`,
-      parentId: null,
-      createdAt: new Date().toISOString(),
-      editedAt: null,
-      deleted: false,
-      replyCount: 0,
-      lastReplyAt: null,
-      reactions: [],
-      mentions: [],
-    };
-    this.emitter.to(room).emit('message:new', message);
+    const sent = toSendOutcome(
+      { kind: 'send', id: randomUUID(), channelId: room, userId: this.userId, body, clientMsgId: `raw-${seq}` },
+      { ok: true, seq, rev: seq, createdAt: new Date().toISOString(), mentions: [] },
+    );
+    if (!sent.ok) throw new Error('a stored send is always ok');
+    this.emitter.to(room).emit('message:new', sent.message);
     if (sentAtUs !== null) {
       if (this.published++ === 0) this.firstPublishUs = sentAtUs;
     }
