@@ -1,5 +1,5 @@
 import type { Knex } from 'knex';
-import { PERSIST_CHANNEL_CHANGES } from './20261203010000_record_refusals.js';
+import { PERSIST_CHANNEL_CHANGES as RECORDING_REFUSALS } from './20261203010000_record_refusals.js';
 
 /**
  * A no-op is as final as a refusal: a reaction change answered `unchanged` (the reaction was already
@@ -45,18 +45,22 @@ const EDITS: Array<{ find: string; replace: string; times: number }> = [
   },
 ];
 
-function edited(sql: string): string {
-  return EDITS.reduce((text, { find, replace, times }) => {
+/** Edits of a function's text, each required to match exactly where it is meant to. */
+export function edited(sql: string, edits: Array<{ find: string; replace: string; times: number }>): string {
+  return edits.reduce((text, { find, replace, times }) => {
     const found = text.split(find).length - 1;
     if (found !== times) throw new Error(`persist_channel_changes: an edit meant for ${times} place(s) matches ${found}`);
     return text.split(find).join(replace);
   }, sql);
 }
 
+/** The function this migration installs; a later migration may install it again with edits (see there). */
+export const PERSIST_CHANNEL_CHANGES = edited(RECORDING_REFUSALS, EDITS);
+
 export async function up(knex: Knex): Promise<void> {
-  await knex.raw(edited(PERSIST_CHANNEL_CHANGES));
+  await knex.raw(PERSIST_CHANNEL_CHANGES);
 }
 
 export async function down(knex: Knex): Promise<void> {
-  await knex.raw(PERSIST_CHANNEL_CHANGES);
+  await knex.raw(RECORDING_REFUSALS);
 }

@@ -1,0 +1,224 @@
+/**
+ * A batch of plain sends (every one new and allowed) is stored by one statement for the whole batch
+ * (migrations/*_plain_sends_at_once.ts); any other batch goes through the function's loop, one send at a
+ * time. Both must answer and store alike. Two databases of this test's own (created, migrated, dropped)
+ * differ only in that: one has the function as migrated, the other the loop alone (the migration's
+ * down()). Random batches of sends, plain and not (an outsider, an archived or unknown channel, a reused
+ * id or clientMsgId, a reply, a batch run again), go to both through the worker's call; their answers,
+ * their events and every row they leave must be the same.
+ */
+import { expect } from 'chai';
+import fc from 'fast-check';
+import knexFactory, { type Knex } from 'knex';
+import { knexConfig } from '../../shared/db.js';
+import type { ChangeRequest } from '../../shared/queues.js';
+import { persistMessages } from '../../worker/actions/persistMessages.js';
+import * as plainSendsAtOnce from '../../migrations/20261204000000_plain_sends_at_once.js';
+import { OwnDatabase } from '../ops/helpers.js';
+import { endOnFailure, propertyRuns, propertySeed } from '../support/properties.js';
+
+/** Ids both databases share: the n-th of a kind. */
+const uuid = (kind: number, n: number) => `00000000-0000-4000-8${kind}00-${n.toString(16).padStart(12, '0')}`;
+const WORKSPACE = uuid(0, 1);
+const [ALICE, BOB, CAROL] = [1, 2, 3].map((n) => uuid(1, n));
+/** Alice and Bob are in both open channels; Carol only in the second. The third is archived. */
+const [GENERAL, SECOND, ARCHIVED, UNKNOWN] = [1, 2, 3, 4].map((n) => uuid(2, n));
+
+interface Side {
+  own: OwnDatabase;
+  knex: Knex;
+}
+
+/** One send as the generator draws it; turned into a ChangeRequest against what the case sent before. */
+interface DrawnSend {
+  sender: number;
+  channel: number;
+  /** A new id, or the id of an earlier send of this case (a batch run again, a client's duplicate job). */
+  reuseId: number | null;
+  /** No clientMsgId, a new one, or the key of an earlier send of this case. */
+  key: 'none' | 'new' | number;
+  mention: boolean;
+  /** Reply to an earlier send of this case. */
+  parent: number | null;
+  /** A body PostgreSQL refuses (U+0000): the batch fails and is stored one send at a time. */
+  unstorable: boolean;
+}
+
+describe('persist_channel_changes: a batch of plain sends at once', function () {
+  this.timeout(180_000);
+  let fast: Side;
+  let loop: Side;
+  let n = 0;
+
+  async function side(name: string): Promise<Side> {
+    const own = await OwnDatabase.create(name);
+    const knex = knexFactory(knexConfig({ ...own.config, db: { ...own.config.db, poolMax: 1 } }));
+    await knex.raw('INSERT INTO workspaces (id, name) VALUES (?, ?)', [WORKSPACE, 'plain sends']);
+    for (const userId of [ALICE, BOB, CAROL]) {
+      await knex.raw('INSERT INTO users (id, email, display_name, password_hash) VALUES (?, ?, ?, ?)', [userId, `${userId}@example.test`, 'u', 'x']);
+      await knex.raw("INSERT INTO workspace_members (workspace_id, user_id, role) VALUES (?, ?, 'member')", [WORKSPACE, userId]);
+    }
+    for (const [channelId, members, archived] of [
+      [GENERAL, [ALICE, BOB], false],
+      [SECOND, [ALICE, BOB, CAROL], false],
+      [ARCHIVED, [ALICE, BOB], true],
+    ] as const) {
+      await knex.raw('INSERT INTO channels (id, workspace_id, name, archived) VALUES (?, ?, ?, ?)', [channelId, WORKSPACE, channelId.slice(-4), archived]);
+      for (const userId of members) await knex.raw('INSERT INTO channel_members (channel_id, user_id) VALUES (?, ?)', [channelId, userId]);
+    }
+    return { own, knex };
+  }
+
+  before(async () => {
+    fast = await side('plain_fast');
+    loop = await side('plain_loop');
+    await plainSendsAtOnce.down(loop.knex);
+  });
+
+  after(async () => {
+    for (const s of [fast, loop]) {
+      await s?.knex.destroy();
+      await s?.own.drop();
+    }
+  });
+
+  /** What both sides must agree on: everything but the clock's readings. */
+  const comparable = (value: unknown) =>
+    JSON.parse(JSON.stringify(value, (key, v) => (/(At|_at)$/.test(key) && v !== null ? 'time' : v)));
+
+  async function persist(s: Side, batch: ChangeRequest[]) {
+    const { outcomes, publish } = await persistMessages(s.knex, batch);
+    return comparable({ outcomes: batch.map((c) => outcomes[c.id]), publish });
+  }
+
+  async function rows(s: Side) {
+    const q = async (sql: string) => comparable((await s.knex.raw(sql)).rows);
+    return {
+      messages: await q(`SELECT id, channel_id, seq, rev, created_rev, user_id, body, client_msg_id, parent_id, mentions,
+                                reply_count, last_reply_at, created_at FROM messages ORDER BY channel_id, seq`),
+      events: await q('SELECT channel_id, rev, kind, message_id, change_id, user_id, seq, snapshot FROM channel_events ORDER BY channel_id, rev'),
+      channels: await q('SELECT id, last_seq, last_rev FROM channels ORDER BY id'),
+      readMarks: await q('SELECT channel_id, user_id, last_read_seq FROM channel_members ORDER BY channel_id, user_id'),
+      refusals: await q('SELECT change_id, outcome, refusal FROM change_refusals ORDER BY change_id'),
+    };
+  }
+
+  const drawnSend = (plain: boolean): fc.Arbitrary<DrawnSend> =>
+    plain
+      ? fc.record({
+          sender: fc.constantFrom(0, 1),
+          channel: fc.constantFrom(0, 1),
+          reuseId: fc.constant(null),
+          key: fc.constantFrom<'none' | 'new'>('none', 'new', 'new'),
+          mention: fc.boolean(),
+          parent: fc.constant(null),
+          unstorable: fc.constant(false),
+        })
+      : fc.record({
+          sender: fc.integer({ min: 0, max: 2 }),
+          channel: fc.integer({ min: 0, max: 3 }),
+          reuseId: fc.option(fc.nat(), { freq: 4 }),
+          key: fc.oneof(fc.constantFrom<'none' | 'new'>('none', 'new'), fc.nat()),
+          mention: fc.boolean(),
+          parent: fc.option(fc.nat(), { freq: 4 }),
+          unstorable: fc.integer({ min: 0, max: 9 }).map((i) => i === 0),
+        });
+
+  /** A case: batches, each plain or not, or a run again of an earlier batch of the case. */
+  const scenario = fc.array(
+    fc.oneof(
+      { weight: 3, arbitrary: fc.array(drawnSend(true), { minLength: 1, maxLength: 8 }) },
+      { weight: 2, arbitrary: fc.array(drawnSend(false), { minLength: 1, maxLength: 8 }) },
+      { weight: 1, arbitrary: fc.nat().map((again) => ({ again })) },
+    ),
+    { minLength: 1, maxLength: 5 },
+  );
+
+  it('When random batches of sends, plain or not, go to the function as migrated and to its loop alone, then both answer, publish and store the same', async () => {
+    const senders = [ALICE, BOB, CAROL];
+    const channels = [GENERAL, SECOND, ARCHIVED, UNKNOWN];
+    let plainBatches = 0;
+    await fc.assert(
+      fc.asyncProperty(scenario, async (steps) => {
+        const sent: ChangeRequest[] = [];
+        const batches: ChangeRequest[][] = [];
+        for (const step of steps) {
+          let batch: ChangeRequest[];
+          if ('again' in step) {
+            if (batches.length === 0) continue;
+            batch = batches[step.again % batches.length];
+          } else {
+            batch = step.map((d) => {
+              const earlier = (i: number | null) => (i === null || sent.length === 0 ? undefined : sent[i % sent.length]);
+              const keyFrom = typeof d.key === 'number' ? earlier(d.key) : undefined;
+              const userId = keyFrom?.userId ?? senders[d.sender];
+              const send = {
+                kind: 'send',
+                id: earlier(d.reuseId)?.id ?? uuid(3, n++),
+                channelId: channels[d.channel],
+                userId,
+                body: `${d.unstorable ? '\u0000' : ''}hello ${n}${d.mention ? ` <@${BOB}>` : ''}`,
+                clientMsgId: d.key === 'none' ? undefined : keyFrom && 'clientMsgId' in keyFrom ? keyFrom.clientMsgId : `key-${n++}`,
+                parentId: earlier(d.parent)?.id,
+              } as ChangeRequest;
+              sent.push(send);
+              return send;
+            });
+            const plain = (d: DrawnSend) => d.reuseId === null && d.parent === null && d.sender < 2 && d.channel < 2 && typeof d.key !== 'number' && !d.unstorable;
+            if (step.every(plain)) plainBatches++;
+            batches.push(batch);
+          }
+          const [a, b] = [await persist(fast, batch), await persist(loop, batch)];
+          expect(a, 'answers and published events').to.deep.equal(b);
+        }
+        expect(await rows(fast), 'rows').to.deep.equal(await rows(loop));
+      }),
+      { seed: propertySeed(41), numRuns: propertyRuns(40), endOnFailure: endOnFailure() },
+    );
+    expect(plainBatches, 'batches the new path could take').to.be.greaterThan(20);
+  });
+
+  /**
+   * The statements the function ran for `run`, each with its plan, as PostgreSQL's auto_explain reports
+   * them to the session (nested statements included).
+   */
+  async function statementsOf(s: Side, run: () => Promise<void>): Promise<string[]> {
+    const statements: string[] = [];
+    const connection = await s.knex.client.acquireConnection();
+    const listen = (notice: { message?: string }) => {
+      if (notice.message?.includes('Query Text:')) statements.push(notice.message.slice(notice.message.indexOf('Query Text:') + 12));
+    };
+    connection.on('notice', listen);
+    await s.knex.client.releaseConnection(connection);
+    await s.knex.raw("LOAD 'auto_explain'");
+    await s.knex.raw('SET auto_explain.log_min_duration = 0; SET auto_explain.log_nested_statements = on; SET client_min_messages = log');
+    try {
+      await run();
+    } finally {
+      await s.knex.raw('SET client_min_messages = notice; SET auto_explain.log_min_duration = -1');
+      connection.off('notice', listen);
+    }
+    return statements;
+  }
+
+  it('When a batch is of plain sends, then the migrated function stores it with one statement, reading messages by key only, where the loop runs one INSERT per send', async () => {
+    const batch = (): ChangeRequest[] =>
+      Array.from({ length: 10 }, (_, i) => ({ kind: 'send', id: uuid(3, n++), channelId: GENERAL, userId: i % 2 ? ALICE : BOB, body: `plain ${n}`, clientMsgId: `key-${n++}` }) as ChangeRequest);
+    const [fastRan, loopRan] = [fast, loop].map((s) =>
+      statementsOf(s, async () => {
+        for (let i = 0; i < 5; i++) {
+          const { outcomes } = await persistMessages(s.knex, batch());
+          expect(Object.values(outcomes).every((o) => o.ok)).to.equal(true);
+        }
+      }),
+    );
+    const [a, b] = [await fastRan, await loopRan];
+    const count = (ran: string[], start: string) => ran.filter((text) => text.trimStart().startsWith(start)).length;
+    expect(count(a, 'WITH batch AS'), 'the new path: one statement per batch').to.equal(5);
+    expect(count(a, 'INSERT INTO messages'), 'the new path').to.equal(0);
+    expect(count(b, 'INSERT INTO messages'), 'the loop: one per send').to.equal(50);
+    // This session's plans were made while the table was small (the property above): a plan made then may not
+    // walk the table, which a large table would pay at every batch.
+    expect(a.flatMap((text) => text.split('\n').filter((line) => /Seq Scan on messages/.test(line))), 'scans of messages').to.deep.equal([]);
+  });
+});
