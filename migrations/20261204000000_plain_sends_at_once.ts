@@ -2,32 +2,34 @@ import type { Knex } from 'knex';
 import { PERSIST_CHANNEL_CHANGES as PREVIOUS, edited } from './20261203020000_no_ops_are_final.js';
 
 /**
- * A batch of plain sends, the common batch, is stored with one statement for all of them instead of one
- * loop turn per send.
+ * Plain sends are stored a run at a time: one INSERT for the messages of consecutive plain sends, one for
+ * their events, instead of one loop turn per send.
  *
- * `persist_channel_changes` decides and writes a batch row by row: per send a read for an earlier run, one
+ * `persist_channel_changes` decides and writes a batch op by op: per send a read for an earlier run, one
  * for membership, one for the clientMsgId, then an INSERT of the message and one of its event. Each of those
  * statements pays its own executor start, index predicates and trigger set-up; that per-statement part was
  * most of what issues #11 and #12 added to a send (docs/PERFORMANCE.md, "Persisting a send, commit by
  * commit").
  *
- * The new path is taken only when every send of the batch is going to be 'created': sends only, no reply
- * (`parentId`), ids and (user, clientMsgId) pairs distinct within the batch, no earlier run (no message by
- * these ids, no refusal recorded for them), every channel there and not archived, every sender a member,
- * and no clientMsgId already stored. Those facts are read in one statement each, under the channels' locks
- * taken above, as the loop reads them. Any other batch goes through the loop unchanged. So both paths give
- * the same answers, the same seqs and revs in batch order, the same rows and the same events
- * (test/db/persist-plain-sends.test.ts runs random batches through both and compares).
+ * A send is plain when it is certain to be 'created': no reply (`parentId`), its channel there and not
+ * archived, its sender a member, its id and its (user, clientMsgId) neither stored nor refused before nor
+ * used by an earlier op of the batch. Those facts are read for the whole batch in one statement, under the
+ * channels' locks, and no change of the batch can alter them (a change stores no message and no clientMsgId,
+ * and membership and archive are not changed here). The loop still takes the ops in order: a plain send gets
+ * its seq and rev at its turn and waits in `v_run`; before any other op, and after the last, the run is
+ * written (`persist_plain_sends`), so an op that reads the messages (a change of a message just sent, a
+ * retry of its clientMsgId) finds them stored. A batch of plain sends, the usual batch, is one run.
  *
- * The function is the one of migrations/*_no_ops_are_final.ts with the edits below, each of which must match
- * exactly where it is meant to, so the history replays as it ran.
+ * Answers, rows and events are the same as the loop's (test/db/persist-plain-sends.test.ts runs random
+ * batches through both and compares). The function is the one of migrations/*_no_ops_are_final.ts with the
+ * edits below, each of which must match exactly where it is meant to, so the history replays as it ran.
  */
 const EDITS: Array<{ find: string; replace: string; times: number }> = [
   {
     // Keyed reads only. The function's plans are generic and kept for the session (…_persist_generic_plans.ts):
-    // made while a table is small or its statistics old, the new path's reads over a batch's arrays were
-    // planned as scans of the whole messages table, which a table of any size then paid at every batch.
-    // Every statement of the function finds its rows by a key; this keeps PostgreSQL to that.
+    // made while a table is small or its statistics old, the batch-wide read below was planned as scans of
+    // the whole messages table, which a table of any size then paid at every batch. Every statement of the
+    // function finds its rows by a key; this keeps PostgreSQL to that.
     find: `LANGUAGE plpgsql SET plan_cache_mode = force_generic_plan AS $fn$`,
     replace: `LANGUAGE plpgsql SET plan_cache_mode = force_generic_plan SET enable_seqscan = off AS $fn$`,
     times: 1,
@@ -36,77 +38,99 @@ const EDITS: Array<{ find: string; replace: string; times: number }> = [
     find: `      v_refused change_refusals[] := '{}';
     BEGIN`,
     replace: `      v_refused change_refusals[] := '{}';
-      v_plain boolean;
+      v_plain boolean[];
+      v_run plain_send[] := '{}';
     BEGIN`,
     times: 1,
   },
   {
     find: `        FROM change_refusals r WHERE r.change_id = ANY(p_ids);
-      FOR i IN 1 .. coalesce(cardinality(p_ids), 0) LOOP`,
+      FOR i IN 1 .. coalesce(cardinality(p_ids), 0) LOOP
+        change_id := p_ids[i];`,
     replace: `        FROM change_refusals r WHERE r.change_id = ANY(p_ids);
-
-      -- Every send of the batch is new and allowed: all of it in one statement (see the migration's header).
-      v_plain := coalesce(cardinality(p_ids), 0) > 0 AND cardinality(v_prior_ids) = 0 AND NOT (true = ANY(v_archived))
-        AND NOT EXISTS (SELECT 1 FROM unnest(p_ids, p_kinds, p_message_ids, p_channel_ids) AS b(id, kind, parent_id, channel_id)
-                         WHERE coalesce(b.kind, 'send') <> 'send' OR b.parent_id IS NOT NULL OR NOT (b.channel_id = ANY(v_channels)))
-        AND (SELECT count(DISTINCT b.id) FROM unnest(p_ids) AS b(id)) = cardinality(p_ids)
-        AND (SELECT count(*) = count(DISTINCT (b.user_id, b.client_id)) FROM unnest(p_user_ids, p_client_ids) AS b(user_id, client_id)
-              WHERE b.client_id IS NOT NULL);
-      IF v_plain THEN
-        v_plain := NOT EXISTS (SELECT 1 FROM messages m WHERE m.id = ANY(p_ids))
-          AND NOT EXISTS (SELECT 1 FROM unnest(p_channel_ids, p_user_ids) AS b(channel_id, user_id)
-                           WHERE NOT EXISTS (SELECT 1 FROM channel_members cm WHERE cm.channel_id = b.channel_id AND cm.user_id = b.user_id))
-          -- One lookup per send (LATERAL … LIMIT 1): a join here may be planned as a pass over the whole index.
-          AND NOT EXISTS (SELECT 1 FROM unnest(p_user_ids, p_client_ids) AS b(user_id, client_id)
-                            CROSS JOIN LATERAL (SELECT 1 FROM messages m
-                                                 WHERE m.user_id = b.user_id AND m.client_msg_id = b.client_id LIMIT 1) AS stored
-                           WHERE b.client_id IS NOT NULL);
+      -- Which ops are plain sends (see the migration's header), in batch order. The EXISTS are per op, by key.
+      SELECT coalesce(array_agg(
+               coalesce(b.kind, 'send') = 'send' AND b.parent_id IS NULL AND b.first_of_id AND b.first_of_key
+               AND coalesce(NOT v_archived[array_position(v_channels, b.channel_id)], false)
+               AND NOT (b.id = ANY(v_prior_ids))
+               AND NOT EXISTS (SELECT 1 FROM messages m WHERE m.id = b.id)
+               AND EXISTS (SELECT 1 FROM channel_members cm WHERE cm.channel_id = b.channel_id AND cm.user_id = b.user_id)
+               AND (b.client_id IS NULL
+                    OR NOT EXISTS (SELECT 1 FROM messages m WHERE m.user_id = b.user_id AND m.client_msg_id = b.client_id))
+               ORDER BY b.ord), '{}')
+        INTO v_plain
+        FROM (SELECT u.*, row_number() OVER (PARTITION BY u.id ORDER BY u.ord) = 1 AS first_of_id,
+                     u.client_id IS NULL OR row_number() OVER (PARTITION BY u.user_id, u.client_id ORDER BY u.ord) = 1 AS first_of_key
+                FROM unnest(p_ids, p_kinds, p_channel_ids, p_user_ids, p_client_ids, p_message_ids)
+                     WITH ORDINALITY AS u(id, kind, channel_id, user_id, client_id, parent_id, ord)) b;
+      FOR i IN 1 .. coalesce(cardinality(p_ids), 0) LOOP
+        IF v_plain[i] THEN
+          k := array_position(v_channels, p_channel_ids[i]);
+          v_last_seqs[k] := v_last_seqs[k] + 1;
+          v_last_revs[k] := v_last_revs[k] + 1;
+          v_run := v_run || (p_ids[i], p_channel_ids[i], p_user_ids[i], p_bodies[i], p_client_ids[i], v_last_seqs[k], v_last_revs[k])::plain_send;
+          v_read_channels := v_read_channels || p_channel_ids[i];
+          v_read_users := v_read_users || p_user_ids[i];
+          v_read_seqs := v_read_seqs || v_last_seqs[k];
+          v_touched := true;
+          CONTINUE;
+        END IF;
+        -- Whatever comes next may read the messages of the run: they are written first.
+        IF cardinality(v_run) > 0 THEN
+          RETURN QUERY SELECT * FROM persist_plain_sends(v_run);
+          v_run := '{}';
+        END IF;
+        change_id := p_ids[i];`,
+    times: 1,
+  },
+  {
+    find: `      END LOOP;
+      IF v_touched THEN`,
+    replace: `      END LOOP;
+      IF cardinality(v_run) > 0 THEN
+        RETURN QUERY SELECT * FROM persist_plain_sends(v_run);
       END IF;
-      IF v_plain THEN
-        RETURN QUERY
-        WITH batch AS (
-          SELECT b.*, v_last_seqs[array_position(v_channels, b.channel_id)] + row_number() OVER w AS seq,
-                 v_last_revs[array_position(v_channels, b.channel_id)] + row_number() OVER w AS rev
-            FROM unnest(p_ids, p_channel_ids, p_user_ids, p_bodies, p_client_ids) WITH ORDINALITY AS b(id, channel_id, user_id, body, client_id, ord)
-          WINDOW w AS (PARTITION BY b.channel_id ORDER BY b.ord)
-        ), stored AS (
-          INSERT INTO messages (id, channel_id, seq, user_id, body, client_msg_id, rev, created_rev, parent_id, mentions)
-          SELECT b.id, b.channel_id, b.seq, b.user_id, b.body, b.client_id, b.rev, b.rev, NULL, message_mentions(b.channel_id, b.body)
-            FROM batch b ORDER BY b.ord
-          RETURNING messages.id, messages.user_id, messages.rev, message_snapshot(messages) AS snapshot
-        ), logged AS (
-          INSERT INTO channel_events (channel_id, rev, kind, message_id, change_id, user_id)
-          SELECT b.channel_id, b.rev, 'message:new', b.id, b.id, b.user_id FROM batch b ORDER BY b.ord
-        ), advanced AS (
-          UPDATE channels c SET last_seq = v.seq, last_rev = v.rev
-            FROM (SELECT b.channel_id, max(b.seq) AS seq, max(b.rev) AS rev FROM batch b GROUP BY b.channel_id) v
-           WHERE c.id = v.channel_id AND c.last_rev < v.rev
-        ), read_marks AS (
-          -- A sender has read what it wrote.
-          UPDATE channel_members cm SET last_read_seq = v.seq
-            FROM (SELECT b.channel_id, b.user_id, max(b.seq) AS seq FROM batch b GROUP BY b.channel_id, b.user_id) v
-           WHERE cm.channel_id = v.channel_id AND cm.user_id = v.user_id AND cm.last_read_seq < v.seq
-        )
-        SELECT s.id, 'created'::text, s.snapshot,
-               jsonb_build_array(jsonb_build_object('rev', s.rev, 'kind', 'message:new', 'message_id', s.id,
-                 'user_id', s.user_id, 'emoji', NULL, 'seq', NULL, 'message', s.snapshot)),
-               NULL::text
-          FROM stored s;
-        RETURN;
-      END IF;
-
-      FOR i IN 1 .. coalesce(cardinality(p_ids), 0) LOOP`,
+      IF v_touched THEN`,
     times: 1,
   },
 ];
+
+/** Plain sends with their seq and rev, and the statement that stores them as the loop stores a send. */
+const PLAIN_SENDS = `
+  CREATE TYPE plain_send AS (id uuid, channel_id uuid, user_id uuid, body text, client_msg_id text, seq bigint, rev bigint);
+
+  CREATE FUNCTION persist_plain_sends(p_run plain_send[])
+    RETURNS TABLE (change_id uuid, outcome text, message jsonb, events jsonb, refusal text)
+    LANGUAGE plpgsql AS $fn$
+  BEGIN
+    RETURN QUERY
+    WITH stored AS (
+      INSERT INTO messages (id, channel_id, seq, user_id, body, client_msg_id, rev, created_rev, parent_id, mentions)
+      SELECT r.id, r.channel_id, r.seq, r.user_id, r.body, r.client_msg_id, r.rev, r.rev, NULL, message_mentions(r.channel_id, r.body)
+        FROM unnest(p_run) AS r
+      RETURNING messages.id, messages.user_id, messages.rev, message_snapshot(messages) AS snapshot
+    ), logged AS (
+      INSERT INTO channel_events (channel_id, rev, kind, message_id, change_id, user_id)
+      SELECT r.channel_id, r.rev, 'message:new', r.id, r.id, r.user_id FROM unnest(p_run) AS r
+    )
+    SELECT s.id, 'created'::text, s.snapshot,
+           jsonb_build_array(jsonb_build_object('rev', s.rev, 'kind', 'message:new', 'message_id', s.id,
+             'user_id', s.user_id, 'emoji', NULL, 'seq', NULL, 'message', s.snapshot)),
+           NULL::text
+      FROM stored s;
+  END
+  $fn$;
+`;
 
 /** The function this migration installs; a later migration may install it again with edits (see there). */
 export const PERSIST_CHANNEL_CHANGES = edited(PREVIOUS, EDITS);
 
 export async function up(knex: Knex): Promise<void> {
+  await knex.raw(PLAIN_SENDS);
   await knex.raw(PERSIST_CHANNEL_CHANGES);
 }
 
 export async function down(knex: Knex): Promise<void> {
   await knex.raw(PREVIOUS);
+  await knex.raw('DROP FUNCTION persist_plain_sends(plain_send[]); DROP TYPE plain_send');
 }

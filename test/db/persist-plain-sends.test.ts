@@ -1,11 +1,12 @@
 /**
- * A batch of plain sends (every one new and allowed) is stored by one statement for the whole batch
- * (migrations/*_plain_sends_at_once.ts); any other batch goes through the function's loop, one send at a
- * time. Both must answer and store alike. Two databases of this test's own (created, migrated, dropped)
- * differ only in that: one has the function as migrated, the other the loop alone (the migration's
- * down()). Random batches of sends, plain and not (an outsider, an archived or unknown channel, a reused
- * id or clientMsgId, a reply, a batch run again), go to both through the worker's call; their answers,
- * their events and every row they leave must be the same.
+ * Plain sends (each certain to be created) are stored a run at a time, one statement for the messages of
+ * consecutive plain sends (migrations/*_plain_sends_at_once.ts); everything else goes through the
+ * function's loop, one op at a time. Both must answer and store alike. Two databases of this test's own
+ * (created, migrated, dropped) differ only in that: one has the function as migrated, the other the loop
+ * alone (the migration's down()). Random batches of sends, plain and not (an outsider, an archived or
+ * unknown channel, a reused id or clientMsgId, a reply, a batch run again), with edits, deletes and
+ * reactions between them, go to both through the worker's call; their answers, their events and every row
+ * they leave must be the same.
  */
 import { expect } from 'chai';
 import fc from 'fast-check';
@@ -44,7 +45,7 @@ interface DrawnSend {
   unstorable: boolean;
 }
 
-describe('persist_channel_changes: a batch of plain sends at once', function () {
+describe('persist_channel_changes: plain sends a run at a time', function () {
   this.timeout(180_000);
   let fast: Side;
   let loop: Side;
@@ -114,21 +115,42 @@ describe('persist_channel_changes: a batch of plain sends at once', function () 
           parent: fc.constant(null),
           unstorable: fc.constant(false),
         })
-      : fc.record({
-          sender: fc.integer({ min: 0, max: 2 }),
-          channel: fc.integer({ min: 0, max: 3 }),
-          reuseId: fc.option(fc.nat(), { freq: 4 }),
-          key: fc.oneof(fc.constantFrom<'none' | 'new'>('none', 'new'), fc.nat()),
-          mention: fc.boolean(),
-          parent: fc.option(fc.nat(), { freq: 4 }),
-          unstorable: fc.integer({ min: 0, max: 9 }).map((i) => i === 0),
-        });
+      : // A plain send with one thing that makes it not plain.
+        fc
+          .tuple(drawnSend(true), fc.constantFrom('outsider', 'archived', 'unknown', 'id', 'key', 'reply', 'unstorable'), fc.nat())
+          .map(([d, defect, i]) => ({
+            ...d,
+            sender: defect === 'outsider' ? 2 : d.sender,
+            channel: defect === 'outsider' ? 0 : defect === 'archived' ? 2 : defect === 'unknown' ? 3 : d.channel,
+            reuseId: defect === 'id' ? i : null,
+            key: defect === 'key' ? i : d.key,
+            parent: defect === 'reply' ? i : null,
+            unstorable: defect === 'unstorable',
+          }));
 
-  /** A case: batches, each plain or not, or a run again of an earlier batch of the case. */
+  /** An edit, a delete or a reaction of an earlier send of the case (maybe one of the same batch). */
+  interface DrawnChange {
+    change: 'edit' | 'delete' | 'reaction:add' | 'reaction:remove';
+    by: number;
+    target: number;
+    emoji: string;
+    key: 'none' | 'new' | number;
+  }
+  const drawnChange: fc.Arbitrary<DrawnChange> = fc.record({
+    change: fc.constantFrom<DrawnChange['change']>('edit', 'delete', 'reaction:add', 'reaction:remove'),
+    by: fc.integer({ min: 0, max: 2 }),
+    target: fc.nat(),
+    emoji: fc.constantFrom('eyes', '+1'),
+    key: fc.oneof(fc.constantFrom<'none' | 'new'>('none', 'new'), fc.nat()),
+  });
+  type Drawn = DrawnSend | DrawnChange;
+
+  /** A case: batches of plain sends, of any sends, of sends and changes, or a run again of an earlier batch. */
   const scenario = fc.array(
     fc.oneof(
-      { weight: 3, arbitrary: fc.array(drawnSend(true), { minLength: 1, maxLength: 8 }) },
-      { weight: 2, arbitrary: fc.array(drawnSend(false), { minLength: 1, maxLength: 8 }) },
+      { weight: 3, arbitrary: fc.array<Drawn>(drawnSend(true), { minLength: 1, maxLength: 8 }) },
+      { weight: 2, arbitrary: fc.array<Drawn>(drawnSend(false), { minLength: 1, maxLength: 8 }) },
+      { weight: 3, arbitrary: fc.array<Drawn>(fc.oneof(drawnSend(true), drawnSend(true), drawnSend(false), drawnChange), { minLength: 1, maxLength: 10 }) },
       { weight: 1, arbitrary: fc.nat().map((again) => ({ again })) },
     ),
     { minLength: 1, maxLength: 5 },
@@ -138,6 +160,8 @@ describe('persist_channel_changes: a batch of plain sends at once', function () 
     const senders = [ALICE, BOB, CAROL];
     const channels = [GENERAL, SECOND, ARCHIVED, UNKNOWN];
     let plainBatches = 0;
+    let mixedBatches = 0;
+    let appliedChanges = 0;
     await fc.assert(
       fc.asyncProperty(scenario, async (steps) => {
         const sent: ChangeRequest[] = [];
@@ -148,8 +172,25 @@ describe('persist_channel_changes: a batch of plain sends at once', function () 
             if (batches.length === 0) continue;
             batch = batches[step.again % batches.length];
           } else {
+            const changeKeys: Array<{ userId: string; key: string }> = [];
+            const thisBatch: ChangeRequest[] = [];
             batch = step.map((d) => {
-              const earlier = (i: number | null) => (i === null || sent.length === 0 ? undefined : sent[i % sent.length]);
+              // An earlier send of this batch for odd numbers (when there is one), of the case for even ones.
+              const earlier = (i: number | null) => {
+                const pool = i !== null && i % 2 === 1 && thisBatch.length > 0 ? thisBatch : sent;
+                return i === null || pool.length === 0 ? undefined : pool[Math.floor(i / 2) % pool.length];
+              };
+              if ('change' in d) {
+                const target = earlier(d.target);
+                const reused = typeof d.key === 'number' && changeKeys.length > 0 ? changeKeys[d.key % changeKeys.length] : undefined;
+                const userId = reused?.userId ?? senders[d.by];
+                const clientChangeId = d.key === 'none' ? null : (reused?.key ?? `change-${n++}`);
+                if (clientChangeId !== null && !reused) changeKeys.push({ userId, key: clientChangeId });
+                const base = { id: uuid(4, n++), channelId: target?.channelId ?? GENERAL, userId, messageId: target?.id ?? uuid(3, 999_999), clientChangeId };
+                if (d.change === 'edit') return { ...base, kind: 'edit', body: `edited ${n++}` } as ChangeRequest;
+                if (d.change === 'delete') return { ...base, kind: 'delete' } as ChangeRequest;
+                return { ...base, kind: d.change, emoji: d.emoji } as ChangeRequest;
+              }
               const keyFrom = typeof d.key === 'number' ? earlier(d.key) : undefined;
               const userId = keyFrom?.userId ?? senders[d.sender];
               const send = {
@@ -162,20 +203,25 @@ describe('persist_channel_changes: a batch of plain sends at once', function () 
                 parentId: earlier(d.parent)?.id,
               } as ChangeRequest;
               sent.push(send);
+              thisBatch.push(send);
               return send;
             });
-            const plain = (d: DrawnSend) => d.reuseId === null && d.parent === null && d.sender < 2 && d.channel < 2 && typeof d.key !== 'number' && !d.unstorable;
+            const plain = (d: Drawn) => !('change' in d) && d.reuseId === null && d.parent === null && d.sender < 2 && d.channel < 2 && typeof d.key !== 'number' && !d.unstorable;
             if (step.every(plain)) plainBatches++;
+            else if (step.some(plain) && step.some((d) => 'change' in d)) mixedBatches++;
             batches.push(batch);
           }
           const [a, b] = [await persist(fast, batch), await persist(loop, batch)];
           expect(a, 'answers and published events').to.deep.equal(b);
+          appliedChanges += batch.filter((c, i) => c.kind !== 'send' && (a.outcomes[i] as { ok: boolean }).ok).length;
         }
         expect(await rows(fast), 'rows').to.deep.equal(await rows(loop));
       }),
       { seed: propertySeed(41), numRuns: propertyRuns(40), endOnFailure: endOnFailure() },
     );
-    expect(plainBatches, 'batches the new path could take').to.be.greaterThan(20);
+    expect(plainBatches, 'batches of plain sends only').to.be.greaterThan(20);
+    expect(mixedBatches, 'batches with plain sends and changes').to.be.greaterThan(20);
+    expect(appliedChanges, 'changes applied').to.be.greaterThan(20);
   });
 
   /**
@@ -201,20 +247,27 @@ describe('persist_channel_changes: a batch of plain sends at once', function () 
     return statements;
   }
 
-  it('When a batch is of plain sends, then the migrated function stores it with one statement, reading messages by key only, where the loop runs one INSERT per send', async () => {
-    const batch = (): ChangeRequest[] =>
-      Array.from({ length: 10 }, (_, i) => ({ kind: 'send', id: uuid(3, n++), channelId: GENERAL, userId: i % 2 ? ALICE : BOB, body: `plain ${n}`, clientMsgId: `key-${n++}` }) as ChangeRequest);
+  it('When a batch is of plain sends, then the migrated function stores it with one statement, reading messages by key only, where the loop runs one INSERT per send; a change between them splits the run', async () => {
+    const plain = (i: number) =>
+      ({ kind: 'send', id: uuid(3, n++), channelId: GENERAL, userId: i % 2 ? ALICE : BOB, body: `plain ${n}`, clientMsgId: `key-${n++}` }) as ChangeRequest;
+    // Five batches of ten plain sends; the last with a reaction to its fourth send after it: two runs.
+    const batch = (last: boolean): ChangeRequest[] => {
+      const sends = Array.from({ length: 10 }, (_, i) => plain(i));
+      if (!last) return sends;
+      const reaction = { kind: 'reaction:add', id: uuid(4, n++), channelId: GENERAL, userId: ALICE, messageId: sends[3].id, emoji: 'eyes', clientChangeId: null } as ChangeRequest;
+      return [...sends.slice(0, 4), reaction, ...sends.slice(4)];
+    };
     const [fastRan, loopRan] = [fast, loop].map((s) =>
       statementsOf(s, async () => {
         for (let i = 0; i < 5; i++) {
-          const { outcomes } = await persistMessages(s.knex, batch());
+          const { outcomes } = await persistMessages(s.knex, batch(i === 4));
           expect(Object.values(outcomes).every((o) => o.ok)).to.equal(true);
         }
       }),
     );
     const [a, b] = [await fastRan, await loopRan];
     const count = (ran: string[], start: string) => ran.filter((text) => text.trimStart().startsWith(start)).length;
-    expect(count(a, 'WITH batch AS'), 'the new path: one statement per batch').to.equal(5);
+    expect(count(a, 'WITH stored AS'), 'the new path: one statement per run').to.equal(6);
     expect(count(a, 'INSERT INTO messages'), 'the new path').to.equal(0);
     expect(count(b, 'INSERT INTO messages'), 'the loop: one per send').to.equal(50);
     // This session's plans were made while the table was small (the property above): a plan made then may not
