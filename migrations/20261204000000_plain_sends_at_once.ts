@@ -26,15 +26,6 @@ import { PERSIST_CHANNEL_CHANGES as PREVIOUS, edited } from './20261203020000_no
  */
 const EDITS: Array<{ find: string; replace: string; times: number }> = [
   {
-    // Keyed reads only. The function's plans are generic and kept for the session (…_persist_generic_plans.ts):
-    // made while a table is small or its statistics old, the batch-wide read below was planned as scans of
-    // the whole messages table, which a table of any size then paid at every batch. Every statement of the
-    // function finds its rows by a key; this keeps PostgreSQL to that.
-    find: `LANGUAGE plpgsql SET plan_cache_mode = force_generic_plan AS $fn$`,
-    replace: `LANGUAGE plpgsql SET plan_cache_mode = force_generic_plan SET enable_seqscan = off AS $fn$`,
-    times: 1,
-  },
-  {
     find: `      v_refused change_refusals[] := '{}';
     BEGIN`,
     replace: `      v_refused change_refusals[] := '{}';
@@ -48,7 +39,10 @@ const EDITS: Array<{ find: string; replace: string; times: number }> = [
       FOR i IN 1 .. coalesce(cardinality(p_ids), 0) LOOP
         change_id := p_ids[i];`,
     replace: `        FROM change_refusals r WHERE r.change_id = ANY(p_ids);
-      -- Which ops are plain sends (see the migration's header), in batch order. The EXISTS are per op, by key.
+      -- Which ops are plain sends (see the migration's header), in batch order. Each EXISTS is one lookup by key
+      -- per op: the function's plans are generic and kept for the session (…_persist_generic_plans.ts), and a
+      -- read over the batch's arrays at once (= ANY, a join) made while the table was small scanned all of it
+      -- at every batch after (test/db/persist-plain-sends.test.ts checks the plans).
       SELECT coalesce(array_agg(
                coalesce(b.kind, 'send') = 'send' AND b.parent_id IS NULL AND b.first_of_id AND b.first_of_key
                AND coalesce(NOT v_archived[array_position(v_channels, b.channel_id)], false)
