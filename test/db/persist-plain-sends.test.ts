@@ -159,6 +159,7 @@ describe('persist_channel_changes: plain sends a run at a time', function () {
   it('When random batches of sends, plain or not, go to the function as migrated and to its loop alone, then both answer, publish and store the same', async () => {
     const senders = [ALICE, BOB, CAROL];
     const channels = [GENERAL, SECOND, ARCHIVED, UNKNOWN];
+    const runs = propertyRuns(60);
     let plainBatches = 0;
     let mixedBatches = 0;
     let appliedChanges = 0;
@@ -217,11 +218,12 @@ describe('persist_channel_changes: plain sends a run at a time', function () {
         }
         expect(await rows(fast), 'rows').to.deep.equal(await rows(loop));
       }),
-      { seed: propertySeed(41), numRuns: propertyRuns(40), endOnFailure: endOnFailure() },
+      { seed: propertySeed(41), numRuns: runs, endOnFailure: endOnFailure() },
     );
-    expect(plainBatches, 'batches of plain sends only').to.be.greaterThan(20);
-    expect(mixedBatches, 'batches with plain sends and changes').to.be.greaterThan(20);
-    expect(appliedChanges, 'changes applied').to.be.greaterThan(20);
+    // Each kind of case came up (seeds 1–10 at 40 runs drew at least 33, 21 and 15 of them).
+    expect(plainBatches, 'batches of plain sends only').to.be.at.least(runs / 4);
+    expect(mixedBatches, 'batches with plain sends and changes').to.be.at.least(runs / 4);
+    expect(appliedChanges, 'changes applied').to.be.at.least(runs / 5);
   });
 
   /**
