@@ -26,6 +26,16 @@ import { PERSIST_CHANNEL_CHANGES as PREVIOUS, edited } from './20261203020000_no
  */
 const EDITS: Array<{ find: string; replace: string; times: number }> = [
   {
+    // Keyed reads only. The function's plans are generic and kept for the session (…_persist_generic_plans.ts),
+    // and PostgreSQL replans them only after an ANALYZE. Made while the tables were small, the statements over
+    // a batch's arrays (the channels locked, their last seq and rev, the senders' read marks) were scans of
+    // channels and channel_members with a hash join, paid at every batch until then: 8 % of PostgreSQL's CPU
+    // per op (bench/profile/changeCost.ts, with and without this). Every statement here finds its rows by key.
+    find: `LANGUAGE plpgsql SET plan_cache_mode = force_generic_plan AS $fn$`,
+    replace: `LANGUAGE plpgsql SET plan_cache_mode = force_generic_plan SET enable_seqscan = off AS $fn$`,
+    times: 1,
+  },
+  {
     find: `      v_refused change_refusals[] := '{}';
     BEGIN`,
     replace: `      v_refused change_refusals[] := '{}';
