@@ -13,7 +13,14 @@ import { PERSIST_CHANNEL_CHANGES as RECORDING_REFUSALS } from './20261203010000_
  * The function is the one of migrations/*_record_refusals.ts with the edits below, each of which must
  * match exactly where it is meant to (`edited()` throws otherwise), so the history replays as it ran.
  */
-const EDITS: Array<{ find: string; replace: string; times: number }> = [
+/** One edit of a function's text: `find` must occur exactly `times` times, each replaced by `replace`. */
+export interface FunctionEdit {
+  find: string;
+  replace: string;
+  times: number;
+}
+
+const EDITS: FunctionEdit[] = [
   {
     // An earlier run's no-op answers with the message as it is now (a refusal carries none).
     find: `          outcome := v_prior_outcomes[v_prior];
@@ -46,7 +53,7 @@ const EDITS: Array<{ find: string; replace: string; times: number }> = [
 ];
 
 /** Edits of a function's text, each required to match exactly where it is meant to. */
-export function edited(sql: string, edits: Array<{ find: string; replace: string; times: number }>): string {
+export function edited(sql: string, edits: FunctionEdit[]): string {
   return edits.reduce((text, { find, replace, times }) => {
     const found = text.split(find).length - 1;
     if (found !== times) throw new Error(`persist_channel_changes: an edit meant for ${times} place(s) matches ${found}`);

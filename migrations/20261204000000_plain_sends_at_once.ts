@@ -1,5 +1,5 @@
 import type { Knex } from 'knex';
-import { PERSIST_CHANNEL_CHANGES as PREVIOUS, edited } from './20261203020000_no_ops_are_final.js';
+import { PERSIST_CHANNEL_CHANGES as PREVIOUS, edited, type FunctionEdit } from './20261203020000_no_ops_are_final.js';
 
 /**
  * Plain sends are stored a run at a time: one INSERT for the messages of consecutive plain sends, one for
@@ -24,7 +24,7 @@ import { PERSIST_CHANNEL_CHANGES as PREVIOUS, edited } from './20261203020000_no
  * batches through both and compares). The function is the one of migrations/*_no_ops_are_final.ts with the
  * edits below, each of which must match exactly where it is meant to, so the history replays as it ran.
  */
-const EDITS: Array<{ find: string; replace: string; times: number }> = [
+const EDITS: FunctionEdit[] = [
   {
     // Keyed reads only. The function's plans are generic and kept for the session (…_persist_generic_plans.ts),
     // and PostgreSQL replans them only after an ANALYZE. Made while the tables were small, the statements over
