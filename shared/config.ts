@@ -82,11 +82,18 @@ export interface Config {
   readonly retention: {
     /**
      * Refusals (`change_refusals`) older than this many hours are deleted: kept until then so that a batch
-     * run again answers as its first run did (worker/pruneRefusals.ts).
+     * run again answers as its first run did (worker/prune.ts).
      */
     readonly refusalsKeepHours: number;
     /** How often each worker deletes them; 0: never (an operator's statement then, docs/OPERATIONS.md). */
     readonly refusalsPruneMs: number;
+    /**
+     * Retry keys of changes (`client_changes`, a user's `clientChangeId`) older than this many hours are
+     * deleted: a resend with such a key is a new change (docs/API.md).
+     */
+    readonly clientChangesKeepHours: number;
+    /** How often each worker deletes them; 0: never. */
+    readonly clientChangesPruneMs: number;
   };
   readonly cors: {
     /** Origins allowed to call the REST API and Socket.IO from a browser; empty: same-origin only. */
@@ -168,6 +175,8 @@ const schema = Joi.object({
   SEARCH_INDEX_MERGE_MS: Joi.number().integer().min(0).max(3_600_000).default(1000),
   CHANGE_REFUSALS_KEEP_HOURS: Joi.number().integer().min(1).max(8760).default(24),
   CHANGE_REFUSALS_PRUNE_MS: Joi.number().integer().min(0).max(86_400_000).default(600_000),
+  CLIENT_CHANGES_KEEP_HOURS: Joi.number().integer().min(1).max(8760).default(168),
+  CLIENT_CHANGES_PRUNE_MS: Joi.number().integer().min(0).max(86_400_000).default(600_000),
   CORS_ORIGINS: Joi.string().default(''),
   REST_RATE_PER_SECOND: Joi.number().integer().min(0).default(100),
   SOCKET_EVENT_RATE_PER_SECOND: Joi.number().integer().min(0).default(50),
@@ -307,7 +316,12 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
     sync: { replayLimit: v.SYNC_REPLAY_LIMIT },
     presence: { ttlMs: v.PRESENCE_TTL_MS },
     search: { language: v.SEARCH_LANGUAGE, indexMergeMs: v.SEARCH_INDEX_MERGE_MS },
-    retention: { refusalsKeepHours: v.CHANGE_REFUSALS_KEEP_HOURS, refusalsPruneMs: v.CHANGE_REFUSALS_PRUNE_MS },
+    retention: {
+      refusalsKeepHours: v.CHANGE_REFUSALS_KEEP_HOURS,
+      refusalsPruneMs: v.CHANGE_REFUSALS_PRUNE_MS,
+      clientChangesKeepHours: v.CLIENT_CHANGES_KEEP_HOURS,
+      clientChangesPruneMs: v.CLIENT_CHANGES_PRUNE_MS,
+    },
     cors: { origins: parseOrigins(v.CORS_ORIGINS) },
     rateLimits: {
       restPerSecond: v.REST_RATE_PER_SECOND,

@@ -25,7 +25,7 @@ import { changeRules } from './actions/authorizeChanges.js';
 import { createBatchProcessor } from './processMessageBatch.js';
 import { mergeMessageIndexes, startSearchIndexMerge } from './searchIndexMerge.js';
 import { startRepeating, type Repeating } from './repeat.js';
-import { pruneRefusals } from './pruneRefusals.js';
+import { pruneClientChanges, pruneRefusals } from './prune.js';
 
 export interface WorkerNode {
   /**
@@ -115,7 +115,7 @@ export function createWorkerNode(config: Config, options: { logger?: Logger } = 
   const httpServer = createServer(app);
   let httpPort: number | undefined;
   let indexMerge: Repeating | undefined;
-  let refusalsPrune: Repeating | undefined;
+  let prunes: Repeating[] = [];
 
   return {
     get httpPort() {
@@ -144,18 +144,36 @@ export function createWorkerNode(config: Config, options: { logger?: Logger } = 
         logger,
         onMerged: (pages) => metrics.searchIndexPagesMerged.inc(pages),
       });
-      const prune = pruneRefusals(knex, config.retention.refusalsKeepHours);
-      refusalsPrune = startRepeating({
-        what: 'refusals prune',
-        run: async () => {
-          const deleted = await prune();
-          if (deleted > 0) {
-            metrics.refusalsPruned.inc(deleted);
-            logger.info({ deleted, keepHours: config.retention.refusalsKeepHours }, 'old refusals deleted');
-          }
+      const { retention } = config;
+      prunes = [
+        {
+          what: 'refusals',
+          prune: pruneRefusals,
+          keepHours: retention.refusalsKeepHours,
+          intervalMs: retention.refusalsPruneMs,
+          counter: metrics.refusalsPruned,
         },
-        intervalMs: config.retention.refusalsPruneMs,
-        logger,
+        {
+          what: 'retry keys of changes',
+          prune: pruneClientChanges,
+          keepHours: retention.clientChangesKeepHours,
+          intervalMs: retention.clientChangesPruneMs,
+          counter: metrics.clientChangesPruned,
+        },
+      ].map(({ what, prune, keepHours, intervalMs, counter }) => {
+        const run = prune(knex, keepHours);
+        return startRepeating({
+          what: `${what} prune`,
+          run: async () => {
+            const deleted = await run();
+            if (deleted > 0) {
+              counter.inc(deleted);
+              logger.info({ deleted, keepHours }, `old ${what} deleted`);
+            }
+          },
+          intervalMs,
+          logger,
+        });
       });
       await Promise.all(workers.map((w) => w.waitUntilReady()));
       await new Promise<void>((resolve, reject) => {
@@ -171,7 +189,7 @@ export function createWorkerNode(config: Config, options: { logger?: Logger } = 
       closing = true;
       // No merge or prune starts from now on. One waiting for a connection (PostgreSQL away) is let go by
       // knex.destroy() below, so it is waited for only after that.
-      const housekeepingStopped = Promise.all([indexMerge?.stop(), refusalsPrune?.stop()]);
+      const housekeepingStopped = Promise.all([indexMerge?.stop(), ...prunes.map((p) => p.stop())]);
       const httpClosed = new Promise<void>((resolve) => httpServer.close(() => resolve()));
       httpServer.closeAllConnections();
       // A batch in flight is finished within the grace; past it, the worker closes anyway and the batch,

@@ -11,6 +11,7 @@ export interface WorkerMetrics {
   readonly persistToEmit: Histogram;
   readonly searchIndexPagesMerged: Counter;
   readonly refusalsPruned: Counter;
+  readonly clientChangesPruned: Counter;
 }
 
 export function createWorkerMetrics(registry: Registry): WorkerMetrics {
@@ -52,6 +53,11 @@ export function createWorkerMetrics(registry: Registry): WorkerMetrics {
     refusalsPruned: new Counter({
       name: 'worker_change_refusals_pruned_total',
       help: 'Refusals (change_refusals) this worker deleted once older than CHANGE_REFUSALS_KEEP_HOURS',
+      registers: [registry],
+    }),
+    clientChangesPruned: new Counter({
+      name: 'worker_client_changes_pruned_total',
+      help: 'Retry keys of changes (client_changes) this worker deleted once older than CLIENT_CHANGES_KEEP_HOURS',
       registers: [registry],
     }),
   };

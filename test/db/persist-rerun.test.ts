@@ -12,7 +12,7 @@ import { knexConfig } from '../../shared/db.js';
 import type { ChangeRequest } from '../../shared/queues.js';
 import { persistMessages } from '../../worker/actions/persistMessages.js';
 import { OwnDatabase } from '../ops/helpers.js';
-import { pruneRefusals } from '../../worker/pruneRefusals.js';
+import { pruneRefusals } from '../../worker/prune.js';
 import { startCluster } from '../../scripts/cluster.js';
 import { clusterRedisPrefix } from '../pipeline/fixtures.js';
 import { waitFor } from '../support/sockets.js';

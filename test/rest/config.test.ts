@@ -124,6 +124,9 @@ describe('loadConfig', function () {
       ['SHUTDOWN_GRACE_MS', { SHUTDOWN_GRACE_MS: '-1' }],
       ['CHANGE_REFUSALS_KEEP_HOURS', { CHANGE_REFUSALS_KEEP_HOURS: '0' }],
       ['CHANGE_REFUSALS_PRUNE_MS', { CHANGE_REFUSALS_PRUNE_MS: '-5' }],
+      ['CLIENT_CHANGES_KEEP_HOURS', { CLIENT_CHANGES_KEEP_HOURS: '0' }],
+      ['CLIENT_CHANGES_KEEP_HOURS', { CLIENT_CHANGES_KEEP_HOURS: '8761' }],
+      ['CLIENT_CHANGES_PRUNE_MS', { CLIENT_CHANGES_PRUNE_MS: 'hourly' }],
     ];
     for (const [variable, env] of cases) {
       it(`When ${variable}=${JSON.stringify(Object.values(env)[0])}, then loadConfig throws a ConfigError naming ${variable}`, function () {
@@ -144,9 +147,16 @@ describe('loadConfig', function () {
       expect(config.queue.keepCompleted).to.equal(5000);
     });
 
-    it('When the refusal prune is not configured, then workers keep refusals a day and delete older ones every 10 minutes', function () {
-      expect(loadConfig({}).retention).to.deep.equal({ refusalsKeepHours: 24, refusalsPruneMs: 600_000 });
+    it('When the prunes are not configured, then workers keep refusals a day and retry keys of changes a week, and delete older ones every 10 minutes', function () {
+      expect(loadConfig({}).retention).to.deep.equal({
+        refusalsKeepHours: 24,
+        refusalsPruneMs: 600_000,
+        clientChangesKeepHours: 168,
+        clientChangesPruneMs: 600_000,
+      });
       expect(loadConfig({ CHANGE_REFUSALS_PRUNE_MS: '0' }).retention.refusalsPruneMs, '0: never').to.equal(0);
+      expect(loadConfig({ CLIENT_CHANGES_PRUNE_MS: '0' }).retention.clientChangesPruneMs, '0: never').to.equal(0);
+      expect(loadConfig({ CLIENT_CHANGES_KEEP_HOURS: '720' }).retention.clientChangesKeepHours).to.equal(720);
     });
 
     it('When an invalid DATABASE_URL contains a password, then the ConfigError message does not echo it', function () {
