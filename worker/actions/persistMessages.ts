@@ -2,7 +2,7 @@ import type { Knex } from 'knex';
 import { arrayBindings, isTransientDbError, isUniqueViolation } from '../../shared/db.js';
 import { ForbiddenError, InternalError, NotFoundError, ValidationError, invalidParentError, type ErrorBody } from '../../shared/errors.js';
 import type { Logger } from '../../shared/logger.js';
-import { eventRev, toChannelEvent, type ChannelEvent, type ChannelEventRow } from '../../shared/events.js';
+import { eventChannel, eventRev, toChannelEvent, type ChannelEvent, type ChannelEventRow } from '../../shared/events.js';
 import { toMessageDto } from '../../shared/models/index.js';
 import { changeKind, type BatchOutcome, type ChangeRequest } from '../../shared/queues.js';
 import { CHANGE_ACTIONS, changeRules, refusalOf } from './authorizeChanges.js';
@@ -154,8 +154,9 @@ export async function persistMessages(knex: Knex, sends: ChangeRequest[], logger
     publish.push(...call.events);
   }
   // Events an earlier run stored come before everything applied now; per channel, rev order is the
-  // order front nodes deliver in (they would hold a later rev until the earlier one came).
-  publish.sort((a, b) => eventRev(a) - eventRev(b));
+  // order front nodes deliver in (they would hold a later rev until the earlier one came). Equal revs are
+  // of different channels: by channel id, so that the order is one whatever order the function answers in.
+  publish.sort((a, b) => eventRev(a) - eventRev(b) || (eventChannel(a) < eventChannel(b) ? -1 : eventChannel(a) > eventChannel(b) ? 1 : 0));
   return { outcomes, publish };
 }
 
